@@ -1,0 +1,26 @@
+"""banditroute: Thompson-sampling routing across profiles, with exact propensities.
+
+>>> import banditroute as br
+>>> router = br.Router([br.Profile("a"), br.Profile("b")], seed=0)
+>>> sorted(router.probabilities({}))
+['a', 'b']
+"""
+
+from .config import BetaPrior, Budget, Objective, Profile
+from .decision import Decision
+from .errors import (BanditrouteError, ConfigError, InvalidOutcomeError, InvalidRequestError, LogError,
+                     NoFeasibleProfileError, UnknownDecisionError)
+from .logstore import LogWriter, scan_table
+from .policy import BankPolicy, GreedyPolicy, ThompsonPolicy
+from .request import TaskClassifier
+from .router import Router
+from .settings import RouterConfig, load_config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BanditrouteError", "BankPolicy", "BetaPrior", "Budget", "ConfigError", "Decision", "GreedyPolicy",
+    "InvalidOutcomeError", "InvalidRequestError", "LogError", "LogWriter", "NoFeasibleProfileError",
+    "Objective", "Profile", "Router", "RouterConfig", "TaskClassifier", "ThompsonPolicy",
+    "UnknownDecisionError", "load_config", "scan_table",
+]

@@ -1,0 +1,8 @@
+"""``python -m banditroute`` works like the ``banditroute`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The ``banditroute`` command: a thin layer over the library.
+
+Errors go to stderr with a non-zero exit code (2 for bad input or configuration, 1 otherwise);
+``--json`` gives machine-readable output on stdout.
+
+>>> main(["replay", "--config", "/nonexistent/routes.toml", "--logs", "logs"])
+2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import BanditrouteError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="banditroute", description=(
+        "Route requests across profiles by Thompson sampling, with exact propensities."))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the embedded LLM-routing simulator through the router")
+    demo.add_argument("--requests", type=int, default=50_000, help="number of requests (default 50000)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--log-dir", default="logs", help="where to write the decision log (default logs)")
+    demo.add_argument("--no-log", action="store_true", help="do not write a decision log")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.set_defaults(run=_demo)
+
+    rep = sub.add_parser("replay", help="rebuild a router's beliefs from its logs")
+    rep.add_argument("--config", required=True, help="routes TOML file")
+    rep.add_argument("--logs", required=True, help="log directory")
+    rep.add_argument("--out", help="save the rebuilt router to this file")
+    rep.add_argument("--json", action="store_true", help="print the beliefs as JSON")
+    rep.set_defaults(run=_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except BanditrouteError as exc:
+        print(f"banditroute {args.command}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    except KeyboardInterrupt:
+        print(f"banditroute {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    if args.requests < 1:
+        from .errors import ConfigError
+
+        raise ConfigError("--requests", args.requests, "must be >= 1")
+    out = sys.stderr if args.json else sys.stdout
+    result = run_demo(n_requests=args.requests, seed=args.seed, log_dir=None if args.no_log else args.log_dir,
+                      progress=not args.no_progress, out=out)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    return 0
+
+
+def _replay(args) -> int:
+    from .router import Router
+
+    router = Router.from_config(args.config, log_dir=None)
+    n = router.replay(args.logs)
+    beliefs = router.beliefs()
+    if args.out:
+        router.save(args.out)
+    if args.json:
+        print(json.dumps({"outcomes_applied": n, "beliefs": beliefs.to_dicts()}, indent=2))
+    else:
+        print(f"applied {n} outcomes from {args.logs}")
+        print(beliefs)
+    return 0

@@ -1,0 +1,68 @@
+"""The record of one routing decision.
+
+>>> d = Decision(id="w1-0", profile="small", propensity=0.9, probabilities={"small": 0.9, "large": 0.1},
+...              task_probs={"code": 1.0}, policy_version="ts-beta-0", excluded={}, fallback_reason=None)
+>>> d.profile, d.propensity
+('small', 0.9)
+>>> d.to_dict()["probabilities"]
+{'small': 0.9, 'large': 0.1}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+__all__ = ["Decision"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """What the router decided for one request.
+
+    Attributes
+    ----------
+    id : str
+        Unique decision id; pass it to ``Router.record`` with the outcome.
+    profile : str
+        The profile to execute.
+    propensity : float
+        The exact probability with which ``profile`` was chosen (``probabilities[profile]``).
+    probabilities : mapping of str to float
+        The full distribution over every profile the router knows; sums to 1; 0 for excluded ones.
+    task_probs : mapping of str to float
+        The task-type posterior used for this request.
+    policy_version : str
+        Identifies the policy configuration that decided.
+    excluded : mapping of str to str
+        Profiles excluded for this request, each with the reason.
+    fallback_reason : str or None
+        Why the fallback profile was used, when it was.
+    """
+
+    id: str
+    profile: str
+    propensity: float
+    probabilities: Mapping[str, float]
+    task_probs: Mapping[str, float]
+    policy_version: str
+    excluded: Mapping[str, str]
+    fallback_reason: str | None = None
+
+    def __reduce__(self):
+        # Read-only mapping views do not pickle; a pickled Decision carries plain dicts.
+        return (_rebuild, (self.to_dict(),))
+
+    def to_dict(self) -> dict:
+        """Plain-data form (for JSON): every mapping as a dict."""
+        return {"id": self.id, "profile": self.profile, "propensity": self.propensity,
+                "probabilities": dict(self.probabilities), "task_probs": dict(self.task_probs),
+                "policy_version": self.policy_version, "excluded": dict(self.excluded),
+                "fallback_reason": self.fallback_reason}
+
+
+def _rebuild(data: dict) -> Decision:
+    for key in ("probabilities", "task_probs", "excluded"):
+        data[key] = MappingProxyType(data[key])
+    return Decision(**data)

@@ -1,0 +1,478 @@
+"""The Router: the one object the library, the CLI and the service use.
+
+>>> import banditroute as br
+>>> router = br.Router([br.Profile("small", cost_usd=0.0004, latency_ms=400),
+...                     br.Profile("large", cost_usd=0.0120, latency_ms=2500)],
+...                    task_types=["chat", "code"], seed=0)
+>>> d = router.decide({"task_type": "code", "tenant": "acme"})
+>>> d.profile in ("small", "large"), round(sum(d.probabilities.values()), 12)
+(True, 1.0)
+>>> d.propensity == d.probabilities[d.profile]
+True
+>>> router.record(d.id, quality=1.0, cost_usd=0.0009, latency_ms=640)
+'applied'
+>>> router.record(d.id, quality=1.0)
+'duplicate'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import threading
+import time
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import polars as pl
+
+from .beliefs import BetaBelief
+from .config import BetaPrior, Budget, Objective, Profile, check_number
+from .decision import Decision
+from .errors import ConfigError, InvalidOutcomeError, InvalidRequestError, NoFeasibleProfileError, UnknownDecisionError
+from .logstore import LogWriter
+from .policy import ThompsonPolicy
+from .request import TaskSpace
+from .settings import RouterConfig, load_config
+
+__all__ = ["Router"]
+
+
+class _Entry:
+    """A cached decision distribution for one (task, feasibility) key."""
+
+    __slots__ = ("pmf", "pmf_list", "cdf", "probs", "excluded", "excluded_json", "fallback_reason")
+
+    def __init__(self, pmf, names, excluded, fallback_reason=None):
+        self.pmf = pmf
+        self.pmf_list = pmf.tolist()
+        self.cdf = np.cumsum(pmf).tolist()
+        # Read-only views: shared by every Decision drawn from this entry, safe from callers.
+        self.probs = MappingProxyType(dict(zip(names, self.pmf_list)))
+        self.excluded = MappingProxyType(excluded)
+        self.excluded_json = json.dumps(excluded, separators=(",", ":"))
+        self.fallback_reason = fallback_reason
+
+
+class Router:
+    """Routes requests across profiles by Thompson sampling, logging exact propensities.
+
+    Parameters
+    ----------
+    profiles : sequence of Profile
+    **settings
+        Keyword-only settings of :class:`banditroute.settings.RouterConfig`: ``task_types``,
+        ``objective``, ``budget``, ``exploration``, ``discount``, ``prior``, ``n_draws``,
+        ``refresh_every``, ``reliability_floor``, ``floor_confidence``, ``fallback``,
+        ``decision_timeout_ms``, ``log_dir``, ``durability``, ``wait_window_s``,
+        ``max_pending``, ``policy_version``, ``seed``; and ``task_model``, a
+        :class:`~banditroute.request.TaskClassifier` for requests without a task-type label.
+    """
+
+    def __init__(self, profiles: Sequence[Profile], *, task_model=None, **settings):
+        task_types = settings.pop("task_types", None)
+        if task_types is not None:
+            if isinstance(task_types, str) or not isinstance(task_types, Sequence):
+                raise ConfigError("task_types", task_types, "must be a list of task-type names")
+            settings["task_types"] = tuple(task_types)
+        if settings.get("log_dir") is not None and isinstance(settings["log_dir"], os.PathLike):
+            settings["log_dir"] = os.fspath(settings["log_dir"])
+        if isinstance(profiles, Profile) or not isinstance(profiles, Sequence):
+            raise ConfigError("profiles", profiles, "must be a sequence of Profile")
+        self.config = RouterConfig(profiles=tuple(profiles), **settings)
+        self._init_state(task_model)
+        self._log = None
+        if self.config.log_dir is not None:
+            self._log = LogWriter(self.config.log_dir, durability=self.config.durability)
+        self._writer_id = self._log.writer_id if self._log else os.urandom(6).hex()
+        self._issued = {self._writer_id: 0}
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, path: str | os.PathLike, **overrides) -> "Router":
+        """Build a router from a TOML file (see :func:`banditroute.settings.load_config`)."""
+        profiles, settings = load_config(path)
+        settings.update(overrides)
+        return cls(profiles, **settings)
+
+    def _init_state(self, task_model) -> None:
+        cfg = self.config
+        seeds = np.random.SeedSequence(cfg.seed).spawn(2)
+        self._rng = np.random.default_rng(seeds[0])
+        self._tasks = TaskSpace(cfg.task_types, task_model)
+        alpha0, beta0 = self._priors(cfg.profiles)
+        self._belief = BetaBelief(alpha0, beta0, n_draws=cfg.n_draws, discount=cfg.discount,
+                                  refresh_every=cfg.refresh_every, seed=seeds[1])
+        self._policy = ThompsonPolicy(self._belief, exploration=cfg.exploration,
+                                      reliability_floor=cfg.reliability_floor,
+                                      floor_confidence=cfg.floor_confidence)
+        self._pending: dict[str, list] = {}
+        self._seq = 0
+        self._lock = threading.RLock()
+        self._derive()
+
+    def _priors(self, profiles) -> tuple[np.ndarray, np.ndarray]:
+        priors = [[p.prior_for(t, self.config.prior) for t in self.config.task_types] for p in profiles]
+        return (np.array([[b.alpha for b in row] for row in priors], dtype=np.float64),
+                np.array([[b.beta for b in row] for row in priors], dtype=np.float64))
+
+    def _derive(self) -> None:
+        """Per-profile arrays derived from the configuration (recomputed when it changes)."""
+        cfg = self.config
+        obj, budget = cfg.objective, cfg.budget
+        self._names = [p.name for p in cfg.profiles]
+        self._index = {n: i for i, n in enumerate(self._names)}
+        self._offset = np.array([obj.cost * p.cost_usd + obj.latency * p.latency_ms for p in cfg.profiles])
+        self._static_excluded = {}
+        for p in cfg.profiles:
+            if budget.max_cost_usd is not None and p.cost_usd > budget.max_cost_usd:
+                self._static_excluded[p.name] = f"cost_usd {p.cost_usd:g} > budget.max_cost_usd {budget.max_cost_usd:g}"
+            elif budget.max_latency_ms is not None and p.latency_ms > budget.max_latency_ms:
+                self._static_excluded[p.name] = (f"latency_ms {p.latency_ms:g} > budget.max_latency_ms "
+                                                 f"{budget.max_latency_ms:g}")
+        self._static_feasible = np.array([n not in self._static_excluded for n in self._names])
+        self._allow = [(i, key, allowed) for i, p in enumerate(cfg.profiles) if p.allow
+                       for key, allowed in p.allow.items() if p.name not in self._static_excluded]
+        self._one_hot = [np.eye(len(cfg.task_types))[t] for t in range(len(cfg.task_types))]
+        self._one_hot_lists = [row.tolist() for row in self._one_hot]
+        self._one_hot_views = [MappingProxyType(dict(zip(cfg.task_types, row))) for row in self._one_hot_lists]
+        self._policy_version = cfg.policy_version or cfg.fingerprint()
+        self._cache: dict = {}
+        self._cache_version = -1
+
+    def add_profile(self, profile: Profile) -> None:
+        """Add a profile; it starts from its prior (diffuse unless it carries one)."""
+        with self._lock:
+            if not isinstance(profile, Profile):
+                raise ConfigError("profile", profile, "must be a Profile")
+            if profile.name in self._index:
+                raise ConfigError("profile.name", profile.name, "is already a profile of this router")
+            self.config = replace(self.config, profiles=self.config.profiles + (profile,))
+            alpha0, beta0 = self._priors([profile])
+            self._belief.add_profile(alpha0, beta0)
+            self._derive()
+
+    # -- deciding ---------------------------------------------------------------------------
+    @property
+    def profiles(self) -> list[str]:
+        """Names of the profiles, in the order used by ``probabilities`` arrays."""
+        return list(self._names)
+
+    @property
+    def task_types(self) -> list[str]:
+        return list(self.config.task_types)
+
+    @property
+    def objective(self) -> Objective:
+        return self.config.objective
+
+    @property
+    def policy_version(self) -> str:
+        return self._policy_version
+
+    def _feasibility(self, context: Mapping) -> tuple[tuple, np.ndarray]:
+        failing = tuple(i for i, key, allowed in self._allow
+                        if not _allowed(context.get(key, _ABSENT), allowed))
+        if not failing:
+            return failing, self._static_feasible
+        mask = self._static_feasible.copy()
+        mask[list(failing)] = False
+        return failing, mask
+
+    def _entry(self, task, context: Mapping) -> _Entry:
+        if self._cache_version != self._policy.version:
+            self._cache.clear()
+            self._cache_version = self._policy.version
+        failing, mask = self._feasibility(context)
+        key = (task if isinstance(task, int) else task.tobytes(), failing)
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._compute(task, mask, failing, context)
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            self._cache[key] = entry
+        return entry
+
+    def _compute(self, task, mask, failing, context) -> _Entry:
+        excluded = dict(self._static_excluded)
+        for i in failing:
+            keys = [key for j, key, allowed in self._allow if j == i and not _allowed(context.get(key, _ABSENT), allowed)]
+            excluded[self._names[i]] = "not allowed for " + ", ".join(f"{k}={context.get(k)!r}" for k in keys)
+        pmf, below = self._policy.distribution(task, mask, self._offset, self.config.objective.quality)
+        for i in np.flatnonzero(below):
+            excluded[self._names[i]] = (f"reliability below floor {self.config.reliability_floor:g} with "
+                                        f"probability > {self.config.floor_confidence:g}")
+        if pmf is None:
+            return self._fallback_entry(excluded, "no feasible profile")
+        return _Entry(pmf, self._names, excluded)
+
+    def _fallback_entry(self, excluded: dict, why: str) -> _Entry:
+        fallback = self.config.fallback
+        if fallback is None:
+            detail = "; ".join(f"{k}: {v}" for k, v in excluded.items())
+            raise NoFeasibleProfileError("profiles", None, f"has no feasible profile for this request ({detail}) "
+                                         "and no fallback is configured")
+        pmf = np.zeros(len(self._names))
+        pmf[self._index[fallback]] = 1.0
+        return _Entry(pmf, self._names, excluded, fallback_reason=why)
+
+    def _resolve(self, context) -> tuple[str, object, _Entry]:
+        text, task = self._tasks.parse(context)
+        ceiling = self.config.decision_timeout_ms
+        if ceiling is None:
+            return text, task, self._entry(task, context)
+        start = time.perf_counter()
+        entry = self._entry(task, context)
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        if elapsed_ms > ceiling:
+            entry = self._fallback_entry({}, f"decision took {elapsed_ms:.3f} ms > decision_timeout_ms {ceiling:g}")
+        return text, task, entry
+
+    def probabilities(self, context: Mapping) -> dict[str, float]:
+        """The distribution ``decide(context)`` would draw from now; no side effects."""
+        with self._lock:
+            return dict(self._resolve(context)[2].probs)
+
+    def decide(self, context: Mapping) -> Decision:
+        """Choose a profile for one request and log the decision with its exact propensity."""
+        with self._lock:
+            text, task, entry = self._resolve(context)
+            k = bisect_right(entry.cdf, self._rng.random() * entry.cdf[-1])
+            return self._issue(text, task, entry, k, time.time_ns() // 1000)
+
+    def decide_batch(self, contexts: Sequence[Mapping]) -> list[Decision]:
+        """Decide for many requests at once; the same decisions as calling ``decide`` on each
+        in order (one uniform draw per request, in order), logged as one batch."""
+        with self._lock:
+            resolved = [self._resolve(c) for c in contexts]
+            n = len(resolved)
+            if n == 0:
+                return []
+            entries = [r[2] for r in resolved]
+            tasks = [r[1] for r in resolved]
+            ks = [bisect_right(e.cdf, u * e.cdf[-1]) for e, u in zip(entries, self._rng.random(n).tolist())]
+            ts = time.time_ns() // 1000
+            first, self._seq = self._seq, self._seq + n
+            ids = [f"{self._writer_id}-{s}" for s in range(first, first + n)]
+            names = self._names
+            pending = self._pending
+            for did, k, task in zip(ids, ks, tasks):
+                pending[did] = [k, task, ts, False]
+            self._evict(ts)
+            propensities = [e.pmf[k].item() for e, k in zip(entries, ks)]
+            if self._log is not None:
+                self._log.append_columns("decisions", [
+                    ids, [ts] * n, [self._writer_id] * n, range(first, first + n), [self._policy_version] * n,
+                    [r[0] for r in resolved], [self.config.task_types] * n, [self._task_list(t) for t in tasks],
+                    [names] * n, [e.pmf_list for e in entries], [names[k] for k in ks], propensities,
+                    [e.excluded_json for e in entries], [e.fallback_reason for e in entries]])
+            return [Decision(id=did, profile=names[k], propensity=p, probabilities=e.probs,
+                             task_probs=self._task_view(t), policy_version=self._policy_version,
+                             excluded=e.excluded, fallback_reason=e.fallback_reason)
+                    for did, k, p, e, t in zip(ids, ks, propensities, entries, tasks)]
+
+    def _issue(self, text: str, task, entry: _Entry, k: int, ts: int) -> Decision:
+        seq = self._seq
+        self._seq = seq + 1
+        did = f"{self._writer_id}-{seq}"
+        name = self._names[k]
+        propensity = entry.pmf[k].item()
+        self._pending[did] = [k, task, ts, False]
+        self._evict(ts)
+        if self._log is not None:
+            self._log.append("decisions", (did, ts, self._writer_id, seq, self._policy_version, text,
+                                           self.config.task_types, self._task_list(task), self._names,
+                                           entry.pmf_list, name, propensity, entry.excluded_json,
+                                           entry.fallback_reason))
+        return Decision(id=did, profile=name, propensity=propensity, probabilities=entry.probs,
+                        task_probs=self._task_view(task), policy_version=self._policy_version,
+                        excluded=entry.excluded, fallback_reason=entry.fallback_reason)
+
+    def _task_list(self, task) -> list:
+        return self._one_hot_lists[task] if isinstance(task, int) else task.tolist()
+
+    def _task_view(self, task) -> Mapping:
+        if isinstance(task, int):
+            return self._one_hot_views[task]
+        return MappingProxyType(dict(zip(self.config.task_types, task.tolist())))
+
+    def _evict(self, now_us: int) -> None:
+        pending = self._pending
+        horizon = now_us - int(self.config.wait_window_s * 1e6)
+        while pending:
+            oldest = next(iter(pending))
+            if pending[oldest][2] >= horizon and len(pending) <= self.config.max_pending:
+                break
+            del pending[oldest]
+
+    def action_distribution(self, contexts, profiles: Sequence[str]) -> np.ndarray:
+        """Action distribution of shape (n_contexts, len(profiles)) for offline evaluation.
+
+        ``contexts`` is a sequence of mappings or a polars DataFrame (nulls are treated as
+        absent fields). Profiles the router does not know get probability 0; a profile the
+        router would play that is missing from ``profiles`` is an error.
+        """
+        if isinstance(contexts, pl.DataFrame):
+            contexts = [{k: v for k, v in row.items() if v is not None} for row in contexts.iter_rows(named=True)]
+        columns = [self._index.get(p, -1) for p in profiles]
+        missing = sorted(set(self._names) - set(profiles))
+        with self._lock:
+            entries = [self._resolve(c)[2] for c in contexts]
+        out = np.zeros((len(entries), len(profiles)))
+        if not entries:
+            return out
+        pmf = np.stack([e.pmf for e in entries])
+        if missing and pmf[:, [self._index[m] for m in missing]].max() > 0:
+            raise ConfigError("profiles", missing, "must include every profile the router can play")
+        known = [j for j, c in enumerate(columns) if c >= 0]
+        out[:, known] = pmf[:, [columns[j] for j in known]]
+        return out
+
+    # -- learning ---------------------------------------------------------------------------
+    def record(self, decision_id: str, *, quality: float | None = None, cost_usd: float | None = None,
+               latency_ms: float | None = None) -> str:
+        """Join an outcome to its decision, update the posterior and log it.
+
+        Returns ``"applied"`` (posterior updated), ``"duplicate"`` (this decision already has an
+        outcome: nothing changes, nothing is logged) or ``"late"`` (the decision left the
+        pending window: the outcome is logged with that status but does not update the
+        posterior, exactly as the logs' join and the replay treat it). An id this router
+        never issued raises :class:`UnknownDecisionError`. ``quality`` is in [0, 1]; without
+        it the outcome is logged but teaches nothing. Missing ``cost_usd`` / ``latency_ms``
+        are taken from the profile's configuration in the logged reward.
+        """
+        quality = _check_outcome("quality", quality, 0.0, 1.0)
+        cost_usd = _check_outcome("cost_usd", cost_usd, 0.0, None)
+        latency_ms = _check_outcome("latency_ms", latency_ms, 0.0, None)
+        with self._lock:
+            if not isinstance(decision_id, str):
+                raise UnknownDecisionError("decision_id", decision_id, "must be a decision id string")
+            entry = self._pending.get(decision_id)
+            reward = None
+            if entry is None:
+                if not self._issued_here(decision_id):
+                    raise UnknownDecisionError("decision_id", decision_id, "was not issued by this router")
+                status = "late"
+                if quality is not None and cost_usd is not None and latency_ms is not None:
+                    reward = self.config.objective.reward(quality=quality, cost_usd=cost_usd, latency_ms=latency_ms)
+            elif entry[3]:
+                return "duplicate"
+            else:
+                status = "applied"
+                entry[3] = True
+                k, task = entry[0], entry[1]
+                profile = self.config.profiles[k]
+                if quality is not None:
+                    reward = self.config.objective.reward(
+                        quality=quality, cost_usd=profile.cost_usd if cost_usd is None else cost_usd,
+                        latency_ms=profile.latency_ms if latency_ms is None else latency_ms)
+                    self._belief.update(k, self._one_hot[task] if isinstance(task, int) else task, quality)
+            if self._log is not None:
+                seq = self._seq
+                self._seq += 1
+                self._log.append("outcomes", (decision_id, time.time_ns() // 1000, self._writer_id, seq,
+                                              quality, cost_usd, latency_ms, reward, status))
+            return status
+
+    def _issued_here(self, decision_id: str) -> bool:
+        writer, _, seq = decision_id.rpartition("-")
+        issued = self._issued.get(writer)
+        return issued is not None and seq.isdigit() and (int(seq) < (self._seq if writer == self._writer_id else issued))
+
+    # -- state ------------------------------------------------------------------------------
+    def replay(self, log_dir: str | os.PathLike) -> int:
+        """Rebuild this (fresh) router's beliefs from the outcomes logged under ``log_dir``;
+        see :func:`banditroute.replay.replay`. Returns the number of outcomes applied."""
+        from .replay import replay
+
+        with self._lock:
+            return replay(self, log_dir)
+
+    def beliefs(self, *, level: float = 0.95) -> pl.DataFrame:
+        """Posterior per (profile, task type): mean, credible interval, effective n, alpha, beta."""
+        with self._lock:
+            return self._belief.summary(self._names, list(self.config.task_types), level=level)
+
+    def flush(self) -> None:
+        """Make every decision and outcome so far durable on disk."""
+        if self._log is not None:
+            self._log.flush()
+
+    def close(self) -> None:
+        """Flush the log and release it."""
+        if self._log is not None:
+            self._log.close()
+
+    def __enter__(self) -> "Router":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        with self._lock:
+            state = self.__dict__.copy()
+        for transient in ("_log", "_lock", "_cache"):
+            state.pop(transient)
+        state["_issued"] = {**self._issued, self._writer_id: self._seq}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._cache, self._cache_version, self._log = {}, -1, None
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the router's configuration and learned state to ``path`` (atomically).
+
+        The file is a pickle: load only files you wrote yourself.
+        """
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, log_dir: str | os.PathLike | None | object = ...) -> "Router":
+        """Load a router written by :meth:`save`. It logs to the saved ``log_dir`` (or the
+        given one; None disables logging) under a new writer id, and still accepts outcomes
+        for the decisions the saved router had pending."""
+        with open(path, "rb") as fh:
+            router = pickle.load(fh)
+        if not isinstance(router, cls):
+            raise ConfigError("path", str(path), "does not hold a saved Router")
+        if log_dir is not ...:
+            router.config = replace(router.config, log_dir=None if log_dir is None else str(log_dir))
+        if router.config.log_dir is not None:
+            router._log = LogWriter(router.config.log_dir, durability=router.config.durability)
+            router._writer_id = router._log.writer_id
+        else:
+            router._writer_id = os.urandom(6).hex()
+        router._issued[router._writer_id] = 0
+        router._seq = 0
+        return router
+
+
+_ABSENT = object()
+
+
+def _allowed(value, allowed: frozenset) -> bool:
+    try:
+        return value in allowed
+    except TypeError:  # unhashable value
+        return False
+
+
+def _check_outcome(name: str, value, lo: float, hi: float | None):
+    if value is None:
+        return None
+    return check_number(name, value, lo=lo, hi=hi, error=InvalidOutcomeError)
