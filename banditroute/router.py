@@ -37,7 +37,7 @@ from .config import BetaPrior, Budget, Objective, Profile, check_number
 from .decision import Decision
 from .errors import ConfigError, InvalidOutcomeError, InvalidRequestError, NoFeasibleProfileError, UnknownDecisionError
 from .logstore import LogWriter
-from .policy import ThompsonPolicy
+from .policy import GreedyPolicy, ThompsonPolicy
 from .request import TaskSpace
 from .settings import RouterConfig, load_config
 
@@ -68,7 +68,7 @@ class Router:
     profiles : sequence of Profile
     **settings
         Keyword-only settings of :class:`banditroute.settings.RouterConfig`: ``task_types``,
-        ``objective``, ``budget``, ``exploration``, ``discount``, ``prior``, ``n_draws``,
+        ``objective``, ``budget``, ``policy``, ``exploration``, ``discount``, ``prior``, ``n_draws``,
         ``refresh_every``, ``reliability_floor``, ``floor_confidence``, ``fallback``,
         ``decision_timeout_ms``, ``log_dir``, ``durability``, ``wait_window_s``,
         ``max_pending``, ``policy_version``, ``seed``; and ``task_model``, a
@@ -98,8 +98,16 @@ class Router:
     def from_config(cls, path: str | os.PathLike, **overrides) -> "Router":
         """Build a router from a TOML file (see :func:`banditroute.settings.load_config`)."""
         profiles, settings = load_config(path)
+        from_file = set(settings)
         settings.update(overrides)
-        return cls(profiles, **settings)
+        try:
+            return cls(profiles, **settings)
+        except ConfigError as exc:  # a cross-field check: report it against the file's key
+            key = exc.field.split("[")[0].split(".")[0]
+            if key not in from_file:
+                raise
+            section = "" if key in ("objective", "budget", "prior") else "router."
+            raise exc.renamed(f"{Path(path).name}: {section}{exc.field}") from None
 
     def _init_state(self, task_model) -> None:
         cfg = self.config
@@ -109,9 +117,10 @@ class Router:
         alpha0, beta0 = self._priors(cfg.profiles)
         self._belief = BetaBelief(alpha0, beta0, n_draws=cfg.n_draws, discount=cfg.discount,
                                   refresh_every=cfg.refresh_every, seed=seeds[1])
-        self._policy = ThompsonPolicy(self._belief, exploration=cfg.exploration,
-                                      reliability_floor=cfg.reliability_floor,
-                                      floor_confidence=cfg.floor_confidence)
+        policy_class = ThompsonPolicy if cfg.policy == "thompson" else GreedyPolicy
+        self._policy = policy_class(self._belief, exploration=cfg.exploration,
+                                    reliability_floor=cfg.reliability_floor,
+                                    floor_confidence=cfg.floor_confidence)
         self._pending: dict[str, list] = {}
         self._seq = 0
         self._lock = threading.RLock()
@@ -203,7 +212,8 @@ class Router:
         excluded = dict(self._static_excluded)
         for i in failing:
             keys = [key for j, key, allowed in self._allow if j == i and not _allowed(context.get(key, _ABSENT), allowed)]
-            excluded[self._names[i]] = "not allowed for " + ", ".join(f"{k}={context.get(k)!r}" for k in keys)
+            # the reason names the fields, not their values: entries are cached per failing set
+            excluded[self._names[i]] = "not in the allow-list for " + ", ".join(keys)
         pmf, below = self._policy.distribution(task, mask, self._offset, self.config.objective.quality)
         for i in np.flatnonzero(below):
             excluded[self._names[i]] = (f"reliability below floor {self.config.reliability_floor:g} with "
@@ -418,7 +428,7 @@ class Router:
     def __getstate__(self) -> dict:
         with self._lock:
             state = self.__dict__.copy()
-        for transient in ("_log", "_lock", "_cache"):
+        for transient in ("_log", "_lock", "_cache", "_one_hot_views"):
             state.pop(transient)
         state["_issued"] = {**self._issued, self._writer_id: self._seq}
         return state
@@ -426,7 +436,8 @@ class Router:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
-        self._cache, self._cache_version, self._log = {}, -1, None
+        self._log = None
+        self._derive()
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the router's configuration and learned state to ``path`` (atomically).

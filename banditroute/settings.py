@@ -80,6 +80,9 @@ class RouterConfig:
     budget : Budget
     prior : BetaPrior
         Default prior of every (profile, task type); diffuse Beta(1, 1) unless given.
+    policy : {"thompson", "greedy"}
+        Thompson sampling over the posterior (default), or the posterior means (with the
+        exploration floor this is epsilon-greedy): a baseline and an OPE candidate.
     exploration : float in [0, 1)
         Exploration floor: every feasible profile gets at least ``exploration / n_feasible``.
     discount : float in (0, 1]
@@ -115,6 +118,7 @@ class RouterConfig:
     objective: Objective = Objective()
     budget: Budget = Budget()
     prior: BetaPrior = BetaPrior()
+    policy: str = "thompson"
     exploration: float = 0.02
     discount: float = 1.0
     n_draws: int = 2048
@@ -154,6 +158,8 @@ class RouterConfig:
                 unknown = set(p.prior) - set(self.task_types)
                 if unknown:
                     raise ConfigError(f"profiles[{p.name}].prior", sorted(unknown), "names unknown task types")
+        if self.policy not in ("thompson", "greedy"):
+            raise ConfigError("policy", self.policy, "must be 'thompson' or 'greedy'")
         check_number("exploration", self.exploration, lo=0.0, hi=1.0, hi_open=True)
         check_number("discount", self.discount, lo=0.0, hi=1.0, lo_open=True)
         _check_int("n_draws", self.n_draws, 1)
@@ -178,10 +184,10 @@ class RouterConfig:
 
     def fingerprint(self) -> str:
         """A short id of the settings that shape decisions (used as the default policy version)."""
-        shaping = ("profiles", "task_types", "objective", "budget", "prior", "exploration", "discount",
+        shaping = ("profiles", "task_types", "objective", "budget", "prior", "policy", "exploration", "discount",
                    "n_draws", "refresh_every", "reliability_floor", "floor_confidence", "fallback")
         text = repr([(name, getattr(self, name)) for name in shaping])
-        return "ts-beta-" + hashlib.sha1(text.encode()).hexdigest()[:10]
+        return f"{'ts' if self.policy == 'thompson' else 'greedy'}-beta-" + hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 _SECTIONS = {"router", "objective", "budget", "prior", "profiles"}
