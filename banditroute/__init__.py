@@ -8,6 +8,7 @@
 
 from .config import BetaPrior, Budget, Objective, Profile
 from .decision import Decision
+from .demo import DemoResult, run_demo
 from .errors import (BanditrouteError, ConfigError, InvalidOutcomeError, InvalidRequestError, LogError,
                      NoFeasibleProfileError, UnknownDecisionError)
 from .logstore import LogWriter, scan_table
@@ -15,6 +16,7 @@ from .policy import BankPolicy, GreedyPolicy, ThompsonPolicy
 from .request import TaskClassifier
 from .router import Router
 from .settings import RouterConfig, load_config
+from .simulator import Scenario, Simulator
 
 __version__ = "0.1.0"
 
@@ -22,5 +24,5 @@ __all__ = [
     "BanditrouteError", "BankPolicy", "BetaPrior", "Budget", "ConfigError", "Decision", "GreedyPolicy",
     "InvalidOutcomeError", "InvalidRequestError", "LogError", "LogWriter", "NoFeasibleProfileError",
     "Objective", "Profile", "Router", "RouterConfig", "TaskClassifier", "ThompsonPolicy",
-    "UnknownDecisionError", "load_config", "scan_table",
+    "UnknownDecisionError", "load_config", "scan_table", "Scenario", "Simulator", "DemoResult", "run_demo",
 ]

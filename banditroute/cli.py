@@ -61,9 +61,8 @@ def _demo(args) -> int:
         from .errors import ConfigError
 
         raise ConfigError("--requests", args.requests, "must be >= 1")
-    out = sys.stderr if args.json else sys.stdout
     result = run_demo(n_requests=args.requests, seed=args.seed, log_dir=None if args.no_log else args.log_dir,
-                      progress=not args.no_progress, out=out)
+                      progress=not args.no_progress, out=None if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     return 0

@@ -95,7 +95,7 @@ class TaskSpace:
 
     def parse(self, context) -> tuple[str, int | np.ndarray]:
         """Validate one context; return its JSON text and its task (an index, or a posterior)."""
-        if not isinstance(context, Mapping):
+        if type(context) is not dict and not isinstance(context, Mapping):
             raise InvalidRequestError("context", context, "must be a mapping of field -> value")
         try:
             text = _dumps(context)  # also rejects NaN/inf anywhere, nested ones included

@@ -275,7 +275,7 @@ class Router:
             for did, k, task in zip(ids, ks, tasks):
                 pending[did] = [k, task, ts, False]
             self._evict(ts)
-            propensities = [e.pmf[k].item() for e, k in zip(entries, ks)]
+            propensities = [e.pmf_list[k] for e, k in zip(entries, ks)]
             if self._log is not None:
                 self._log.append_columns("decisions", [
                     ids, [ts] * n, [self._writer_id] * n, range(first, first + n), [self._policy_version] * n,
@@ -292,7 +292,7 @@ class Router:
         self._seq = seq + 1
         did = f"{self._writer_id}-{seq}"
         name = self._names[k]
-        propensity = entry.pmf[k].item()
+        propensity = entry.pmf_list[k]
         self._pending[did] = [k, task, ts, False]
         self._evict(ts)
         if self._log is not None:

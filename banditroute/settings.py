@@ -121,7 +121,7 @@ class RouterConfig:
     policy: str = "thompson"
     exploration: float = 0.02
     discount: float = 1.0
-    n_draws: int = 2048
+    n_draws: int = 1024
     refresh_every: int = 16
     reliability_floor: float | None = None
     floor_confidence: float = 0.95

