@@ -109,6 +109,14 @@ class BetaBelief:
         self.dirty_[k, t] = True
         self.refresh()
 
+    def set_evidence(self, alpha_evidence: np.ndarray, beta_evidence: np.ndarray) -> None:
+        """Replace the evidence beyond the prior (e.g. with state merged across replicas)."""
+        alpha = self.alpha0_ + alpha_evidence
+        beta = self.beta0_ + beta_evidence
+        self.dirty_ |= (alpha != self.alpha_) | (beta != self.beta_)
+        self.alpha_, self.beta_ = alpha, beta
+        self.refresh()
+
     def refresh(self) -> bool:
         """Redraw the bank where updates touched it; return whether anything changed."""
         self._since_refresh = 0

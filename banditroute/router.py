@@ -409,6 +409,25 @@ class Router:
         with self._lock:
             return self._belief.summary(self._names, list(self.config.task_types), level=level)
 
+    def evidence(self) -> tuple[np.ndarray, np.ndarray]:
+        """Evidence beyond the prior, ``(alpha - alpha0, beta - beta0)``, each of shape
+        (n_profiles, n_task_types) in ``profiles`` x ``task_types`` order. Without discounting
+        it is a sum over outcomes, so replicas can add theirs up."""
+        with self._lock:
+            b = self._belief
+            return b.alpha_ - b.alpha0_, b.beta_ - b.beta0_
+
+    def set_evidence(self, alpha_evidence: np.ndarray, beta_evidence: np.ndarray) -> None:
+        """Replace the evidence beyond the prior (e.g. by state merged across replicas)."""
+        alpha_evidence = np.asarray(alpha_evidence, dtype=np.float64)
+        beta_evidence = np.asarray(beta_evidence, dtype=np.float64)
+        with self._lock:
+            shape = self._belief.shape
+            for name, ev in (("alpha_evidence", alpha_evidence), ("beta_evidence", beta_evidence)):
+                if ev.shape != shape or not np.all(np.isfinite(ev)) or np.any(ev < 0):
+                    raise ConfigError(name, ev.shape, f"must be a finite, non-negative array of shape {shape}")
+            self._belief.set_evidence(alpha_evidence, beta_evidence)
+
     def flush(self) -> None:
         """Make every decision and outcome so far durable on disk."""
         if self._log is not None:

@@ -170,3 +170,15 @@ def test_pending_state_is_bounded(profiles, seed):
     for chunk in range(20):
         router.decide_batch([{}] * 500)
     assert len(router._pending) == 1000
+
+
+def test_evidence_round_trip_and_validation(profiles, seed):
+    router = br.Router(profiles, task_types=TASKS, seed=seed)
+    train(router, TRUTH, 200, np.random.default_rng(seed))
+    alpha_ev, beta_ev = router.evidence()
+    assert alpha_ev.sum() + beta_ev.sum() == pytest.approx(200.0)
+    other = br.Router(profiles, task_types=TASKS, seed=seed + 1)
+    other.set_evidence(alpha_ev, beta_ev)
+    assert other.beliefs().equals(router.beliefs())
+    with pytest.raises(br.ConfigError, match=r"alpha_evidence must be a finite, non-negative array of shape \(3, 3\)"):
+        other.set_evidence(alpha_ev[:2], beta_ev)
