@@ -34,7 +34,7 @@ import polars as pl
 
 from .beliefs import BetaBelief
 from .config import BetaPrior, Budget, Objective, Profile, check_number
-from .decision import Decision
+from .decision import Decision, make_decision
 from .errors import ConfigError, InvalidOutcomeError, InvalidRequestError, NoFeasibleProfileError, UnknownDecisionError
 from .logstore import LogWriter
 from .policy import GreedyPolicy, ThompsonPolicy
@@ -256,36 +256,89 @@ class Router:
             k = bisect_right(entry.cdf, self._rng.random() * entry.cdf[-1])
             return self._issue(text, task, entry, k, time.time_ns() // 1000)
 
-    def decide_batch(self, contexts: Sequence[Mapping]) -> list[Decision]:
+    def decide_batch(self, contexts: Sequence[Mapping] | pl.DataFrame) -> list[Decision]:
         """Decide for many requests at once; the same decisions as calling ``decide`` on each
-        in order (one uniform draw per request, in order), logged as one batch."""
+        in order (one uniform draw per request, in order), logged as one batch.
+
+        ``contexts`` is a sequence of mappings, or a polars DataFrame with one column per
+        field (the vectorised path: validation, JSON encoding and the draws run column-wise;
+        a null is an absent field for allow-lists and is logged as JSON null).
+        """
         with self._lock:
+            if isinstance(contexts, pl.DataFrame):
+                frame = self._frame_plan(contexts)
+                if frame is None:  # a case only the row path handles (it also raises the exact error)
+                    contexts = [{k: v for k, v in row.items() if v is not None}
+                                for row in contexts.iter_rows(named=True)]
+                else:
+                    return self._issue_many(*frame)
             resolved = [self._resolve(c) for c in contexts]
-            n = len(resolved)
-            if n == 0:
+            if not resolved:
                 return []
-            entries = [r[2] for r in resolved]
-            tasks = [r[1] for r in resolved]
-            ks = [bisect_right(e.cdf, u * e.cdf[-1]) for e, u in zip(entries, self._rng.random(n).tolist())]
-            ts = time.time_ns() // 1000
-            first, self._seq = self._seq, self._seq + n
-            ids = [f"{self._writer_id}-{s}" for s in range(first, first + n)]
-            names = self._names
-            pending = self._pending
-            for did, k, task in zip(ids, ks, tasks):
-                pending[did] = [k, task, ts, False]
-            self._evict(ts)
-            propensities = [e.pmf_list[k] for e, k in zip(entries, ks)]
-            if self._log is not None:
-                self._log.append_columns("decisions", [
-                    ids, [ts] * n, [self._writer_id] * n, range(first, first + n), [self._policy_version] * n,
-                    [r[0] for r in resolved], [self.config.task_types] * n, [self._task_list(t) for t in tasks],
-                    [names] * n, [e.pmf_list for e in entries], [names[k] for k in ks], propensities,
-                    [e.excluded_json for e in entries], [e.fallback_reason for e in entries]])
-            return [Decision(id=did, profile=names[k], propensity=p, probabilities=e.probs,
-                             task_probs=self._task_view(t), policy_version=self._policy_version,
-                             excluded=e.excluded, fallback_reason=e.fallback_reason)
-                    for did, k, p, e, t in zip(ids, ks, propensities, entries, tasks)]
+            texts, tasks, entries = (list(col) for col in zip(*resolved))
+            u = self._rng.random(len(entries)).tolist()
+            ks = [bisect_right(e.cdf, ui * e.cdf[-1]) for e, ui in zip(entries, u)]
+            return self._issue_many(texts, tasks, entries, ks)
+
+    def _frame_plan(self, frame: pl.DataFrame):
+        """Vectorised resolution of a DataFrame of contexts: ``(texts, tasks, entries, ks)``, or
+        None when a row needs the general path (task model, explicit task_probs, nested or
+        non-string columns, a decision timeout, or an invalid row whose error it reports)."""
+        n = frame.height
+        if n == 0:
+            return [], [], [], []
+        schema = frame.schema
+        if ("task_probs" in schema or self.config.decision_timeout_ms is not None
+                or any(dtype.is_nested() for dtype in schema.values())
+                or ("task_type" not in schema and (len(self.config.task_types) > 1 or self._tasks.task_model))):
+            return None
+        for name, dtype in schema.items():
+            if dtype.is_float() and not frame.get_column(name).is_finite().fill_null(True).all():
+                return None
+        if "task_type" in schema:
+            if schema["task_type"] != pl.String:
+                return None
+            tasks = frame.get_column("task_type").replace_strict(self._tasks.index, default=None, return_dtype=pl.Int64)
+            if tasks.null_count():
+                return None
+            tasks = tasks.to_numpy()
+        else:
+            tasks = np.zeros(n, dtype=np.int64)
+        code = tasks.copy()
+        for i, key, allowed in self._allow:  # group rows by (task, failed allow-lists)
+            ok = frame.get_column(key).is_in(list(allowed)).fill_null(False).to_numpy() if key in schema else np.zeros(n, bool)
+            code = code + ((~ok).astype(np.int64) << (i + 8))
+        groups, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        rows = [{k: v for k, v in frame.row(int(j), named=True).items() if v is not None} for j in first]
+        group_entries = [self._entry(int(tasks[j]), row) for j, row in zip(first, rows)]
+        cdf = np.array([e.cdf for e in group_entries])[inverse]
+        x = self._rng.random(n) * cdf[:, -1]
+        ks = (cdf <= x[:, None]).sum(axis=1).tolist()
+        texts = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series().to_list()
+        return texts, tasks.tolist(), [group_entries[g] for g in inverse.tolist()], ks
+
+    def _issue_many(self, texts, tasks, entries, ks) -> list[Decision]:
+        n = len(entries)
+        if n == 0:
+            return []
+        ts = time.time_ns() // 1000
+        first, self._seq = self._seq, self._seq + n
+        ids = [f"{self._writer_id}-{s}" for s in range(first, first + n)]
+        names = self._names
+        pending = self._pending
+        for did, k, task in zip(ids, ks, tasks):
+            pending[did] = [k, task, ts, False]
+        self._evict(ts)
+        propensities = [e.pmf_list[k] for e, k in zip(entries, ks)]
+        if self._log is not None:
+            self._log.append_columns("decisions", [
+                ids, [ts] * n, [self._writer_id] * n, range(first, first + n), [self._policy_version] * n,
+                texts, [self.config.task_types] * n, [self._task_list(t) for t in tasks],
+                [names] * n, [e.pmf_list for e in entries], [names[k] for k in ks], propensities,
+                [e.excluded_json for e in entries], [e.fallback_reason for e in entries]])
+        version, task_view = self._policy_version, self._task_view
+        return [make_decision((did, names[k], p, e.probs, task_view(t), version, e.excluded, e.fallback_reason))
+                for did, k, p, e, t in zip(ids, ks, propensities, entries, tasks)]
 
     def _issue(self, text: str, task, entry: _Entry, k: int, ts: int) -> Decision:
         seq = self._seq
@@ -300,9 +353,8 @@ class Router:
                                            self.config.task_types, self._task_list(task), self._names,
                                            entry.pmf_list, name, propensity, entry.excluded_json,
                                            entry.fallback_reason))
-        return Decision(id=did, profile=name, propensity=propensity, probabilities=entry.probs,
-                        task_probs=self._task_view(task), policy_version=self._policy_version,
-                        excluded=entry.excluded, fallback_reason=entry.fallback_reason)
+        return make_decision((did, name, propensity, entry.probs, self._task_view(task), self._policy_version,
+                              entry.excluded, entry.fallback_reason))
 
     def _task_list(self, task) -> list:
         return self._one_hot_lists[task] if isinstance(task, int) else task.tolist()

@@ -19,6 +19,7 @@ import tempfile
 import time
 
 import numpy as np
+import polars as pl
 
 import banditroute as br
 
@@ -82,6 +83,7 @@ def bench_record(router, ctxs, truth, rng):
 
 
 def bench_batch(router, ctxs):
+    """decide_batch throughput, logging included (the flushes it triggers count)."""
     start = time.perf_counter()
     router.decide_batch(ctxs)
     return len(ctxs) / (time.perf_counter() - start)
@@ -125,7 +127,8 @@ def main() -> None:
             row = {"anchor_bare_ts": bench_anchor(truth, args.n, rng),
                    "decide": bench_decide(router, ctxs),
                    "record": bench_record(router, ctxs, truth, rng),
-                   "batch_per_s": bench_batch(router, contexts(tasks, 100_000, rng))}
+                   "batch_rows_per_s": bench_batch(router, contexts(tasks, 100_000, rng)),
+                   "batch_frame_per_s": bench_batch(router, pl.DataFrame(contexts(tasks, 100_000, rng)))}
             router.close()
             results["runs"].append(row)
             print(f"run {run}: " + ", ".join(f"{k}={v[0]:.1f}/{v[1]:.1f} us" if isinstance(v, tuple) else
@@ -149,8 +152,9 @@ def summarise(results) -> None:
         p99 = [r[key][1] for r in runs]
         ratio = [r[key][0] / r["anchor_bare_ts"][0] for r in runs]
         print(f"{key:>15}: median {spread(med)} us, p99 {spread(p99)} us, ratio to anchor {statistics.median(ratio):.2f}")
-    batch = [r["batch_per_s"] for r in runs]
-    print(f"{'decide_batch':>15}: {statistics.median(batch):,.0f} decisions/s (min {min(batch):,.0f}, max {max(batch):,.0f})")
+    for key, label in (("batch_rows_per_s", "batch of dicts"), ("batch_frame_per_s", "batch DataFrame")):
+        batch = [r[key] for r in runs]
+        print(f"{label:>15}: {statistics.median(batch):,.0f} decisions/s (min {min(batch):,.0f}, max {max(batch):,.0f})")
     for n, rss, pending in results["memory"]:
         print(f"  after {n:>9,} decisions: RSS {rss:7.1f} MB, pending {pending:,}")
 

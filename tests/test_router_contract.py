@@ -146,3 +146,32 @@ def test_action_distribution_matches_probabilities(profiles, seed):
     assert np.array_equal(router.action_distribution(frame, names), dist)
     with pytest.raises(br.ConfigError, match=r"profiles must include every profile the router can play"):
         router.action_distribution(ctxs, ["small", "medium"])
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_dataframe_batch_equals_row_batch(policy, seed, tmp_path):
+    import polars as pl
+
+    profiles = [br.Profile("eu", allow={"region": ["eu"]}), br.Profile("any"), br.Profile("cheap", cost_usd=0.001)]
+    rows = [{"task_type": TASKS[i % 3], "region": ["eu", "us", None][i % 3], "n": float(i)} for i in range(300)]
+    a = br.Router(profiles, task_types=TASKS, policy=policy, seed=seed, log_dir=tmp_path / "a")
+    b = br.Router(profiles, task_types=TASKS, policy=policy, seed=seed, log_dir=tmp_path / "b")
+    by_frame = a.decide_batch(pl.DataFrame(rows))
+    by_rows = b.decide_batch([{k: v for k, v in r.items() if v is not None} for r in rows])
+    assert [(d.profile, d.propensity, dict(d.probabilities), dict(d.excluded)) for d in by_frame] == \
+           [(d.profile, d.propensity, dict(d.probabilities), dict(d.excluded)) for d in by_rows]
+    a.flush()
+    logged = br.scan_table(tmp_path / "a", "decisions").collect()
+    assert json.loads(logged["context"][1]) == {"task_type": "code", "region": "us", "n": 1.0}
+    assert logged["propensity"].to_list() == [d.propensity for d in by_frame]
+
+
+def test_dataframe_batch_reports_bad_rows_like_the_row_path(profiles):
+    import polars as pl
+
+    router = br.Router(profiles, task_types=TASKS, seed=0)
+    with pytest.raises(br.InvalidRequestError, match=r"context\.x must be a finite number, got nan"):
+        router.decide_batch(pl.DataFrame({"task_type": ["chat", "code"], "x": [1.0, float("nan")]}))
+    with pytest.raises(br.InvalidRequestError, match=r"context\.task_type must be one of .*, got 'poetry'"):
+        router.decide_batch(pl.DataFrame({"task_type": ["chat", "poetry"]}))
+    assert router.decide_batch(pl.DataFrame({"task_type": []}, schema={"task_type": pl.String})) == []
