@@ -24,6 +24,8 @@ import pickle
 import threading
 import time
 from bisect import bisect_right
+from collections import deque
+from itertools import repeat
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -121,7 +123,8 @@ class Router:
         self._policy = policy_class(self._belief, exploration=cfg.exploration,
                                     reliability_floor=cfg.reliability_floor,
                                     floor_confidence=cfg.floor_confidence)
-        self._pending: dict[str, list] = {}
+        self._pending: dict[str, list] = {}  # decision id -> [profile index, task, ts_us, recorded]
+        self._pending_order: deque[str] = deque()
         self._seq = 0
         self._lock = threading.RLock()
         self._derive()
@@ -321,24 +324,29 @@ class Router:
         n = len(entries)
         if n == 0:
             return []
+        # Column-wise with C-level map/zip: this loop runs hundreds of thousands of times a second.
         ts = time.time_ns() // 1000
         first, self._seq = self._seq, self._seq + n
-        ids = [f"{self._writer_id}-{s}" for s in range(first, first + n)]
-        names = self._names
-        pending = self._pending
-        for did, k, task in zip(ids, ks, tasks):
-            pending[did] = [k, task, ts, False]
+        ids = list(map(f"{self._writer_id}-".__add__, map(str, range(first, first + n))))
+        self._pending.update(zip(ids, map(list, zip(ks, tasks, repeat(ts), repeat(False)))))
+        self._pending_order.extend(ids)
         self._evict(ts)
+        chosen = list(map(self._names.__getitem__, ks))
         propensities = [e.pmf_list[k] for e, k in zip(entries, ks)]
+        if all(type(t) is int for t in tasks):
+            task_lists = list(map(self._one_hot_lists.__getitem__, tasks))
+            task_views = list(map(self._one_hot_views.__getitem__, tasks))
+        else:
+            task_lists = list(map(self._task_list, tasks))
+            task_views = list(map(self._task_view, tasks))
+        fallback = [e.fallback_reason for e in entries]
         if self._log is not None:
             self._log.append_columns("decisions", [
                 ids, [ts] * n, [self._writer_id] * n, range(first, first + n), [self._policy_version] * n,
-                texts, [self.config.task_types] * n, [self._task_list(t) for t in tasks],
-                [names] * n, [e.pmf_list for e in entries], [names[k] for k in ks], propensities,
-                [e.excluded_json for e in entries], [e.fallback_reason for e in entries]])
-        version, task_view = self._policy_version, self._task_view
-        return [make_decision((did, names[k], p, e.probs, task_view(t), version, e.excluded, e.fallback_reason))
-                for did, k, p, e, t in zip(ids, ks, propensities, entries, tasks)]
+                texts, [self.config.task_types] * n, task_lists, [self._names] * n,
+                [e.pmf_list for e in entries], chosen, propensities, [e.excluded_json for e in entries], fallback])
+        return list(map(make_decision, zip(ids, chosen, propensities, [e.probs for e in entries], task_views,
+                                           repeat(self._policy_version), [e.excluded for e in entries], fallback)))
 
     def _issue(self, text: str, task, entry: _Entry, k: int, ts: int) -> Decision:
         seq = self._seq
@@ -347,6 +355,7 @@ class Router:
         name = self._names[k]
         propensity = entry.pmf_list[k]
         self._pending[did] = [k, task, ts, False]
+        self._pending_order.append(did)
         self._evict(ts)
         if self._log is not None:
             self._log.append("decisions", (did, ts, self._writer_id, seq, self._policy_version, text,
@@ -365,13 +374,12 @@ class Router:
         return MappingProxyType(dict(zip(self.config.task_types, task.tolist())))
 
     def _evict(self, now_us: int) -> None:
-        pending = self._pending
+        # A deque keeps the issue order: popping a dict's first key in a loop is quadratic.
+        pending, order = self._pending, self._pending_order
         horizon = now_us - int(self.config.wait_window_s * 1e6)
-        while pending:
-            oldest = next(iter(pending))
-            if pending[oldest][2] >= horizon and len(pending) <= self.config.max_pending:
-                break
-            del pending[oldest]
+        limit = self.config.max_pending
+        while order and (len(pending) > limit or pending[order[0]][2] < horizon):
+            del pending[order.popleft()]
 
     def action_distribution(self, contexts, profiles: Sequence[str]) -> np.ndarray:
         """Action distribution of shape (n_contexts, len(profiles)) for offline evaluation.
