@@ -85,7 +85,12 @@ _ROW_SCHEMAS = {name: {c: (pl.Int64 if c == "ts" else t) for c, t in s.items() i
 
 
 def scan_table(log_dir: str | os.PathLike, table: str) -> pl.LazyFrame:
-    """Lazily scan every part of ``table`` ("decisions" or "outcomes") under ``log_dir``."""
+    """Lazily scan every part of ``table`` ("decisions" or "outcomes") under ``log_dir``.
+
+    >>> import tempfile
+    >>> scan_table(tempfile.mkdtemp(), "outcomes").collect().columns[:3]
+    ['decision_id', 'ts', 'writer']
+    """
     if table not in _SCHEMAS:
         raise ConfigError("table", table, "must be 'decisions' or 'outcomes'")
     root = Path(log_dir) / table

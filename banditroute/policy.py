@@ -106,6 +106,13 @@ class GreedyPolicy(BankPolicy):
     """Exploit the posterior means (one scenario), with the exploration floor on top.
 
     A useful candidate for offline evaluation: what would pure exploitation have earned?
+
+    >>> import numpy as np
+    >>> from banditroute.beliefs import BetaBelief
+    >>> belief = BetaBelief(np.array([[9.0], [1.0]]), np.array([[1.0], [9.0]]), n_draws=10, seed=0)
+    >>> pmf, _ = GreedyPolicy(belief, exploration=0.1).distribution(0, np.array([True, True]), np.zeros(2), 1.0)
+    >>> pmf.tolist()
+    [0.95, 0.05]
     """
 
     def __init__(self, belief, **kwargs):

@@ -199,6 +199,13 @@ def load_config(path: str | os.PathLike) -> tuple[list[Profile], dict]:
     """Read a routes TOML file; return ``(profiles, settings)`` for :class:`Router`.
 
     Every error names the file and the offending key.
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "routes.toml"
+    >>> _ = path.write_text('[router]\nexploration = 0.1\n[[profiles]]\nname = "a"\ncost_usd = 0.001\n')
+    >>> profiles, settings = load_config(path)
+    >>> profiles[0].cost_usd, settings["exploration"]
+    (0.001, 0.1)
     """
     path = Path(path)
     try:
