@@ -196,7 +196,7 @@ _PROFILE_KEYS = {"name", "cost_usd", "latency_ms", "tags", "allow", "prior"}
 
 
 def load_config(path: str | os.PathLike) -> tuple[list[Profile], dict]:
-    """Read a routes TOML file; return ``(profiles, settings)`` for :class:`Router`.
+    r"""Read a routes TOML file; return ``(profiles, settings)`` for :class:`Router`.
 
     Every error names the file and the offending key.
 
