@@ -4,6 +4,7 @@ Layout (DESIGN section 5)::
 
     <log_dir>/decisions/date=YYYY-MM-DD/part-<writer>-<seq>.parquet
     <log_dir>/outcomes/date=YYYY-MM-DD/part-<writer>-<seq>.parquet
+    <log_dir>/events/date=YYYY-MM-DD/part-<writer>-<seq>.parquet      (canary, promotion, rollback)
 
 Each writer (one per router process) has its own id, so several processes write side by side
 without coordination. A part is written to a hidden temporary file, fsync'ed, renamed into
@@ -42,9 +43,9 @@ import polars as pl
 
 from .errors import ConfigError, LogError
 
-__all__ = ["LogWriter", "DECISION_SCHEMA", "OUTCOME_SCHEMA", "SCHEMA_VERSION", "scan_table"]
+__all__ = ["LogWriter", "DECISION_SCHEMA", "OUTCOME_SCHEMA", "EVENT_SCHEMA", "SCHEMA_VERSION", "scan_table"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: decisions gained the nullable `shadow` column; the `events` table
 _TS = pl.Datetime("us", "UTC")
 
 DECISION_SCHEMA = {
@@ -62,6 +63,7 @@ DECISION_SCHEMA = {
     "propensity": pl.Float64,
     "excluded": pl.String,
     "fallback_reason": pl.String,
+    "shadow": pl.String,
     "schema_version": pl.Int32,
 }
 
@@ -78,21 +80,34 @@ OUTCOME_SCHEMA = {
     "schema_version": pl.Int32,
 }
 
-_SCHEMAS = {"decisions": DECISION_SCHEMA, "outcomes": OUTCOME_SCHEMA}
+EVENT_SCHEMA = {
+    "ts": _TS,
+    "writer": pl.String,
+    "seq": pl.Int64,
+    "event": pl.String,
+    "policy": pl.String,
+    "fraction": pl.Float64,
+    "who": pl.String,
+    "why": pl.String,
+    "policy_version": pl.String,
+    "schema_version": pl.Int32,
+}
+
+_SCHEMAS = {"decisions": DECISION_SCHEMA, "outcomes": OUTCOME_SCHEMA, "events": EVENT_SCHEMA}
 # Row tuples handed to append() carry every column but schema_version, with ts in epoch us.
 _ROW_SCHEMAS = {name: {c: (pl.Int64 if c == "ts" else t) for c, t in s.items() if c != "schema_version"}
                 for name, s in _SCHEMAS.items()}
 
 
 def scan_table(log_dir: str | os.PathLike, table: str) -> pl.LazyFrame:
-    """Lazily scan every part of ``table`` ("decisions" or "outcomes") under ``log_dir``.
+    """Lazily scan every part of ``table`` ("decisions", "outcomes" or "events") under ``log_dir``.
 
     >>> import tempfile
     >>> scan_table(tempfile.mkdtemp(), "outcomes").collect().columns[:3]
     ['decision_id', 'ts', 'writer']
     """
     if table not in _SCHEMAS:
-        raise ConfigError("table", table, "must be 'decisions' or 'outcomes'")
+        raise ConfigError("table", table, "must be 'decisions', 'outcomes' or 'events'")
     root = Path(log_dir) / table
     if not any(root.glob("date=*/part-*.parquet")):
         return pl.LazyFrame(schema=_SCHEMAS[table])

@@ -41,6 +41,7 @@ from .errors import ConfigError, InvalidOutcomeError, InvalidRequestError, NoFea
 from .logstore import LogWriter
 from .policy import GreedyPolicy, ThompsonPolicy
 from .request import TaskSpace
+from .rollout import Rollout
 from .settings import RouterConfig, load_config
 
 __all__ = ["Router"]
@@ -49,9 +50,9 @@ __all__ = ["Router"]
 class _Entry:
     """A cached decision distribution for one (task, feasibility) key."""
 
-    __slots__ = ("pmf", "pmf_list", "cdf", "probs", "excluded", "excluded_json", "fallback_reason")
+    __slots__ = ("pmf", "pmf_list", "cdf", "probs", "excluded", "excluded_json", "fallback_reason", "shadow_json")
 
-    def __init__(self, pmf, names, excluded, fallback_reason=None):
+    def __init__(self, pmf, names, excluded, fallback_reason=None, shadow_json=None):
         self.pmf = pmf
         self.pmf_list = pmf.tolist()
         self.cdf = np.cumsum(pmf).tolist()
@@ -60,6 +61,7 @@ class _Entry:
         self.excluded = MappingProxyType(excluded)
         self.excluded_json = json.dumps(excluded, separators=(",", ":"))
         self.fallback_reason = fallback_reason
+        self.shadow_json = shadow_json
 
 
 class Router:
@@ -125,6 +127,7 @@ class Router:
                                     floor_confidence=cfg.floor_confidence)
         self._pending: dict[str, list] = {}  # decision id -> [profile index, task, ts_us, recorded]
         self._pending_order: deque[str] = deque()
+        self._rollout = Rollout()
         self._seq = 0
         self._lock = threading.RLock()
         self._derive()
@@ -238,13 +241,15 @@ class Router:
     def _resolve(self, context) -> tuple[str, object, _Entry]:
         text, task = self._tasks.parse(context)
         ceiling = self.config.decision_timeout_ms
-        if ceiling is None:
-            return text, task, self._entry(task, context)
-        start = time.perf_counter()
+        start = time.perf_counter() if ceiling is not None else 0.0
         entry = self._entry(task, context)
-        elapsed_ms = (time.perf_counter() - start) * 1e3
-        if elapsed_ms > ceiling:
-            entry = self._fallback_entry({}, f"decision took {elapsed_ms:.3f} ms > decision_timeout_ms {ceiling:g}")
+        if self._rollout.active:
+            pmf, shadow = self._rollout.apply(context, entry.pmf, self._names)
+            entry = _Entry(pmf, self._names, dict(entry.excluded), entry.fallback_reason, shadow)
+        if ceiling is not None:
+            elapsed_ms = (time.perf_counter() - start) * 1e3
+            if elapsed_ms > ceiling:
+                entry = self._fallback_entry({}, f"decision took {elapsed_ms:.3f} ms > decision_timeout_ms {ceiling:g}")
         return text, task, entry
 
     def probabilities(self, context: Mapping) -> dict[str, float]:
@@ -291,7 +296,7 @@ class Router:
         if n == 0:
             return [], [], [], []
         schema = frame.schema
-        if ("task_probs" in schema or self.config.decision_timeout_ms is not None
+        if ("task_probs" in schema or self.config.decision_timeout_ms is not None or self._rollout.active
                 or any(dtype.is_nested() for dtype in schema.values())
                 or ("task_type" not in schema and (len(self.config.task_types) > 1 or self._tasks.task_model))):
             return None
@@ -344,7 +349,8 @@ class Router:
             self._log.append_columns("decisions", [
                 ids, [ts] * n, [self._writer_id] * n, range(first, first + n), [self._policy_version] * n,
                 texts, [self.config.task_types] * n, task_lists, [self._names] * n,
-                [e.pmf_list for e in entries], chosen, propensities, [e.excluded_json for e in entries], fallback])
+                [e.pmf_list for e in entries], chosen, propensities, [e.excluded_json for e in entries], fallback,
+                [e.shadow_json for e in entries]])
         return list(map(make_decision, zip(ids, chosen, propensities, [e.probs for e in entries], task_views,
                                            repeat(self._policy_version), [e.excluded for e in entries], fallback)))
 
@@ -361,7 +367,7 @@ class Router:
             self._log.append("decisions", (did, ts, self._writer_id, seq, self._policy_version, text,
                                            self.config.task_types, self._task_list(task), self._names,
                                            entry.pmf_list, name, propensity, entry.excluded_json,
-                                           entry.fallback_reason))
+                                           entry.fallback_reason, entry.shadow_json))
         return make_decision((did, name, propensity, entry.probs, self._task_view(task), self._policy_version,
                               entry.excluded, entry.fallback_reason))
 
@@ -442,13 +448,78 @@ class Router:
                     reward = self.config.objective.reward(
                         quality=quality, cost_usd=profile.cost_usd if cost_usd is None else cost_usd,
                         latency_ms=profile.latency_ms if latency_ms is None else latency_ms)
-                    self._belief.update(k, self._one_hot[task] if isinstance(task, int) else task, quality)
+                    w = self._one_hot[task] if isinstance(task, int) else task
+                    self._belief.update(k, w, quality)
+                    for candidate in self._rollout.candidates():
+                        if isinstance(candidate, Router):
+                            candidate._learn(profile.name, dict(zip(self.config.task_types, w.tolist())), quality)
             if self._log is not None:
                 seq = self._seq
                 self._seq += 1
                 self._log.append("outcomes", (decision_id, time.time_ns() // 1000, self._writer_id, seq,
                                               quality, cost_usd, latency_ms, reward, status))
             return status
+
+    def _learn(self, profile: str, task_probs: Mapping[str, float], quality: float) -> None:
+        """Learn from an outcome of a decision made elsewhere (as a shadow or canary candidate)."""
+        with self._lock:
+            k = self._index.get(profile)
+            if k is None:
+                return
+            w = np.array([task_probs.get(t, 0.0) for t in self.config.task_types])
+            if w.sum() > 0:
+                self._belief.update(k, w / w.sum(), quality)
+
+    # -- rollout ----------------------------------------------------------------------------
+    def add_shadow(self, name: str, policy, *, who: str = "", why: str = "") -> None:
+        """Compute ``policy``'s distribution on every request and log it (column ``shadow``)
+        next to the decision, without changing what is executed."""
+        with self._lock:
+            self._rollout.add_shadow(name, policy)
+            self._event("shadow_start", name, None, who, why)
+
+    def remove_shadow(self, name: str, *, who: str = "", why: str = "") -> None:
+        with self._lock:
+            self._rollout.remove_shadow(name)
+            self._event("shadow_stop", name, None, who, why)
+
+    def start_canary(self, name: str, policy, *, fraction: float, who: str, why: str) -> None:
+        """Let ``policy`` decide a ``fraction`` of traffic; the logged propensity is the mixture
+        probability, exactly. Recorded as an event (who, what, why) in the log."""
+        with self._lock:
+            self._rollout.start_canary(name, policy, fraction)
+            self._event("canary_start", name, fraction, who, why)
+
+    def set_canary_fraction(self, fraction: float, *, who: str, why: str) -> None:
+        with self._lock:
+            self._rollout.set_fraction(fraction)
+            self._event("canary_fraction", self._rollout.canary[0], fraction, who, why)
+
+    def promote(self, *, who: str, why: str):
+        """Promote the canary: it decides all traffic from now on (fraction 1). Returns it."""
+        with self._lock:
+            self._rollout.set_fraction(1.0)
+            name, policy, _ = self._rollout.canary
+            self._event("promote", name, 1.0, who, why)
+            return policy
+
+    def rollback(self, *, who: str, why: str) -> None:
+        """Stop the canary: production decides all traffic again."""
+        with self._lock:
+            name, _, fraction = self._rollout.stop_canary()
+            self._event("rollback", name, fraction, who, why)
+
+    def _event(self, event: str, policy: str, fraction, who: str, why: str) -> None:
+        for field, value in (("who", who), ("why", why)):
+            if not isinstance(value, str):
+                raise ConfigError(field, value, "must be a string")
+        if self._log is not None:
+            seq = self._seq
+            self._seq += 1
+            self._log.append("events", (time.time_ns() // 1000, self._writer_id, seq, event, policy,
+                                        None if fraction is None else float(fraction), who, why,
+                                        self._policy_version))
+            self._log.flush()  # rare and important: durable at once
 
     def _issued_here(self, decision_id: str) -> bool:
         writer, _, seq = decision_id.rpartition("-")

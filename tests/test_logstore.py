@@ -34,7 +34,7 @@ def test_schema_and_layout(profiles, tmp_path):
     assert row["task_types"] == ["chat", "code"] and row["task_probs"] == [0.0, 1.0]
     assert row["profiles"] == router.profiles and sum(row["probabilities"]) == pytest.approx(1.0)
     assert json.loads(row["context"]) == {"task_type": "code", "tenant": "acme"}
-    assert json.loads(row["excluded"]) == {} and row["schema_version"] == 1
+    assert json.loads(row["excluded"]) == {} and row["schema_version"] == 2 and row["shadow"] is None
     assert row["ts"].tzinfo is not None
     first = out.row(0, named=True)
     assert (first["quality"], first["cost_usd"], first["latency_ms"], first["status"]) == (1.0, 0.01, 700.0, "applied")
@@ -75,7 +75,7 @@ def test_list_columns_with_a_growing_profile_set(profiles, tmp_path):
 
 def test_empty_log_scans_to_an_empty_frame(tmp_path):
     assert br.scan_table(tmp_path, "outcomes").collect().height == 0
-    with pytest.raises(br.ConfigError, match=r"table must be 'decisions' or 'outcomes', got 'x'"):
+    with pytest.raises(br.ConfigError, match=r"table must be 'decisions', 'outcomes' or 'events', got 'x'"):
         br.scan_table(tmp_path, "x")
 
 

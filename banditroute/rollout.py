@@ -1,0 +1,116 @@
+"""Shadow and canary stages: candidate policies next to production on live traffic.
+
+*Shadow*: a candidate's action distribution is computed for every request and logged with the
+decision (column ``shadow``: JSON ``{name: [p aligned with profiles]}``); it never changes what
+is executed. *Canary*: a fraction ``f`` of traffic is decided by the candidate. The router draws
+the executed profile from the mixture ``(1 - f) * pi_production + f * pi_candidate`` and logs
+that mixture as the probabilities, so the logged propensity is the true probability of the
+executed profile and canary traffic stays valid for off-policy evaluation.
+
+A candidate is anything with ``probabilities(context) -> {profile: p}`` (another
+:class:`~banditroute.router.Router` with ``log_dir=None``, a static table, a wrapped VW
+policy). A Router candidate also learns from every applied outcome.
+
+>>> import numpy as np
+>>> class Static:
+...     def probabilities(self, context):
+...         return {"large": 1.0}
+>>> rollout = Rollout()
+>>> rollout.start_canary("table", Static(), 0.25)
+>>> pmf, shadow = rollout.apply({}, np.array([0.5, 0.5]), ["small", "large"])
+>>> pmf.tolist(), shadow
+([0.375, 0.625], '{"table":[0.0,1.0]}')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import numpy as np
+
+from .config import check_number
+from .errors import ConfigError
+
+__all__ = ["Rollout"]
+
+
+class Rollout:
+    """The shadow candidates and the canary of one router."""
+
+    def __init__(self):
+        self.shadows: dict[str, object] = {}
+        self.canary: tuple[str, object, float] | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shadows) or self.canary is not None
+
+    def add_shadow(self, name: str, policy) -> None:
+        _check_policy(name, policy)
+        if name in self.shadows or (self.canary and self.canary[0] == name):
+            raise ConfigError("name", name, "is already a shadow or canary policy")
+        self.shadows[name] = policy
+
+    def remove_shadow(self, name: str) -> None:
+        if name not in self.shadows:
+            raise ConfigError("name", name, f"is not a shadow policy (shadows: {sorted(self.shadows)})")
+        del self.shadows[name]
+
+    def start_canary(self, name: str, policy, fraction: float) -> None:
+        _check_policy(name, policy)
+        if self.canary is not None:
+            raise ConfigError("canary", self.canary[0], "is already running: promote or roll it back first")
+        if name in self.shadows:
+            raise ConfigError("name", name, "is already a shadow policy")
+        self.canary = (name, policy, check_number("fraction", fraction, lo=0.0, hi=1.0))
+
+    def set_fraction(self, fraction: float) -> None:
+        if self.canary is None:
+            raise ConfigError("canary", None, "is not running")
+        name, policy, _ = self.canary
+        self.canary = (name, policy, check_number("fraction", fraction, lo=0.0, hi=1.0))
+
+    def stop_canary(self) -> tuple[str, object, float]:
+        if self.canary is None:
+            raise ConfigError("canary", None, "is not running")
+        canary, self.canary = self.canary, None
+        return canary
+
+    def candidates(self):
+        """Every candidate policy, shadow and canary."""
+        yield from self.shadows.values()
+        if self.canary is not None:
+            yield self.canary[1]
+
+    def apply(self, context: Mapping, production: np.ndarray, names: list[str]) -> tuple[np.ndarray, str]:
+        """The pmf to draw from (production, or the canary mixture) and the shadow column's JSON."""
+        logged = {name: _pmf(name, policy, context, names) for name, policy in self.shadows.items()}
+        pmf = production
+        if self.canary is not None:
+            name, policy, fraction = self.canary
+            candidate = _pmf(name, policy, context, names)
+            logged[name] = candidate
+            pmf = (1.0 - fraction) * production + fraction * candidate
+        return pmf, json.dumps({k: v.tolist() for k, v in logged.items()}, separators=(",", ":"))
+
+
+def _check_policy(name: str, policy) -> None:
+    if not isinstance(name, str) or not name:
+        raise ConfigError("name", name, "must be a non-empty string")
+    if not callable(getattr(policy, "probabilities", None)):
+        raise ConfigError("policy", policy, "must have probabilities(context) -> {profile: p}")
+
+
+def _pmf(name: str, policy, context: Mapping, names: list[str]) -> np.ndarray:
+    probs = policy.probabilities(context)
+    out = np.zeros(len(names))
+    index = {n: i for i, n in enumerate(names)}
+    for profile, p in probs.items():
+        if p and profile not in index:
+            raise ConfigError(f"{name}.probabilities", profile, f"is not a profile of this router {names}")
+        if p:
+            out[index[profile]] = p
+    if not np.all(out >= 0) or abs(out.sum() - 1.0) > 1e-9:
+        raise ConfigError(f"{name}.probabilities", dict(probs), "must be non-negative and sum to 1")
+    return out / out.sum()
