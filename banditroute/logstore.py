@@ -30,6 +30,7 @@ Durability modes:
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import threading
 import time
@@ -152,9 +153,6 @@ class _Table:
         return pl.DataFrame([_column(name, values, dtype) for (name, dtype), values
                              in zip(_ROW_SCHEMAS[self.name].items(), columns)])
 
-    def clear(self) -> None:
-        self.rows, self.frames, self.n = [], [], 0
-
 
 class LogWriter:
     """Writes decision and outcome rows of one writer to a log directory.
@@ -171,10 +169,17 @@ class LogWriter:
         In group mode, write at the first append once the oldest buffered row is this old.
     writer_id : str, optional
         Defaults to a fresh random id (unique across processes and restarts).
+    auto_flush : bool
+        Flush on the group thresholds (and per call in sync mode). False leaves every flush to
+        the owner, e.g. a service committing groups of concurrent requests with
+        :meth:`detach` and :meth:`write_detached`.
+
+    Appends never wait for disk I/O: a flush detaches the buffered rows under the buffer lock
+    and writes them outside it.
     """
 
     def __init__(self, log_dir: str | os.PathLike, *, durability: str = "group", group_rows: int = 8192,
-                 group_interval_s: float = 1.0, writer_id: str | None = None):
+                 group_interval_s: float = 1.0, writer_id: str | None = None, auto_flush: bool = True):
         if durability not in ("group", "sync"):
             raise ConfigError("durability", durability, "must be 'group' or 'sync'")
         if isinstance(group_rows, bool) or not isinstance(group_rows, int) or group_rows < 1:
@@ -184,10 +189,12 @@ class LogWriter:
         self.group_rows = group_rows
         self.group_interval_s = float(group_interval_s)
         self.writer_id = writer_id or uuid.uuid4().hex[:12]
+        self.auto_flush = bool(auto_flush)
         self._tables = {name: _Table(name) for name in _SCHEMAS}
-        self._part_seq = 0
+        self._part_seq = itertools.count()  # next() is atomic: parts may be written concurrently
         self._oldest = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # guards the buffers
+        self._flush_lock = threading.Lock()  # orders flush() calls: each returns once all before it is on disk
         self._closed = False
         try:
             for name in _SCHEMAS:
@@ -202,7 +209,9 @@ class LogWriter:
             t = self._tables[table]
             t.rows.append(row)
             t.n += 1
-            self._after_append()
+            due = self._flush_due()
+        if due:  # outside the buffer lock: a flush in another thread may be waiting for it
+            self.flush()
 
     def append_columns(self, table: str, columns: list) -> None:
         """Buffer a batch of rows given column by column, in schema order (as :meth:`append`)."""
@@ -212,43 +221,60 @@ class LogWriter:
             frame = t.columns_frame(columns)
             t.frames.append(frame)
             t.n += frame.height
-            self._after_append()
-
-    def _after_append(self) -> None:
-        if self.durability == "sync":
+            due = self._flush_due()
+        if due:
             self.flush()
-            return
+
+    def _flush_due(self) -> bool:
+        if not self.auto_flush:
+            return False
+        if self.durability == "sync":
+            return True
         now = time.monotonic()
         if self._oldest is None:
             self._oldest = now
-        if (sum(t.n for t in self._tables.values()) >= self.group_rows
-                or now - self._oldest >= self.group_interval_s):
-            self.flush()
+        return (sum(t.n for t in self._tables.values()) >= self.group_rows
+                or now - self._oldest >= self.group_interval_s)
 
     def flush(self) -> None:
         """Write every buffered row durably; on return they survive a crash."""
+        with self._flush_lock:
+            for table in self.detach():
+                self.write_detached(table)
+
+    def detach(self) -> list:
+        """Take the buffered rows (quickly, under the buffer lock), one item per non-empty
+        table, for :meth:`write_detached`; appends go on into fresh buffers meanwhile."""
         with self._lock:
             if self._closed:
-                return
-            for t in self._tables.values():
-                if t.n:
-                    self._write(t.name, t.frame())
-                    t.clear()
+                return []
+            full = [t for t in self._tables.values() if t.n]
+            for t in full:
+                self._tables[t.name] = _Table(t.name)
             self._oldest = None
+            return full
+
+    def write_detached(self, table: "_Table") -> None:
+        """Write one detached table durably (one fsync'ed part per date). Thread-safe: several
+        detached tables may be written at once."""
+        self._write(table.name, table.frame())
 
     def close(self) -> None:
         """Flush and stop accepting rows."""
+        self.flush()
         with self._lock:
-            self.flush()
             self._closed = True
 
     def _write(self, table: str, df: pl.DataFrame) -> None:
-        dates = df.get_column("ts").dt.date()
-        for date in dates.unique().sort():
-            part = df.filter(dates == date)
+        ts = df.get_column("ts")
+        if ts.min().date() == ts.max().date():  # the usual case: one partition, no filtering
+            parts = [(ts.min().date(), df)]
+        else:
+            dates = ts.dt.date()
+            parts = [(date, df.filter(dates == date)) for date in dates.unique().sort()]
+        for date, part in parts:
             directory = self.log_dir / table / f"date={date.isoformat()}"
-            name = f"part-{self.writer_id}-{self._part_seq:08d}.parquet"
-            self._part_seq += 1
+            name = f"part-{self.writer_id}-{next(self._part_seq):08d}.parquet"
             try:
                 if not directory.is_dir():
                     directory.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ from types import MappingProxyType
 import numpy as np
 import polars as pl
 
+from .batch import plan_frame
 from .beliefs import BetaBelief
 from .config import BetaPrior, Budget, Objective, Profile, check_number
 from .decision import Decision, make_decision
@@ -41,7 +42,7 @@ from .errors import ConfigError, InvalidOutcomeError, InvalidRequestError, NoFea
 from .logstore import LogWriter
 from .policy import GreedyPolicy, ThompsonPolicy
 from .request import TaskSpace
-from .rollout import Rollout
+from .rollout import Rollout, RolloutControls
 from .settings import RouterConfig, load_config
 
 __all__ = ["Router"]
@@ -64,7 +65,7 @@ class _Entry:
         self.shadow_json = shadow_json
 
 
-class Router:
+class Router(RolloutControls):
     """Routes requests across profiles by Thompson sampling, logging exact propensities.
 
     Parameters
@@ -274,7 +275,7 @@ class Router:
         """
         with self._lock:
             if isinstance(contexts, pl.DataFrame):
-                frame = self._frame_plan(contexts)
+                frame = plan_frame(self, contexts)
                 if frame is None:  # a case only the row path handles (it also raises the exact error)
                     contexts = [{k: v for k, v in row.items() if v is not None}
                                 for row in contexts.iter_rows(named=True)]
@@ -287,43 +288,6 @@ class Router:
             u = self._rng.random(len(entries)).tolist()
             ks = [bisect_right(e.cdf, ui * e.cdf[-1]) for e, ui in zip(entries, u)]
             return self._issue_many(texts, tasks, entries, ks)
-
-    def _frame_plan(self, frame: pl.DataFrame):
-        """Vectorised resolution of a DataFrame of contexts: ``(texts, tasks, entries, ks)``, or
-        None when a row needs the general path (task model, explicit task_probs, nested or
-        non-string columns, a decision timeout, or an invalid row whose error it reports)."""
-        n = frame.height
-        if n == 0:
-            return [], [], [], []
-        schema = frame.schema
-        if ("task_probs" in schema or self.config.decision_timeout_ms is not None or self._rollout.active
-                or any(dtype.is_nested() for dtype in schema.values())
-                or ("task_type" not in schema and (len(self.config.task_types) > 1 or self._tasks.task_model))):
-            return None
-        for name, dtype in schema.items():
-            if dtype.is_float() and not frame.get_column(name).is_finite().fill_null(True).all():
-                return None
-        if "task_type" in schema:
-            if schema["task_type"] != pl.String:
-                return None
-            tasks = frame.get_column("task_type").replace_strict(self._tasks.index, default=None, return_dtype=pl.Int64)
-            if tasks.null_count():
-                return None
-            tasks = tasks.to_numpy()
-        else:
-            tasks = np.zeros(n, dtype=np.int64)
-        code = tasks.copy()
-        for i, key, allowed in self._allow:  # group rows by (task, failed allow-lists)
-            ok = frame.get_column(key).is_in(list(allowed)).fill_null(False).to_numpy() if key in schema else np.zeros(n, bool)
-            code = code + ((~ok).astype(np.int64) << (i + 8))
-        groups, first, inverse = np.unique(code, return_index=True, return_inverse=True)
-        rows = [{k: v for k, v in frame.row(int(j), named=True).items() if v is not None} for j in first]
-        group_entries = [self._entry(int(tasks[j]), row) for j, row in zip(first, rows)]
-        cdf = np.array([e.cdf for e in group_entries])[inverse]
-        x = self._rng.random(n) * cdf[:, -1]
-        ks = (cdf <= x[:, None]).sum(axis=1).tolist()
-        texts = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series().to_list()
-        return texts, tasks.tolist(), [group_entries[g] for g in inverse.tolist()], ks
 
     def _issue_many(self, texts, tasks, entries, ks) -> list[Decision]:
         n = len(entries)
@@ -470,57 +434,6 @@ class Router:
             if w.sum() > 0:
                 self._belief.update(k, w / w.sum(), quality)
 
-    # -- rollout ----------------------------------------------------------------------------
-    def add_shadow(self, name: str, policy, *, who: str = "", why: str = "") -> None:
-        """Compute ``policy``'s distribution on every request and log it (column ``shadow``)
-        next to the decision, without changing what is executed."""
-        with self._lock:
-            self._rollout.add_shadow(name, policy)
-            self._event("shadow_start", name, None, who, why)
-
-    def remove_shadow(self, name: str, *, who: str = "", why: str = "") -> None:
-        with self._lock:
-            self._rollout.remove_shadow(name)
-            self._event("shadow_stop", name, None, who, why)
-
-    def start_canary(self, name: str, policy, *, fraction: float, who: str, why: str) -> None:
-        """Let ``policy`` decide a ``fraction`` of traffic; the logged propensity is the mixture
-        probability, exactly. Recorded as an event (who, what, why) in the log."""
-        with self._lock:
-            self._rollout.start_canary(name, policy, fraction)
-            self._event("canary_start", name, fraction, who, why)
-
-    def set_canary_fraction(self, fraction: float, *, who: str, why: str) -> None:
-        with self._lock:
-            self._rollout.set_fraction(fraction)
-            self._event("canary_fraction", self._rollout.canary[0], fraction, who, why)
-
-    def promote(self, *, who: str, why: str):
-        """Promote the canary: it decides all traffic from now on (fraction 1). Returns it."""
-        with self._lock:
-            self._rollout.set_fraction(1.0)
-            name, policy, _ = self._rollout.canary
-            self._event("promote", name, 1.0, who, why)
-            return policy
-
-    def rollback(self, *, who: str, why: str) -> None:
-        """Stop the canary: production decides all traffic again."""
-        with self._lock:
-            name, _, fraction = self._rollout.stop_canary()
-            self._event("rollback", name, fraction, who, why)
-
-    def _event(self, event: str, policy: str, fraction, who: str, why: str) -> None:
-        for field, value in (("who", who), ("why", why)):
-            if not isinstance(value, str):
-                raise ConfigError(field, value, "must be a string")
-        if self._log is not None:
-            seq = self._seq
-            self._seq += 1
-            self._log.append("events", (time.time_ns() // 1000, self._writer_id, seq, event, policy,
-                                        None if fraction is None else float(fraction), who, why,
-                                        self._policy_version))
-            self._log.flush()  # rare and important: durable at once
-
     def _issued_here(self, decision_id: str) -> bool:
         writer, _, seq = decision_id.rpartition("-")
         issued = self._issued.get(writer)
@@ -539,6 +452,18 @@ class Router:
         """Posterior per (profile, task type): mean, credible interval, effective n, alpha, beta."""
         with self._lock:
             return self._belief.summary(self._names, list(self.config.task_types), level=level)
+
+    def use_log_writer(self, writer: LogWriter) -> None:
+        """Log through ``writer`` (e.g. one a service commits in groups); before any decision."""
+        with self._lock:
+            if not isinstance(writer, LogWriter):
+                raise ConfigError("writer", writer, "must be a LogWriter")
+            if self._seq:
+                raise ConfigError("writer", writer.writer_id, "must be set before the first decision")
+            self._log = writer
+            self._issued.pop(self._writer_id, None)
+            self._writer_id = writer.writer_id
+            self._issued[self._writer_id] = 0
 
     def evidence(self) -> tuple[np.ndarray, np.ndarray]:
         """Evidence beyond the prior, ``(alpha - alpha0, beta - beta0)``, each of shape

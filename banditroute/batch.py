@@ -1,0 +1,53 @@
+"""The vectorised path of ``Router.decide_batch`` for a polars DataFrame of contexts.
+
+Validation, task lookup, allow-lists and the draws run column-wise; rows sharing a
+(task type, failed allow-lists) key share one cached distribution. Anything this path does not
+handle goes to the row path, which also raises the exact error for an invalid row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+__all__ = ["plan_frame"]
+
+
+def plan_frame(router, frame: pl.DataFrame):
+    """Vectorised resolution of a DataFrame of contexts: ``(texts, tasks, entries, ks)``, or
+    None when a row needs the general path (task model, explicit task_probs, nested or
+    non-string columns, a decision timeout, or an invalid row whose error it reports)."""
+    n = frame.height
+    if n == 0:
+        return [], [], [], []
+    schema = frame.schema
+    if ("task_probs" in schema or router.config.decision_timeout_ms is not None or router._rollout.active
+            or any(dtype.is_nested() for dtype in schema.values())
+            or ("task_type" not in schema and (len(router.config.task_types) > 1 or router._tasks.task_model))):
+        return None
+    for name, dtype in schema.items():
+        if dtype.is_float() and not frame.get_column(name).is_finite().fill_null(True).all():
+            return None
+    if "task_type" in schema:
+        if schema["task_type"] != pl.String:
+            return None
+        tasks = frame.get_column("task_type").replace_strict(router._tasks.index, default=None, return_dtype=pl.Int64)
+        if tasks.null_count():
+            return None
+        tasks = tasks.to_numpy()
+    else:
+        tasks = np.zeros(n, dtype=np.int64)
+    failing = np.zeros((n, len(router._names)), dtype=np.int64)
+    for i, key, allowed in router._allow:  # group rows by (task, failed allow-lists)
+        ok = frame.get_column(key).is_in(list(allowed)).fill_null(False).to_numpy() if key in schema else np.zeros(n, bool)
+        failing[:, i] |= ~ok
+    _, first, inverse = np.unique(np.column_stack([tasks, failing]), axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rows = [{k: v for k, v in frame.row(int(j), named=True).items() if v is not None} for j in first]
+    group_entries = [router._entry(int(tasks[j]), row) for j, row in zip(first, rows)]
+    cdf = np.array([e.cdf for e in group_entries])[inverse]
+    x = router._rng.random(n) * cdf[:, -1]
+    ks = (cdf <= x[:, None]).sum(axis=1).tolist()
+    texts = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series().to_list()
+    return texts, tasks.tolist(), [group_entries[g] for g in inverse.tolist()], ks
+
