@@ -1,0 +1,76 @@
+"""ope: off-policy evaluation of bandit policies on logged feedback.
+
+Answers "what would this candidate policy have earned on the traffic we logged?"
+with an estimate, an interval and the diagnostics that say when not to trust it.
+Never imports ``banditroute``.
+
+Examples
+--------
+>>> import numpy as np
+>>> import ope
+>>> rng = np.random.default_rng(0)
+>>> a = rng.integers(0, 3, 5000)
+>>> fb = ope.LoggedFeedback(actions=a, rewards=rng.binomial(1, 0.2 + 0.3 * a),
+...                         propensities=np.full(5000, 1 / 3), n_actions=3)
+>>> est = ope.SNIPS().estimate(fb, ope.one_hot(np.full(5000, 2), 3), seed=0)
+>>> est.ci_low < 0.8 < est.ci_high
+True
+"""
+
+from ope.base import Estimate, Estimator
+from ope.diagnostics import DiagnosticThresholds, Diagnostics, diagnose, importance_weights
+from ope.dr import DM, DR, SNDR, DRos, SwitchDR
+from ope.errors import (
+    InvalidConfigError,
+    InvalidFeedbackError,
+    InvalidTargetError,
+    LogsNotFoundError,
+    OPEError,
+)
+from ope.evaluate import evaluate
+from ope.feedback import LoggedFeedback
+from ope.intervals import Interval, RoundTerms, confidence_interval
+from ope.ips import IPS, SNIPS
+from ope.logs import action_space, feedback_from_logs, join_logs, scan_decisions, scan_outcomes
+from ope.policies import Policy, one_hot, resolve_target, uniform
+from ope.reward_models import cross_fit_predictions, encode_contexts
+from ope.synthetic import SyntheticBandit, SyntheticProblem
+
+__all__ = [
+    "DM",
+    "DR",
+    "DRos",
+    "DiagnosticThresholds",
+    "Diagnostics",
+    "Estimate",
+    "Estimator",
+    "IPS",
+    "Interval",
+    "InvalidConfigError",
+    "InvalidFeedbackError",
+    "InvalidTargetError",
+    "LoggedFeedback",
+    "LogsNotFoundError",
+    "OPEError",
+    "Policy",
+    "RoundTerms",
+    "SNDR",
+    "SNIPS",
+    "SwitchDR",
+    "SyntheticBandit",
+    "SyntheticProblem",
+    "action_space",
+    "confidence_interval",
+    "cross_fit_predictions",
+    "diagnose",
+    "encode_contexts",
+    "evaluate",
+    "feedback_from_logs",
+    "importance_weights",
+    "join_logs",
+    "one_hot",
+    "resolve_target",
+    "scan_decisions",
+    "scan_outcomes",
+    "uniform",
+]

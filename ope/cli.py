@@ -1,0 +1,148 @@
+"""Command line: ``python -m ope LOG_DIR --policy NAME=SPEC ... [--json PATH]``.
+
+Policy specs: ``uniform``, ``logging`` (the logged probabilities), ``always:PROFILE``
+(deterministic) or ``file:PATH.npy`` (an (n_rounds, n_actions) array aligned with the
+joined rounds). The CLI only parses arguments and calls the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from ope.dr import DM, DR, SNDR, DRos, SwitchDR
+from ope.errors import InvalidConfigError, OPEError
+from ope.evaluate import evaluate
+from ope.feedback import LoggedFeedback
+from ope.intervals import INTERVAL_METHODS
+from ope.ips import IPS, SNIPS
+from ope.policies import one_hot, uniform
+
+__all__ = ["main", "build_parser"]
+
+_MODEL_BASED = {"dm": DM, "dr": DR, "sndr": SNDR, "switch-dr": SwitchDR, "dros": DRos}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m ope``.
+
+    Examples
+    --------
+    >>> build_parser().parse_args(["logs", "--policy", "u=uniform"]).policy
+    ['u=uniform']
+    """
+    p = argparse.ArgumentParser(prog="python -m ope", description="Off-policy evaluation on banditroute logs.")
+    p.add_argument("log_dir", help="directory with decisions/ and outcomes/")
+    p.add_argument("--policy", action="append", default=[], metavar="NAME=SPEC",
+                   help="target policy: uniform | logging | always:PROFILE | file:PATH.npy (repeatable)")
+    p.add_argument("--estimators", default="ips,snips", help="comma list of ips,snips,dm,dr,sndr,switch-dr,dros")
+    p.add_argument("--reward-model", default="ridge", choices=["ridge", "logistic", "hgb"],
+                   help="scikit-learn model for dm/dr/sndr/switch-dr/dros (cross-fitted)")
+    p.add_argument("--n-folds", type=int, default=5)
+    p.add_argument("--clip", type=float, default=None, help="weight clipping for ips and dr")
+    p.add_argument("--switch-threshold", type=float, default=float("inf"))
+    p.add_argument("--shrinkage", type=float, default=10.0, help="DRos shrinkage lambda")
+    p.add_argument("--reward", default="reward", help="reward, quality, cost_usd or latency_ms")
+    p.add_argument("--contexts", action="store_true", help="decode contexts (for reward models)")
+    p.add_argument("--wait-window-s", type=float, default=None, help="count outcomes within this many seconds")
+    p.add_argument("--default-reward", type=float, default=None, help="reward of rounds without outcome (default: drop)")
+    p.add_argument("--duplicates", default="first", choices=["first", "last", "mean"])
+    p.add_argument("--interval", default="normal", choices=list(INTERVAL_METHODS))
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--n-bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the table as JSON ('-' for stdout only)")
+    return p
+
+
+def _reward_model(kind: str, seed: int | None):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    if kind == "ridge":
+        return Ridge(alpha=1.0)
+    if kind == "logistic":
+        return LogisticRegression(max_iter=1000)
+    return HistGradientBoostingRegressor(random_state=seed)
+
+
+def _estimators(args: argparse.Namespace) -> list:
+    out = []
+    for name in [s.strip().lower() for s in args.estimators.split(",") if s.strip()]:
+        if name == "ips":
+            out.append(IPS(clip=args.clip))
+        elif name == "snips":
+            out.append(SNIPS())
+        elif name in _MODEL_BASED:
+            model = _reward_model(args.reward_model, args.seed)
+            extra = {"dr": {"clip": args.clip}, "switch-dr": {"threshold": args.switch_threshold},
+                     "dros": {"shrinkage": args.shrinkage}}.get(name, {})
+            out.append(_MODEL_BASED[name](reward_model=model, n_folds=args.n_folds, **extra))
+        else:
+            raise InvalidConfigError("estimators", f"unknown estimator {name!r}")
+    return out
+
+
+def _policy(spec: str, fb: LoggedFeedback) -> np.ndarray:
+    if spec == "uniform":
+        return uniform(fb.n_rounds, fb.n_actions)
+    if spec == "logging":
+        if fb.logging_distribution is None:
+            raise InvalidConfigError("policy", "policy 'logging' needs the logged probabilities")
+        return np.asarray(fb.logging_distribution)
+    if spec.startswith("always:"):
+        name = spec.split(":", 1)[1]
+        if name not in fb.action_names:
+            raise InvalidConfigError("policy", f"policy always:{name}: unknown profile, have {fb.action_names}")
+        return one_hot(np.full(fb.n_rounds, fb.action_names.index(name)), fb.n_actions)
+    if spec.startswith("file:"):
+        return np.load(spec.split(":", 1)[1])
+    raise InvalidConfigError("policy", f"policy spec must be uniform, logging, always:NAME or file:PATH, got {spec!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 on bad input).
+
+    Examples
+    --------
+    >>> main(["/nonexistent"])
+    1
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        window = None if args.wait_window_s is None else dt.timedelta(seconds=args.wait_window_s)
+        fb = LoggedFeedback.from_logs(
+            args.log_dir, wait_window=window, default_reward=args.default_reward, duplicates=args.duplicates,
+            reward=args.reward, contexts=args.contexts,
+        )
+        specs = args.policy or ["logging=logging", "uniform=uniform"]
+        policies = {}
+        for item in specs:
+            name, _, spec = item.partition("=")
+            policies[name] = _policy(spec or name, fb)
+        table = evaluate(fb, policies, _estimators(args), alpha=args.alpha, interval=args.interval,
+                         n_bootstrap=args.n_bootstrap, seed=args.seed)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OPEError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json == "-":
+        print(json.dumps(table.to_dicts(), indent=2))
+        return 0
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60):
+        print(table.drop("warnings"))
+    for row in table.iter_rows(named=True):
+        for warning in row["warnings"]:
+            print(f"warning [{row['policy']} / {row['estimator']}]: {warning}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(table.to_dicts(), fh, indent=2)
+    return 0

@@ -1,0 +1,83 @@
+"""Errors raised by :mod:`ope`.
+
+Every error derives from :class:`OPEError` and from the builtin it refines, and
+carries the offending ``field`` so callers can react programmatically.
+
+Examples
+--------
+>>> from ope.errors import InvalidFeedbackError, OPEError
+>>> err = InvalidFeedbackError("propensities", "propensities must be in (0, 1], got 0.0")
+>>> isinstance(err, OPEError), isinstance(err, ValueError), err.field
+(True, True, 'propensities')
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OPEError",
+    "InvalidFeedbackError",
+    "InvalidTargetError",
+    "InvalidConfigError",
+    "LogsNotFoundError",
+]
+
+
+class OPEError(Exception):
+    """Base class of every error raised by :mod:`ope`.
+
+    Parameters
+    ----------
+    field : str
+        Name of the offending field or argument.
+    message : str
+        Human-readable message naming the field and the offending value.
+
+    Examples
+    --------
+    >>> str(OPEError("alpha", "alpha must be in (0, 1), got 2"))
+    'alpha must be in (0, 1), got 2'
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidFeedbackError(OPEError, ValueError):
+    """Logged feedback is malformed (bad propensities, rewards, actions, lengths...).
+
+    Examples
+    --------
+    >>> InvalidFeedbackError("rewards", "rewards must be finite").field
+    'rewards'
+    """
+
+
+class InvalidTargetError(OPEError, ValueError):
+    """A target policy's action distribution is malformed.
+
+    Examples
+    --------
+    >>> InvalidTargetError("target", "target rows must sum to 1").field
+    'target'
+    """
+
+
+class InvalidConfigError(OPEError, ValueError):
+    """An estimator, interval or join setting is out of range.
+
+    Examples
+    --------
+    >>> InvalidConfigError("n_folds", "n_folds must be >= 2, got 1").field
+    'n_folds'
+    """
+
+
+class LogsNotFoundError(OPEError, FileNotFoundError):
+    """No decision (or outcome) Parquet files were found under a log directory.
+
+    Examples
+    --------
+    >>> isinstance(LogsNotFoundError("dir", "no decisions"), FileNotFoundError)
+    True
+    """
