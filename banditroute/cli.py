@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="save the rebuilt router to this file")
     rep.add_argument("--json", action="store_true", help="print the beliefs as JSON")
     rep.set_defaults(run=_replay)
+
+    from .service import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

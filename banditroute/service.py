@@ -1,0 +1,592 @@
+"""The HTTP service: maps HTTP to the Router, acknowledging only what is durably logged.
+
+Endpoints: ``POST /v1/decide``, ``POST /v1/outcome``, ``GET /v1/beliefs``, ``GET /healthz``,
+``GET /metrics`` (Prometheus text) and ``GET /openapi.json``. Runs on Starlette and uvicorn
+(the optional ``service`` extra); this module imports them lazily, so the library works
+without them.
+
+Durable acknowledgement (group commit): a handler makes its router call (which buffers the
+log rows) and then awaits a commit ticket. A committer detaches the buffered rows at most
+every ``commit_interval_ms``, writes each table's part (fsync'ed) in a worker thread, and
+resolves the tickets of every request whose rows were buffered before the detach; up to
+``max_commits_in_flight`` commits overlap, and tickets resolve in commit order. A response
+is sent only after its ticket resolved, so a SIGKILL loses nothing that was acknowledged.
+
+Every 4xx/5xx is one JSON envelope naming the offending field::
+
+    {"error": {"status": 422, "code": "invalid_request", "field": "context.task_type",
+               "message": "context.task_type must be one of ['chat', 'code'], got 'poetry'"}}
+
+Unexpected errors give a generic 500 (the traceback goes to the server log, never to clients).
+
+Outcomes must reach the replica that issued the decision (ids start with its writer id):
+other replicas answer 404. Put a load balancer with affinity on that prefix in front of
+several replicas, or keep a client's decide and outcome on one keep-alive connection.
+
+>>> cfg = ServiceConfig(config="routes.toml", token="s3cret-token")
+>>> cfg.max_body_bytes, cfg.commit_interval_ms
+(65536, 5.0)
+>>> ServiceConfig(config="routes.toml", max_body_bytes=0)
+Traceback (most recent call last):
+...
+banditroute.errors.ConfigError: max_body_bytes must be an integer >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import check_number
+from .errors import BanditrouteError, ConfigError, LogError, NoFeasibleProfileError, UnknownDecisionError
+from .logstore import LogWriter
+
+__all__ = ["ServiceConfig", "GroupCommit", "create_app", "app_from_env",
+           "add_serve_parser", "run_serve", "openapi_spec"]
+
+_log = logging.getLogger("banditroute.service")
+ENV_CONFIG = "BANDITROUTE_SERVICE_CONFIG"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceConfig:
+    """Settings of one service replica.
+
+    Parameters
+    ----------
+    config : str
+        Routes TOML file.
+    log_dir : str
+        Root of the decision log.
+    token : str or None
+        Bearer token required on ``/v1/*`` and ``/metrics``; None disables auth.
+    max_body_bytes : int
+        Larger request bodies get 413.
+    commit_interval_ms : float
+        At most one group commit starts per interval.
+    max_commits_in_flight : int
+        Group commits writing at the same time.
+    redis_url : str or None
+        Share posterior state through Redis (see :mod:`banditroute.shared_state`).
+    redis_namespace : str
+    sync_interval_ms : float
+        Period of the shared-state sync.
+    """
+
+    config: str
+    log_dir: str = "logs"
+    token: str | None = None
+    max_body_bytes: int = 65536
+    commit_interval_ms: float = 5.0
+    max_commits_in_flight: int = 8
+    redis_url: str | None = None
+    redis_namespace: str = "banditroute"
+    sync_interval_ms: float = 100.0
+
+    def __post_init__(self) -> None:
+        for name in ("config", "log_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(name, getattr(self, name), "must be a non-empty path")
+        if self.token is not None and (not isinstance(self.token, str) or len(self.token) < 8):
+            raise ConfigError("token", "<hidden>", "must be a string of at least 8 characters")
+        for name in ("max_body_bytes", "max_commits_in_flight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, value, "must be an integer >= 1")
+        check_number("commit_interval_ms", self.commit_interval_ms, lo=0.0)
+        check_number("sync_interval_ms", self.sync_interval_ms, lo=0.0, lo_open=True)
+
+    def shared_state(self):
+        """The :class:`~banditroute.shared_state.SharedStateConfig`, or None without Redis."""
+        if self.redis_url is None:
+            return None
+        from .shared_state import SharedStateConfig
+
+        return SharedStateConfig(url=self.redis_url, namespace=self.redis_namespace,
+                                 interval_s=self.sync_interval_ms / 1e3)
+
+
+# -- durable acknowledgement -------------------------------------------------------------------
+class GroupCommit:
+    """Resolves ``await ack()`` once every row buffered before the call is durable.
+
+    Parameters
+    ----------
+    log : LogWriter
+        Created with ``auto_flush=False``; only this committer writes its rows.
+    interval_s : float
+        At most one commit starts per interval.
+    max_in_flight : int
+        Commits writing at the same time; tickets still resolve in commit order.
+    """
+
+    def __init__(self, log: LogWriter, *, interval_s: float, max_in_flight: int):
+        self.log = log
+        self.interval_s = interval_s
+        self.n_commits = 0
+        self._waiters: list = []
+        self._pool = ThreadPoolExecutor(2 * max_in_flight, thread_name_prefix="banditroute-commit")
+        self._max_in_flight = max_in_flight
+        self._task = None
+
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self._max_in_flight)
+        self._closing = False
+        self._previous = None
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def ack(self) -> None:
+        """Wait until the rows buffered so far are durable (raises LogError if they cannot be)."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._wake.set()
+        await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not (self._closing and not self._waiters):
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._waiters:
+                continue
+            await self._slots.acquire()
+            waiters, self._waiters = self._waiters, []
+            tables = self.log.detach()
+            writes = [loop.run_in_executor(self._pool, self.log.write_detached, t) for t in tables]
+            self._previous = loop.create_task(self._finish(writes, waiters, self._previous))
+            if self.interval_s:
+                await asyncio.sleep(self.interval_s)
+        if self._previous is not None:
+            await self._previous
+
+    async def _finish(self, writes: list, waiters: list, previous) -> None:
+        error = None
+        try:
+            await asyncio.gather(*writes)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter of this commit
+            error = exc
+        finally:
+            self._slots.release()
+        if previous is not None:
+            await previous  # acknowledge in commit order
+        self.n_commits += 1
+        for future in waiters:
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+
+    async def close(self) -> None:
+        """Commit what is waiting, stop, and flush anything still buffered."""
+        if self._task is not None:
+            self._closing = True
+            self._wake.set()
+            await self._task
+        await asyncio.get_running_loop().run_in_executor(self._pool, self.log.close)
+        self._pool.shutdown(wait=True)
+
+
+# -- HTTP ----------------------------------------------------------------------------------------
+class ApiError(Exception):
+    """An error response: HTTP status, machine code, offending field and message."""
+
+    def __init__(self, status: int, code: str, field: str | None, message: str):
+        super().__init__(message)
+        self.status, self.code, self.field, self.message = status, code, field, message
+
+
+def _envelope(status: int, code: str, field: str | None, message: str, headers=None):
+    from starlette.responses import Response
+
+    body = json.dumps({"error": {"status": status, "code": code, "field": field, "message": message}})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _ok(payload) -> object:
+    from starlette.responses import Response
+
+    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def _read_json(request, limit: int) -> dict:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        if not length.isdigit():
+            raise ApiError(400, "invalid_header", "content-length", "content-length must be a non-negative integer")
+        raise ApiError(413, "body_too_large", "body", f"body must be at most {limit} bytes, got {length}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", "body", f"body must be at most {limit} bytes")
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = "is nested too deeply" if isinstance(exc, RecursionError) else f"is not valid JSON ({exc})"
+        raise ApiError(400, "invalid_json", "body", f"body {reason}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "body", f"body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _check_keys(body: dict, required: tuple, optional: tuple = ()) -> None:
+    for key in required:
+        if key not in body:
+            raise ApiError(422, "invalid_request", key, f"{key} is required")
+    for key in body:
+        if key not in required and key not in optional:
+            raise ApiError(422, "invalid_request", str(key)[:64],
+                           f"{str(key)[:64]!r} is not a known field (known: {sorted(required + optional)})")
+
+
+def _portable(field: str, value) -> None:
+    """Reject values the log cannot store (lone surrogates) or nesting too deep to encode."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError, ValueError, TypeError):
+        raise ApiError(422, "invalid_request", field,
+                       f"{field} must be finite JSON of valid UTF-8 text, nested at most ~900 deep") from None
+
+
+class _Service:
+    """Per-replica state behind the endpoints (built in the app's lifespan)."""
+
+    def __init__(self, cfg: ServiceConfig, router):
+        from .metrics import Metrics
+
+        self.cfg = cfg
+        self.router = router
+        # the router's own writer would flush on its thresholds: the committer flushes instead
+        self.log = LogWriter(router.config.log_dir, durability="group", auto_flush=False)
+        router.use_log_writer(self.log)
+        self.commit = GroupCommit(self.log, interval_s=cfg.commit_interval_ms / 1e3,
+                                  max_in_flight=cfg.max_commits_in_flight)
+        self.metrics = Metrics(router.profiles, replica=self.log.writer_id)
+        self.shared = None
+        shared_cfg = cfg.shared_state()
+        if shared_cfg is not None:
+            from .shared_state import SharedState
+
+            self.shared = SharedState(router, config=shared_cfg)
+        self.token = None if cfg.token is None else f"Bearer {cfg.token}".encode()
+
+    def authorize(self, request) -> None:
+        if self.token is None:
+            return
+        given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, self.token):
+            raise ApiError(401, "unauthorized", "authorization",
+                           "authorization must be 'Bearer <token>' with the service's token")
+
+    def gauges(self) -> list:
+        out = [("banditroute_commits_total", "Group commits written (one or more fsync'ed parts each).",
+                self.commit.n_commits)]
+        if self.shared is not None:
+            s = self.shared
+            out += [("banditroute_shared_state_up", "1 if the last sync with Redis succeeded.", int(s.up)),
+                    ("banditroute_shared_state_buffered_evidence",
+                     "Evidence (outcomes) recorded here and not yet pushed to Redis.", s.buffered_evidence),
+                    ("banditroute_shared_state_sync_failures_total", "Sync rounds that failed.", s.n_failures),
+                    ("banditroute_shared_state_regressions_total", "Pulls refused because Redis totals went down.",
+                     s.n_regressions)]
+        return out
+
+
+def _endpoint(handler, *, auth: bool = True):
+    """Wrap a handler: auth, then every error becomes the envelope; nothing internal leaks."""
+
+    async def endpoint(request):
+        svc = request.app.state.service
+        try:
+            if auth:
+                svc.authorize(request)
+            return await handler(svc, request)
+        except ApiError as exc:
+            err = exc
+        except UnknownDecisionError as exc:
+            err = ApiError(404, "unknown_decision", exc.field,
+                           f"{exc.message}; outcomes go to the replica that issued the decision "
+                           f"(this is {svc.log.writer_id})")
+        except NoFeasibleProfileError as exc:
+            err = ApiError(422, "no_feasible_profile", exc.field, exc.message)
+        except LogError:
+            _log.exception("decision log write failed")
+            err = ApiError(503, "log_unavailable", "log_dir",
+                           "the decision log cannot be written; the request was not acknowledged")
+        except BanditrouteError as exc:
+            if not isinstance(exc, ValueError):
+                _log.exception("unexpected router error")
+                err = ApiError(500, "internal", None, "internal error")
+            else:
+                err = ApiError(422, "invalid_request", exc.field, exc.message)
+        except Exception:  # noqa: BLE001 - a generic 500, the traceback only in the server log
+            _log.exception("unexpected error in %s", request.url.path)
+            err = ApiError(500, "internal", None, "internal error")
+        svc.metrics.error(err.status, err.code)
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return _envelope(err.status, err.code, err.field, err.message, headers)
+
+    return endpoint
+
+
+async def _decide(svc: _Service, request):
+    start = time.perf_counter()
+    body = await _read_json(request, svc.cfg.max_body_bytes)
+    _check_keys(body, ("context",))
+    context = body["context"]
+    if not isinstance(context, dict):
+        raise ApiError(422, "invalid_request", "context", f"context must be a JSON object, got {type(context).__name__}")
+    _portable("context", context)
+    decision = svc.router.decide(context)
+    await svc.commit.ack()
+    svc.metrics.decision(decision.profile, time.perf_counter() - start)
+    return _ok(decision.to_dict())
+
+
+async def _outcome(svc: _Service, request):
+    body = await _read_json(request, svc.cfg.max_body_bytes)
+    _check_keys(body, ("decision_id",), ("quality", "cost_usd", "latency_ms"))
+    decision_id = body["decision_id"]
+    if not isinstance(decision_id, str):
+        raise ApiError(422, "invalid_request", "decision_id",
+                       f"decision_id must be a string, got {type(decision_id).__name__}")
+    status = svc.router.record(decision_id, quality=body.get("quality"), cost_usd=body.get("cost_usd"),
+                               latency_ms=body.get("latency_ms"))
+    await svc.commit.ack()
+    svc.metrics.outcome(status)
+    return _ok({"decision_id": decision_id, "status": status})
+
+
+async def _beliefs(svc: _Service, request):
+    return _ok({"replica": svc.log.writer_id, "policy_version": svc.router.policy_version,
+                "beliefs": svc.router.beliefs().to_dicts()})
+
+
+async def _healthz(svc: _Service, request):
+    shared = "off" if svc.shared is None else ("up" if svc.shared.up else "down")
+    return _ok({"status": "ok", "replica": svc.log.writer_id, "shared_state": shared})
+
+
+async def _metrics(svc: _Service, request):
+    from starlette.responses import Response
+
+    return Response(svc.metrics.render(svc.gauges()), media_type="text/plain; version=0.0.4")
+
+
+async def _openapi(svc: _Service, request):
+    return _ok(openapi_spec(svc.router, auth=svc.token is not None, max_body_bytes=svc.cfg.max_body_bytes))
+
+
+def create_app(cfg: ServiceConfig, *, router=None):
+    """The ASGI application of one replica.
+
+    The router is built from ``cfg.config`` at startup (in each worker process) unless given;
+    startup pulls the shared state when Redis is configured. Shutdown commits what is
+    waiting, flushes the log and pushes the last increments.
+    """
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Route
+
+    @asynccontextmanager
+    async def lifespan(app):
+        from .router import Router
+
+        # The event loop must not wait the default 5 ms for the GIL while a commit thread
+        # encodes Parquet: that wait would be added to every request's latency.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+
+        r = router if router is not None else Router.from_config(cfg.config, log_dir=cfg.log_dir, durability="group")
+        if r._log is None:
+            raise ConfigError("log_dir", None, "must be set: the service acknowledges only logged requests")
+        svc = _Service(cfg, r)
+        if svc.shared is not None:
+            await asyncio.get_running_loop().run_in_executor(None, svc.shared.start)
+        svc.commit.start()
+        app.state.service = svc
+        try:
+            yield
+        finally:
+            await svc.commit.close()
+            if svc.shared is not None:
+                await asyncio.get_running_loop().run_in_executor(None, svc.shared.stop)
+
+    async def http_error(request, exc):
+        codes = {404: ("not_found", "path"), 405: ("method_not_allowed", "method")}
+        code, field = codes.get(exc.status_code, ("http_error", None))
+        if hasattr(request.app.state, "service"):
+            request.app.state.service.metrics.error(exc.status_code, code)
+        value = request.url.path if field == "path" else request.method
+        return _envelope(exc.status_code, code, field, f"{field} {value!r} is not served here"
+                         if field else str(exc.detail), exc.headers)
+
+    async def server_error(request, exc):
+        _log.error("unhandled error", exc_info=exc)
+        return _envelope(500, "internal", None, "internal error")
+
+    routes = [Route("/v1/decide", _endpoint(_decide), methods=["POST"]),
+              Route("/v1/outcome", _endpoint(_outcome), methods=["POST"]),
+              Route("/v1/beliefs", _endpoint(_beliefs), methods=["GET"]),
+              Route("/metrics", _endpoint(_metrics), methods=["GET"]),
+              Route("/healthz", _endpoint(_healthz, auth=False), methods=["GET"]),
+              Route("/openapi.json", _endpoint(_openapi, auth=False), methods=["GET"])]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={HTTPException: http_error, Exception: server_error})
+
+
+def app_from_env():
+    """App factory for uvicorn workers: the ServiceConfig comes as JSON in the environment."""
+    return create_app(ServiceConfig(**json.loads(os.environ[ENV_CONFIG])))
+
+
+# -- OpenAPI ------------------------------------------------------------------------------------
+def openapi_spec(router, *, auth: bool, max_body_bytes: int) -> dict:
+    """OpenAPI 3.0 description of the service for ``router`` (its task types and profiles).
+
+    >>> import banditroute as br
+    >>> spec = openapi_spec(br.Router([br.Profile("a")], task_types=["chat"]), auth=False, max_body_bytes=100)
+    >>> sorted(spec["paths"])
+    ['/healthz', '/metrics', '/v1/beliefs', '/v1/decide', '/v1/outcome']
+    """
+    err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    errors = {str(s): err for s in (400, 401, 404, 405, 413, 422, 500, 503)}
+    number = {"type": "number", "nullable": True}
+    prob_map = {"type": "object", "additionalProperties": {"type": "number"}}
+
+    def op(op_id, summary, response_schema, body=None, secured=True, media="application/json", links=None):
+        ok = {"description": "ok", "content": {media: {"schema": response_schema}}}
+        if links:
+            ok["links"] = links
+        out = {"operationId": op_id, "summary": summary, "responses": {"200": ok, **errors}}
+        if body is not None:
+            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        if auth and secured:
+            out["security"] = [{"bearer": []}]
+        return out
+
+    context = {"type": "object", "description": "Request fields; task_type or task_probs select the task.",
+               "properties": {"task_type": {"type": "string", "enum": router.task_types},
+                              "task_probs": {"type": "object", "additionalProperties": {
+                                  "type": "number", "minimum": 0, "maximum": 1}}}, "additionalProperties": True}
+    if len(router.task_types) > 1 and router._tasks.task_model is None:
+        context["anyOf"] = [{"required": ["task_type"]}, {"required": ["task_probs"]}]
+    decision = {"type": "object", "required": ["id", "profile", "propensity", "probabilities"], "properties": {
+        "id": {"type": "string"}, "profile": {"type": "string", "enum": router.profiles},
+        "propensity": {"type": "number"}, "probabilities": prob_map, "task_probs": prob_map,
+        "policy_version": {"type": "string"}, "excluded": {"type": "object"},
+        "fallback_reason": {"type": "string", "nullable": True}}}
+    outcome = {"type": "object", "required": ["decision_id"], "additionalProperties": False, "properties": {
+        "decision_id": {"type": "string"}, "quality": {**number, "minimum": 0, "maximum": 1},
+        "cost_usd": {**number, "minimum": 0}, "latency_ms": {**number, "minimum": 0}}}
+    spec = {
+        "openapi": "3.0.3",
+        "info": {"title": "banditroute", "version": "1",
+                 "description": f"Thompson-sampling router. Request bodies up to {max_body_bytes} bytes."},
+        "paths": {
+            "/v1/decide": {"post": op("decide", "Choose a profile; acknowledged once durably logged", decision, {
+                "type": "object", "required": ["context"], "additionalProperties": False,
+                "properties": {"context": context}}, links={"RecordOutcome": {
+                    "operationId": "recordOutcome", "requestBody": {"decision_id": "$response.body#/id"}}})},
+            "/v1/outcome": {"post": op("recordOutcome", "Record a decision's outcome; acknowledged once durably logged", {
+                "type": "object", "properties": {"decision_id": {"type": "string"}, "status": {
+                    "type": "string", "enum": ["applied", "duplicate", "late"]}}}, outcome)},
+            "/v1/beliefs": {"get": op("beliefs", "Posterior per (profile, task type)", {"type": "object"})},
+            "/healthz": {"get": op("healthz", "Liveness", {"type": "object"}, secured=False)},
+            "/metrics": {"get": op("metrics", "Prometheus metrics", {"type": "string"}, media="text/plain")},
+        },
+        "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["status", "code", "field", "message"], "properties": {
+                "status": {"type": "integer"}, "code": {"type": "string"},
+                "field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}}}},
+    }
+    if auth:
+        spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    return spec
+
+
+# -- command line -------------------------------------------------------------------------------
+def add_serve_parser(subparsers) -> None:
+    """Add the ``serve`` subcommand to the CLI's subparsers (``run=run_serve``)."""
+    p = subparsers.add_parser("serve", help="serve the router over HTTP (needs the 'service' extra)")
+    p.add_argument("--config", required=True, help="routes TOML file")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--log-dir", default="logs", help="decision log directory (default logs)")
+    p.add_argument("--token", default=None, help="bearer token (default: $BANDITROUTE_TOKEN; none disables auth)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes, each a replica (default 1)")
+    p.add_argument("--redis-url", default=None, help="share posteriors through Redis (default: $BANDITROUTE_REDIS_URL)")
+    p.add_argument("--redis-namespace", default="banditroute", help="key prefix in Redis (default banditroute)")
+    p.add_argument("--sync-interval-ms", type=float, default=100.0, help="shared-state sync period (default 100)")
+    p.add_argument("--max-body-bytes", type=int, default=65536, help="request body limit (default 65536)")
+    p.add_argument("--commit-interval-ms", type=float, default=5.0, help="group commit period (default 5)")
+    p.add_argument("--max-commits-in-flight", type=int, default=8, help="overlapping group commits (default 8)")
+    p.set_defaults(run=run_serve)
+
+
+def run_serve(args) -> int:
+    """Validate the settings, then run uvicorn until SIGINT/SIGTERM (graceful: flushes)."""
+    try:
+        import uvicorn  # noqa: F401
+        import starlette  # noqa: F401
+    except ImportError:
+        raise ConfigError("serve", None, "needs the service extra: pip install 'banditroute[service]'") from None
+    from .router import Router
+
+    cfg = ServiceConfig(config=args.config, log_dir=args.log_dir, token=args.token or os.environ.get("BANDITROUTE_TOKEN"),
+                        max_body_bytes=args.max_body_bytes, commit_interval_ms=args.commit_interval_ms,
+                        max_commits_in_flight=args.max_commits_in_flight,
+                        redis_url=args.redis_url or os.environ.get("BANDITROUTE_REDIS_URL"),
+                        redis_namespace=args.redis_namespace, sync_interval_ms=args.sync_interval_ms)
+    if isinstance(args.workers, bool) or args.workers < 1:
+        raise ConfigError("--workers", args.workers, "must be >= 1")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError("--port", args.port, "must be in [0, 65535]")
+    router = Router.from_config(cfg.config, log_dir=None)  # fail fast, in the parent, on a bad config
+    if cfg.redis_url is not None:
+        from .shared_state import SharedState
+
+        SharedState(router, config=cfg.shared_state())
+    Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
+    os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    uvicorn.run("banditroute.service:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, loop="auto", http="auto", access_log=False,
+                timeout_graceful_shutdown=10, log_level="warning")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m banditroute.service --config routes.toml ...`` (same options as ``serve``)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="banditroute-serve")
+    add_serve_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.run(args)
+    except BanditrouteError as exc:
+        print(f"banditroute serve: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
