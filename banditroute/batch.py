@@ -22,6 +22,7 @@ def plan_frame(router, frame: pl.DataFrame):
         return [], [], [], []
     schema = frame.schema
     if ("task_probs" in schema or router.config.decision_timeout_ms is not None or router._rollout.active
+            or router._learner is not None
             or any(dtype.is_nested() for dtype in schema.values())
             or ("task_type" not in schema and (len(router.config.task_types) > 1 or router._tasks.task_model))):
         return None

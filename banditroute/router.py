@@ -76,11 +76,16 @@ class Router(RolloutControls):
         ``objective``, ``budget``, ``policy``, ``exploration``, ``discount``, ``prior``, ``n_draws``,
         ``refresh_every``, ``reliability_floor``, ``floor_confidence``, ``fallback``,
         ``decision_timeout_ms``, ``log_dir``, ``durability``, ``wait_window_s``,
-        ``max_pending``, ``policy_version``, ``seed``; and ``task_model``, a
-        :class:`~banditroute.request.TaskClassifier` for requests without a task-type label.
+        ``max_pending``, ``policy_version``, ``seed``; ``task_model``, a
+        :class:`~banditroute.request.TaskClassifier` for requests without a task-type label;
+        and ``learner``, an alternative contextual learner (e.g. Vowpal Wabbit) with
+        ``distribution(context, task_probs, feasible) -> pmf``,
+        ``learn(context, k, reward, propensity)`` and ``add_profile(profile)``: the router
+        still validates, masks, applies its exploration floor (if > 0), draws, logs the exact
+        propensity and keeps the Beta beliefs for reporting; the learner scores and learns.
     """
 
-    def __init__(self, profiles: Sequence[Profile], *, task_model=None, **settings):
+    def __init__(self, profiles: Sequence[Profile], *, task_model=None, learner=None, **settings):
         task_types = settings.pop("task_types", None)
         if task_types is not None:
             if isinstance(task_types, str) or not isinstance(task_types, Sequence):
@@ -91,6 +96,10 @@ class Router(RolloutControls):
         if isinstance(profiles, Profile) or not isinstance(profiles, Sequence):
             raise ConfigError("profiles", profiles, "must be a sequence of Profile")
         self.config = RouterConfig(profiles=tuple(profiles), **settings)
+        if learner is not None and not all(callable(getattr(learner, m, None))
+                                           for m in ("distribution", "learn", "add_profile")):
+            raise ConfigError("learner", learner, "must have distribution(), learn() and add_profile()")
+        self._learner = learner
         self._init_state(task_model)
         self._log = None
         if self.config.log_dir is not None:
@@ -159,6 +168,8 @@ class Router(RolloutControls):
         self._one_hot_lists = [row.tolist() for row in self._one_hot]
         self._one_hot_views = [MappingProxyType(dict(zip(cfg.task_types, row))) for row in self._one_hot_lists]
         self._policy_version = cfg.policy_version or cfg.fingerprint()
+        if self._learner is not None and cfg.policy_version is None:
+            self._policy_version = f"{type(self._learner).__name__.lower()}-{self._policy_version.split('-', 2)[-1]}"
         self._cache: dict = {}
         self._cache_version = -1
 
@@ -169,6 +180,8 @@ class Router(RolloutControls):
                 raise ConfigError("profile", profile, "must be a Profile")
             if profile.name in self._index:
                 raise ConfigError("profile.name", profile.name, "is already a profile of this router")
+            if self._learner is not None:
+                self._learner.add_profile(profile)
             self.config = replace(self.config, profiles=self.config.profiles + (profile,))
             alpha0, beta0 = self._priors([profile])
             self._belief.add_profile(alpha0, beta0)
@@ -202,6 +215,9 @@ class Router(RolloutControls):
         return failing, mask
 
     def _entry(self, task, context: Mapping) -> _Entry:
+        if self._learner is not None:
+            failing, mask = self._feasibility(context)
+            return self._compute(task, mask, failing, context)
         if self._cache_version != self._policy.version:
             self._cache.clear()
             self._cache_version = self._policy.version
@@ -221,13 +237,29 @@ class Router(RolloutControls):
             keys = [key for j, key, allowed in self._allow if j == i and not _allowed(context.get(key, _ABSENT), allowed)]
             # the reason names the fields, not their values: entries are cached per failing set
             excluded[self._names[i]] = "not in the allow-list for " + ", ".join(keys)
-        pmf, below = self._policy.distribution(task, mask, self._offset, self.config.objective.quality)
+        if self._learner is not None:
+            pmf, below = self._learner_distribution(task, mask, context), np.zeros(mask.shape, dtype=bool)
+        else:
+            pmf, below = self._policy.distribution(task, mask, self._offset, self.config.objective.quality)
         for i in np.flatnonzero(below):
             excluded[self._names[i]] = (f"reliability below floor {self.config.reliability_floor:g} with "
                                         f"probability > {self.config.floor_confidence:g}")
         if pmf is None:
             return self._fallback_entry(excluded, "no feasible profile")
         return _Entry(pmf, self._names, excluded)
+
+    def _learner_distribution(self, task, mask: np.ndarray, context: Mapping) -> np.ndarray | None:
+        n_feasible = int(mask.sum())
+        if n_feasible == 0:
+            return None
+        w = self._one_hot[task] if isinstance(task, int) else task
+        pmf = np.asarray(self._learner.distribution(context, w, mask.copy()), dtype=np.float64)
+        if (pmf.shape != mask.shape or not np.all(np.isfinite(pmf)) or np.any(pmf < 0)
+                or np.any(pmf[~mask] > 0) or abs(pmf.sum() - 1.0) > 1e-6):
+            raise ConfigError("learner.distribution", pmf.tolist(),
+                              "must return non-negative probabilities over the feasible profiles summing to 1")
+        eps = self.config.exploration
+        return (1.0 - eps) * pmf / pmf.sum() + (eps / n_feasible) * mask
 
     def _fallback_entry(self, excluded: dict, why: str) -> _Entry:
         fallback = self.config.fallback
@@ -297,7 +329,11 @@ class Router(RolloutControls):
         ts = time.time_ns() // 1000
         first, self._seq = self._seq, self._seq + n
         ids = list(map(f"{self._writer_id}-".__add__, map(str, range(first, first + n))))
-        self._pending.update(zip(ids, map(list, zip(ks, tasks, repeat(ts), repeat(False)))))
+        if self._learner is None:
+            self._pending.update(zip(ids, map(list, zip(ks, tasks, repeat(ts), repeat(False)))))
+        else:
+            self._pending.update(zip(ids, map(list, zip(ks, tasks, repeat(ts), repeat(False), texts,
+                                                        [e.pmf_list[k] for e, k in zip(entries, ks)]))))
         self._pending_order.extend(ids)
         self._evict(ts)
         chosen = list(map(self._names.__getitem__, ks))
@@ -324,7 +360,7 @@ class Router(RolloutControls):
         did = f"{self._writer_id}-{seq}"
         name = self._names[k]
         propensity = entry.pmf_list[k]
-        self._pending[did] = [k, task, ts, False]
+        self._pending[did] = [k, task, ts, False] if self._learner is None else [k, task, ts, False, text, propensity]
         self._pending_order.append(did)
         self._evict(ts)
         if self._log is not None:
@@ -414,6 +450,8 @@ class Router(RolloutControls):
                         latency_ms=profile.latency_ms if latency_ms is None else latency_ms)
                     w = self._one_hot[task] if isinstance(task, int) else task
                     self._belief.update(k, w, quality)
+                    if self._learner is not None:
+                        self._learner.learn(json.loads(entry[4]), k, reward, entry[5])
                     for candidate in self._rollout.candidates():
                         if isinstance(candidate, Router):
                             candidate._learn(profile.name, dict(zip(self.config.task_types, w.tolist())), quality)
