@@ -318,43 +318,69 @@ def feedback_from_logs(
         frames_cols += [
             pl.col("context").str.json_decode(dtype).struct.field(f.name).alias(f"__ctx_{f.name}") for f in dtype.fields
         ]
-    parts = []
+    assembler = _Assembler(scan_decisions(log_dir).select(pl.len()).collect().item(), len(names))
     for i in range(n_partitions):
         joined = join_logs(log_dir, wait_window=wait_window, default_reward=default_reward, duplicates=duplicates,
                            partition=(i, n_partitions) if n_partitions > 1 else None)
         if logging_distribution and positions is not None:
             joined = joined.with_columns(pl.col("profiles").list.join(_SEP).alias("__key")).join(positions, on="__key", how="left")
-        parts.append(joined.select(pl.col("row_index"), *columns, *frames_cols).collect(engine="streaming"))
-    return _to_feedback(log_dir, parts, names, reward, logging_distribution)
+        assembler.add(joined.select(pl.col("row_index"), *columns, *frames_cols).collect(engine="streaming"))
+    return _to_feedback(log_dir, assembler, names, reward)
 
 
-def _assemble(parts: list[pl.DataFrame]) -> tuple[int, np.ndarray, dict[str, np.ndarray], pl.DataFrame | None]:
-    """Merge partitions in row_index order, freeing each partition as it is copied."""
-    rows = np.concatenate([p.get_column("row_index").to_numpy() for p in parts])
-    order = np.argsort(rows, kind="stable")
-    where = np.empty_like(order)
-    where[order] = np.arange(order.shape[0])
-    numeric = [c for c in parts[0].columns if c.startswith(("__action", "__reward", "__propensity", "__metric_", "__prob"))]
-    others = [c for c in parts[0].columns if c != "row_index" and c not in numeric]
-    out = {c: np.empty(order.shape[0], dtype=np.int64 if c == "__action" else np.float64) for c in numeric}
-    rest, offset = [], 0
-    while parts:
-        part = parts.pop(0)
-        idx = where[offset:offset + part.height]
-        for c in numeric:
-            out[c][idx] = part.get_column(c).cast(out[c].dtype == np.int64 and pl.Int64 or pl.Float64).to_numpy()
-        if others:
-            rest.append(part.select(others))
-        offset += part.height
-        del part
-    frame = pl.concat(rest)[order] if rest else None
-    return order.shape[0], rows[order], out, frame
+class _Assembler:
+    """Scatters each joined partition, as it arrives, into arrays indexed by the decision's
+    row index, so only one partition is held in memory at a time; :meth:`finish` compacts
+    the arrays in place to the rounds that survived the join (in decision order)."""
+
+    def __init__(self, n_decisions: int, n_actions: int):
+        self.present = np.zeros(n_decisions, dtype=bool)
+        self.columns: dict[str, np.ndarray] = {}
+        self.distribution: np.ndarray | None = None
+        self.n_actions = n_actions
+        self.rest: list[pl.DataFrame] = []
+
+    def add(self, part: pl.DataFrame) -> None:
+        idx = part.get_column("row_index").to_numpy()
+        self.present[idx] = True
+        others = ["row_index"]
+        for c in part.columns:
+            if c.startswith("__prob"):
+                if self.distribution is None:
+                    self.distribution = np.zeros((self.present.shape[0], self.n_actions))
+                self.distribution[idx, int(c[len("__prob"):])] = part.get_column(c).cast(pl.Float64).to_numpy()
+            elif c.startswith(("__action", "__reward", "__propensity", "__metric_")):
+                integer = c == "__action"
+                if c not in self.columns:
+                    self.columns[c] = np.empty(self.present.shape[0], dtype=np.int64 if integer else np.float64)
+                self.columns[c][idx] = part.get_column(c).cast(pl.Int64 if integer else pl.Float64).to_numpy()
+            elif c != "row_index":
+                others.append(c)
+        if len(others) > 1:
+            self.rest.append(part.select(others))
+
+    def finish(self) -> tuple[int, dict, "np.ndarray | None", "pl.DataFrame | None"]:
+        n = int(self.present.sum())
+        columns = {c: _compact(a, self.present) for c, a in self.columns.items()}
+        dist = None if self.distribution is None else _compact(self.distribution, self.present)
+        frame = pl.concat(self.rest).sort("row_index").drop("row_index") if self.rest else None
+        return n, columns, dist, frame
 
 
-def _to_feedback(
-    log_dir: str | Path, parts: list[pl.DataFrame], names: tuple[str, ...], reward: str, logging_distribution: bool,
-) -> LoggedFeedback:
-    n, _, cols, frame = _assemble(parts)
+def _compact(array: np.ndarray, keep: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+    """``array[keep]`` computed in place, chunk by chunk (kept rows only move toward the front)."""
+    if keep.all():
+        return array
+    write = 0
+    for start in range(0, keep.shape[0], chunk):
+        rows = array[start:start + chunk][keep[start:start + chunk]]
+        array[write:write + rows.shape[0]] = rows
+        write += rows.shape[0]
+    return array[:write]
+
+
+def _to_feedback(log_dir: str | Path, assembler: "_Assembler", names: tuple[str, ...], reward: str) -> LoggedFeedback:
+    n, cols, dist, frame = assembler.finish()
     if n == 0:
         raise InvalidFeedbackError("log_dir", "no decision in the logs has a counted outcome (empty log after the join)")
     actions = cols["__action"]
@@ -365,11 +391,6 @@ def _to_feedback(
     if np.isnan(rewards).any():
         i = int(np.flatnonzero(np.isnan(rewards))[0])
         raise InvalidFeedbackError("rewards", f"{reward} is null at round {i}; choose another reward or fill it")
-    dist = None
-    if logging_distribution:
-        dist = np.empty((n, len(names)))
-        for k in range(len(names)):
-            dist[:, k] = cols.pop(f"__prob{k}")
     metric_cols = {c[len("__metric_"):]: cols.pop(c) for c in list(cols) if c.startswith("__metric_")}
     return LoggedFeedback(
         actions=actions,
