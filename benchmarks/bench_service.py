@@ -6,7 +6,10 @@ generator (benchmarks/loadgen.py, in its own process) for ``--duration`` seconds
 Every acknowledged request is durably logged (group commit) before its response.
 
 Run: python benchmarks/bench_service.py [--workers 1 2] [--runs 3] [--duration 10] [--connections 48]
-     [--redis] [--json out.json]
+     [--client loadgen|wrk] [--json out.json]
+
+With ``--client wrk`` the load comes from Debian's wrk (C) running benchmarks/wrk_pair.lua, so
+the client takes little of the two cores; its latency percentiles mix decide and outcome.
 """
 
 from __future__ import annotations
@@ -97,6 +100,29 @@ def run_loadgen(port: int, *, connections: int, duration_s: float, extra=()) -> 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_wrk(port: int, *, connections: int, duration_s: float) -> dict:
+    """Debian's wrk (C, so the client takes little CPU from the server) with wrk_pair.lua:
+    one connection per wrk thread, alternating decide and the outcome of its own decision.
+    Latency percentiles cover decide and outcome requests together."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    out = subprocess.run(["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{duration_s:g}s", "--latency",
+                          "-s", str(HERE / "wrk_pair.lua"), f"http://127.0.0.1:{port}"],
+                         capture_output=True, text=True, timeout=duration_s + 60)
+    text = out.stdout
+
+    def ms(label: str) -> float:
+        value = text.split(label, 1)[1].split()[0]
+        scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+        unit = next(u for u in ("us", "ms", "s") if value.endswith(u))
+        return float(value[: -len(unit)]) * scale[unit]
+
+    rps = float(text.split("Requests/sec:", 1)[1].split()[0])
+    non_2xx = int(text.split("Non-2xx or 3xx responses:", 1)[1].split()[0]) if "Non-2xx" in text else 0
+    return {"pairs_per_s": rps / 2, "decide_p50_ms": ms(" 50%"), "decide_p99_ms": ms(" 99%"),
+            "outcome_p50_ms": ms(" 50%"), "outcome_p99_ms": ms(" 99%"), "errors": non_2xx, "conn_errors": 0}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -104,6 +130,8 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--connections", type=int, default=48)
     p.add_argument("--serve-args", default="", help="extra arguments for the service, space-separated")
+    p.add_argument("--client", choices=["loadgen", "wrk"], default="loadgen",
+                   help="load generator: our asyncio client, or Debian's wrk with wrk_pair.lua")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -115,7 +143,8 @@ def main(argv=None) -> int:
             port = free_port()
             proc = start_service(workdir, port, workers=workers, extra=args.serve_args.split())
             try:
-                rows.append(run_loadgen(port, connections=args.connections, duration_s=args.duration))
+                run_client = run_wrk if args.client == "wrk" else run_loadgen
+                rows.append(run_client(port, connections=args.connections, duration_s=args.duration))
             finally:
                 stop_service(proc)
                 shutil.rmtree(workdir, ignore_errors=True)
