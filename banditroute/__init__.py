@@ -9,6 +9,7 @@
 from .config import BetaPrior, Budget, Objective, Profile
 from .decision import Decision
 from .demo import DemoResult, run_demo
+from .drift import DriftConfig, PageHinkley
 from .errors import (BanditrouteError, ConfigError, InvalidOutcomeError, InvalidRequestError, LogError,
                      NoFeasibleProfileError, UnknownDecisionError)
 from .logstore import LogWriter, scan_table
@@ -25,4 +26,5 @@ __all__ = [
     "InvalidOutcomeError", "InvalidRequestError", "LogError", "LogWriter", "NoFeasibleProfileError",
     "Objective", "Profile", "Router", "RouterConfig", "TaskClassifier", "ThompsonPolicy",
     "UnknownDecisionError", "load_config", "scan_table", "Scenario", "Simulator", "DemoResult", "run_demo",
+    "DriftConfig", "PageHinkley",
 ]

@@ -66,6 +66,6 @@ def replay(router, log_dir: str | os.PathLike) -> int:
             if t not in task_index:
                 raise ConfigError("task_types", t, f"is in the log but not among the router's {router.task_types}")
             w[task_index[t]] = p
-        belief.update(index[profile], w, quality)
+        router._learn_outcome(index[profile], w, quality, log_events=False)
     belief.refresh()
     return rows.height

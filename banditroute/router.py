@@ -38,6 +38,7 @@ from .batch import plan_frame
 from .beliefs import BetaBelief
 from .config import BetaPrior, Budget, Objective, Profile, check_number
 from .decision import Decision, make_decision
+from .drift import PageHinkley
 from .errors import ConfigError, InvalidOutcomeError, InvalidRequestError, NoFeasibleProfileError, UnknownDecisionError
 from .logstore import LogWriter
 from .policy import GreedyPolicy, ThompsonPolicy
@@ -135,6 +136,11 @@ class Router(RolloutControls):
         self._policy = policy_class(self._belief, exploration=cfg.exploration,
                                     reliability_floor=cfg.reliability_floor,
                                     floor_confidence=cfg.floor_confidence)
+        self._drift = None
+        if cfg.drift is not None:
+            self._drift = PageHinkley(self._belief.shape, delta=cfg.drift.delta, threshold=cfg.drift.threshold,
+                                      min_samples=cfg.drift.min_samples)
+        self.drift_events: list[dict] = []
         self._pending: dict[str, list] = {}  # decision id -> [profile index, task, ts_us, recorded]
         self._pending_order: deque[str] = deque()
         self._rollout = Rollout()
@@ -185,6 +191,8 @@ class Router(RolloutControls):
             self.config = replace(self.config, profiles=self.config.profiles + (profile,))
             alpha0, beta0 = self._priors([profile])
             self._belief.add_profile(alpha0, beta0)
+            if self._drift is not None:
+                self._drift.add_profile()
             self._derive()
 
     # -- deciding ---------------------------------------------------------------------------
@@ -449,7 +457,7 @@ class Router(RolloutControls):
                         quality=quality, cost_usd=profile.cost_usd if cost_usd is None else cost_usd,
                         latency_ms=profile.latency_ms if latency_ms is None else latency_ms)
                     w = self._one_hot[task] if isinstance(task, int) else task
-                    self._belief.update(k, w, quality)
+                    self._learn_outcome(k, w, quality)
                     if self._learner is not None:
                         self._learner.learn(json.loads(entry[4]), k, reward, entry[5])
                     for candidate in self._rollout.candidates():
@@ -470,7 +478,23 @@ class Router(RolloutControls):
                 return
             w = np.array([task_probs.get(t, 0.0) for t in self.config.task_types])
             if w.sum() > 0:
-                self._belief.update(k, w / w.sum(), quality)
+                self._learn_outcome(k, w / w.sum(), quality)
+
+    def _learn_outcome(self, k: int, w: np.ndarray, quality: float, *, log_events: bool = True) -> None:
+        """The posterior update of one outcome, and drift-triggered recalibration (the live
+        path and the replay both come through here, so they agree)."""
+        self._belief.update(k, w, quality)
+        if self._drift is None:
+            return
+        for (k, t), kind, stat in self._drift.update(k, w, quality):
+            self._belief.shrink(k, t, self.config.drift.keep)
+            event = {"profile": self._names[k], "task_type": self.config.task_types[t], "change": kind,
+                     "statistic": stat, "n_updates": self._belief.n_updates_}
+            self.drift_events.append(event)
+            if log_events:
+                self._event("drift", f"{event['profile']}/{event['task_type']}", None, "drift-detector",
+                            f"Page-Hinkley {kind} statistic {stat:.2f} > threshold {self.config.drift.threshold:g}; "
+                            f"kept {self.config.drift.keep:g} of the evidence")
 
     def _issued_here(self, decision_id: str) -> bool:
         writer, _, seq = decision_id.rpartition("-")

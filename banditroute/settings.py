@@ -17,6 +17,9 @@ A routes file keeps profiles, objective, budgets and priors as code::
     [budget]
     max_latency_ms = 3000
 
+    [drift]            # optional: Page-Hinkley drift detection triggers recalibration
+    threshold = 15.0
+
     [prior]            # default prior of every (profile, task type)
     alpha = 1.0
     beta = 1.0
@@ -52,6 +55,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .config import BetaPrior, Budget, Objective, Profile, check_name, check_number
+from .drift import DriftConfig
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -91,6 +95,9 @@ class RouterConfig:
         Posterior draws ``M`` in the bank; the pmf is the share of draws each profile wins.
     refresh_every : int
         Redraw the touched cells of the bank after this many outcomes.
+    drift : DriftConfig or None
+        Drift detection per (profile, task type) that recalibrates a cell when its quality
+        changes (see :mod:`banditroute.drift`); None: off.
     reliability_floor : float in (0, 1) or None
         Exclude a profile for a request when its reliability is below this with probability
         above ``floor_confidence``.
@@ -123,6 +130,7 @@ class RouterConfig:
     discount: float = 1.0
     n_draws: int = 1024
     refresh_every: int = 16
+    drift: DriftConfig | None = None
     reliability_floor: float | None = None
     floor_confidence: float = 0.95
     fallback: str | None = None
@@ -150,6 +158,8 @@ class RouterConfig:
             check_name(f"task_types[{i}]", t)
         if len(set(self.task_types)) != len(self.task_types):
             raise ConfigError("task_types", self.task_types, "must not repeat a name")
+        if self.drift is not None and not isinstance(self.drift, DriftConfig):
+            raise ConfigError("drift", self.drift, "must be a DriftConfig or None")
         for name, cls in (("objective", Objective), ("budget", Budget), ("prior", BetaPrior)):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(name, getattr(self, name), f"must be a {cls.__name__}")
@@ -185,13 +195,13 @@ class RouterConfig:
     def fingerprint(self) -> str:
         """A short id of the settings that shape decisions (used as the default policy version)."""
         shaping = ("profiles", "task_types", "objective", "budget", "prior", "policy", "exploration", "discount",
-                   "n_draws", "refresh_every", "reliability_floor", "floor_confidence", "fallback")
+                   "n_draws", "refresh_every", "drift", "reliability_floor", "floor_confidence", "fallback")
         text = repr([(name, getattr(self, name)) for name in shaping])
         return f"{'ts' if self.policy == 'thompson' else 'greedy'}-beta-" + hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-_SECTIONS = {"router", "objective", "budget", "prior", "profiles"}
-_ROUTER_KEYS = {f.name for f in fields(RouterConfig)} - {"profiles", "objective", "budget", "prior"}
+_SECTIONS = {"router", "objective", "budget", "prior", "drift", "profiles"}
+_ROUTER_KEYS = {f.name for f in fields(RouterConfig)} - {"profiles", "objective", "budget", "prior", "drift"}
 _PROFILE_KEYS = {"name", "cost_usd", "latency_ms", "tags", "allow", "prior"}
 
 
@@ -252,6 +262,8 @@ def _parse(doc: dict) -> tuple[list[Profile], dict]:
     for name, cls in (("objective", Objective), ("budget", Budget)):
         table = _table(doc, name, {f.name for f in fields(cls)})
         settings[name] = cls(**table)
+    if "drift" in doc:
+        settings["drift"] = DriftConfig(**_table(doc, "drift", {f.name for f in fields(DriftConfig)}))
     if "prior" in doc:
         settings["prior"] = _prior("prior", doc["prior"])
     raw = doc.get("profiles")
