@@ -6,6 +6,7 @@
 ['a', 'b']
 """
 
+from .calibration import calibration_report, calibration_table
 from .config import BetaPrior, Budget, Objective, Profile
 from .decision import Decision
 from .demo import DemoResult, run_demo
@@ -26,5 +27,5 @@ __all__ = [
     "InvalidOutcomeError", "InvalidRequestError", "LogError", "LogWriter", "NoFeasibleProfileError",
     "Objective", "Profile", "Router", "RouterConfig", "TaskClassifier", "ThompsonPolicy",
     "UnknownDecisionError", "load_config", "scan_table", "Scenario", "Simulator", "DemoResult", "run_demo",
-    "DriftConfig", "PageHinkley",
+    "DriftConfig", "PageHinkley", "calibration_report", "calibration_table",
 ]

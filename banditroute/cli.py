@@ -39,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true", help="print the beliefs as JSON")
     rep.set_defaults(run=_replay)
 
+    cal = sub.add_parser("calibration", help="calibration of the routed aggregate (ECE, Brier, reliability diagram)")
+    cal.add_argument("--logs", required=True, help="log directory")
+    cal.add_argument("--cohort", action="append", default=None,
+                     help="cohort column (profile, task_type or a context field); repeatable")
+    cal.add_argument("--bins", type=int, default=10, help="equal-width bins of the prediction (default 10)")
+    cal.add_argument("--json", action="store_true", help="machine-readable output")
+    cal.set_defaults(run=_calibration)
+
     from .service import add_serve_parser
 
     add_serve_parser(sub)
@@ -69,6 +77,30 @@ def _demo(args) -> int:
                       progress=not args.no_progress, out=None if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
+    return 0
+
+
+def _calibration(args) -> int:
+    from .calibration import calibration_report
+    from .errors import ConfigError
+
+    if args.bins < 1:
+        raise ConfigError("--bins", args.bins, "must be >= 1")
+    report = calibration_report(args.logs, cohorts=tuple(args.cohort or ("profile", "task_type")), n_bins=args.bins)
+    overall = report["overall"]
+    if args.json:
+        print(json.dumps({"n": overall["n"], "ece": overall["ece"], "brier": overall["brier"],
+                          "mean_predicted": overall["mean_predicted"], "mean_observed": overall["mean_observed"],
+                          "reliability_diagram": overall["diagram"].to_dicts(),
+                          "cohorts": {k: v.to_dicts() for k, v in report["cohorts"].items()}}, indent=2))
+        return 0
+    print(f"routed aggregate: n={overall['n']:,}  ECE={overall['ece']:.4f}  Brier={overall['brier']:.4f}  "
+          f"mean predicted {overall['mean_predicted']:.3f}, observed {overall['mean_observed']:.3f}")
+    print("reliability diagram (mean predicted vs mean observed quality per bin):")
+    print(overall["diagram"])
+    for name, table in report["cohorts"].items():
+        print(f"per {name}:")
+        print(table)
     return 0
 
 

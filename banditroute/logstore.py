@@ -46,7 +46,7 @@ from .errors import ConfigError, LogError
 
 __all__ = ["LogWriter", "DECISION_SCHEMA", "OUTCOME_SCHEMA", "EVENT_SCHEMA", "SCHEMA_VERSION", "scan_table"]
 
-SCHEMA_VERSION = 2  # 2: decisions gained the nullable `shadow` column; the `events` table
+SCHEMA_VERSION = 2  # 2: decisions gained `shadow` and `expected_quality` (nullable); the `events` table
 _TS = pl.Datetime("us", "UTC")
 
 DECISION_SCHEMA = {
@@ -65,6 +65,7 @@ DECISION_SCHEMA = {
     "excluded": pl.String,
     "fallback_reason": pl.String,
     "shadow": pl.String,
+    "expected_quality": pl.Float64,
     "schema_version": pl.Int32,
 }
 

@@ -52,10 +52,12 @@ __all__ = ["Router"]
 class _Entry:
     """A cached decision distribution for one (task, feasibility) key."""
 
-    __slots__ = ("pmf", "pmf_list", "cdf", "probs", "excluded", "excluded_json", "fallback_reason", "shadow_json")
+    __slots__ = ("pmf", "pmf_list", "cdf", "probs", "excluded", "excluded_json", "fallback_reason", "shadow_json",
+                 "expected")
 
-    def __init__(self, pmf, names, excluded, fallback_reason=None, shadow_json=None):
+    def __init__(self, pmf, names, excluded, expected, fallback_reason=None, shadow_json=None):
         self.pmf = pmf
+        self.expected = expected  # posterior mean reliability of each profile for this request
         self.pmf_list = pmf.tolist()
         self.cdf = np.cumsum(pmf).tolist()
         # Read-only views: shared by every Decision drawn from this entry, safe from callers.
@@ -254,7 +256,7 @@ class Router(RolloutControls):
                                         f"probability > {self.config.floor_confidence:g}")
         if pmf is None:
             return self._fallback_entry(excluded, "no feasible profile")
-        return _Entry(pmf, self._names, excluded)
+        return _Entry(pmf, self._names, excluded, self._expected(task))
 
     def _learner_distribution(self, task, mask: np.ndarray, context: Mapping) -> np.ndarray | None:
         n_feasible = int(mask.sum())
@@ -269,6 +271,12 @@ class Router(RolloutControls):
         eps = self.config.exploration
         return (1.0 - eps) * pmf / pmf.sum() + (eps / n_feasible) * mask
 
+    def _expected(self, task) -> list:
+        """Posterior mean reliability of every profile under the request's task posterior
+        (logged with the decision as ``expected_quality``: the router's prediction, for calibration)."""
+        means = self._belief.mean()
+        return (means[:, task] if isinstance(task, int) else means @ task).tolist()
+
     def _fallback_entry(self, excluded: dict, why: str) -> _Entry:
         fallback = self.config.fallback
         if fallback is None:
@@ -277,7 +285,7 @@ class Router(RolloutControls):
                                          "and no fallback is configured")
         pmf = np.zeros(len(self._names))
         pmf[self._index[fallback]] = 1.0
-        return _Entry(pmf, self._names, excluded, fallback_reason=why)
+        return _Entry(pmf, self._names, excluded, [None] * len(self._names), fallback_reason=why)
 
     def _resolve(self, context) -> tuple[str, object, _Entry]:
         text, task = self._tasks.parse(context)
@@ -286,7 +294,7 @@ class Router(RolloutControls):
         entry = self._entry(task, context)
         if self._rollout.active:
             pmf, shadow = self._rollout.apply(context, entry.pmf, self._names)
-            entry = _Entry(pmf, self._names, dict(entry.excluded), entry.fallback_reason, shadow)
+            entry = _Entry(pmf, self._names, dict(entry.excluded), entry.expected, entry.fallback_reason, shadow)
         if ceiling is not None:
             elapsed_ms = (time.perf_counter() - start) * 1e3
             if elapsed_ms > ceiling:
@@ -358,7 +366,7 @@ class Router(RolloutControls):
                 ids, [ts] * n, [self._writer_id] * n, range(first, first + n), [self._policy_version] * n,
                 texts, [self.config.task_types] * n, task_lists, [self._names] * n,
                 [e.pmf_list for e in entries], chosen, propensities, [e.excluded_json for e in entries], fallback,
-                [e.shadow_json for e in entries]])
+                [e.shadow_json for e in entries], [e.expected[k] for e, k in zip(entries, ks)]])
         return list(map(make_decision, zip(ids, chosen, propensities, [e.probs for e in entries], task_views,
                                            repeat(self._policy_version), [e.excluded for e in entries], fallback)))
 
@@ -375,7 +383,7 @@ class Router(RolloutControls):
             self._log.append("decisions", (did, ts, self._writer_id, seq, self._policy_version, text,
                                            self.config.task_types, self._task_list(task), self._names,
                                            entry.pmf_list, name, propensity, entry.excluded_json,
-                                           entry.fallback_reason, entry.shadow_json))
+                                           entry.fallback_reason, entry.shadow_json, entry.expected[k]))
         return make_decision((did, name, propensity, entry.probs, self._task_view(task), self._policy_version,
                               entry.excluded, entry.fallback_reason))
 
