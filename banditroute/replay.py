@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -32,10 +33,11 @@ __all__ = ["replay", "applied_outcomes"]
 
 def applied_outcomes(log_dir: str | os.PathLike) -> pl.DataFrame:
     """Applied outcomes joined to their decisions, in the order they were applied."""
-    decisions = scan_table(log_dir, "decisions").select("decision_id", "profile", "task_types", "task_probs")
+    decisions = scan_table(log_dir, "decisions").select("decision_id", "profile", "task_types", "task_probs",
+                                                        "context", "propensity")
     outcomes = (scan_table(log_dir, "outcomes")
                 .filter((pl.col("status") == "applied") & pl.col("quality").is_not_null())
-                .select("decision_id", "ts", "writer", "seq", "quality"))
+                .select("decision_id", "ts", "writer", "seq", "quality", "reward"))
     return (outcomes.join(decisions, on="decision_id", how="inner")
             .sort(["ts", "writer", "seq"]).collect())
 
@@ -59,13 +61,19 @@ def replay(router, log_dir: str | os.PathLike) -> int:
     index = {name: i for i, name in enumerate(router.profiles)}
     task_index = {t: i for i, t in enumerate(router.task_types)}
     n_tasks = len(task_index)
-    for profile, quality, task_types, task_probs in rows.select(
-            "profile", "quality", "task_types", "task_probs").iter_rows():
+    learner = router._learner
+    for profile, quality, reward, task_types, task_probs, context, propensity in rows.select(
+            "profile", "quality", "reward", "task_types", "task_probs", "context", "propensity").iter_rows():
         w = np.zeros(n_tasks)
         for t, p in zip(task_types, task_probs):
             if t not in task_index:
                 raise ConfigError("task_types", t, f"is in the log but not among the router's {router.task_types}")
             w[task_index[t]] = p
         router._learn_outcome(index[profile], w, quality, log_events=False)
+        if learner is not None:  # the same calls record() made
+            if hasattr(learner, "learn_task"):
+                learner.learn_task(json.loads(context), w, index[profile], reward, propensity)
+            else:
+                learner.learn(json.loads(context), index[profile], reward, propensity)
     belief.refresh()
     return rows.height

@@ -39,6 +39,7 @@ from .beliefs import BetaBelief
 from .config import BetaPrior, Budget, Objective, Profile, check_number
 from .decision import Decision, make_decision
 from .drift import PageHinkley
+from .linear import LinearTS
 from .errors import ConfigError, InvalidOutcomeError, InvalidRequestError, NoFeasibleProfileError, UnknownDecisionError
 from .logstore import LogWriter
 from .policy import GreedyPolicy, ThompsonPolicy
@@ -94,6 +95,8 @@ class Router(RolloutControls):
             if isinstance(task_types, str) or not isinstance(task_types, Sequence):
                 raise ConfigError("task_types", task_types, "must be a list of task-type names")
             settings["task_types"] = tuple(task_types)
+        if isinstance(settings.get("features"), Mapping):
+            settings["features"] = tuple(settings["features"].items())
         if settings.get("log_dir") is not None and isinstance(settings["log_dir"], os.PathLike):
             settings["log_dir"] = os.fspath(settings["log_dir"])
         if isinstance(profiles, Profile) or not isinstance(profiles, Sequence):
@@ -102,6 +105,13 @@ class Router(RolloutControls):
         if learner is not None and not all(callable(getattr(learner, m, None))
                                            for m in ("distribution", "learn", "add_profile")):
             raise ConfigError("learner", learner, "must have distribution(), learn() and add_profile()")
+        if self.config.policy == "linear":
+            if learner is not None:
+                raise ConfigError("learner", learner, "must not be given with policy='linear' (it is the learner)")
+            cfg = self.config
+            learner = LinearTS(len(cfg.profiles), cfg.task_types, cfg.features, n_draws=cfg.n_draws,
+                               discount=cfg.discount, refresh_every=cfg.refresh_every,
+                               seed=np.random.SeedSequence(cfg.seed).spawn(3)[2])
         self._learner = learner
         self._init_state(task_model)
         self._log = None
@@ -134,7 +144,7 @@ class Router(RolloutControls):
         alpha0, beta0 = self._priors(cfg.profiles)
         self._belief = BetaBelief(alpha0, beta0, n_draws=cfg.n_draws, discount=cfg.discount,
                                   refresh_every=cfg.refresh_every, seed=seeds[1])
-        policy_class = ThompsonPolicy if cfg.policy == "thompson" else GreedyPolicy
+        policy_class = GreedyPolicy if cfg.policy == "greedy" else ThompsonPolicy
         self._policy = policy_class(self._belief, exploration=cfg.exploration,
                                     reliability_floor=cfg.reliability_floor,
                                     floor_confidence=cfg.floor_confidence)
@@ -176,7 +186,7 @@ class Router(RolloutControls):
         self._one_hot_lists = [row.tolist() for row in self._one_hot]
         self._one_hot_views = [MappingProxyType(dict(zip(cfg.task_types, row))) for row in self._one_hot_lists]
         self._policy_version = cfg.policy_version or cfg.fingerprint()
-        if self._learner is not None and cfg.policy_version is None:
+        if self._learner is not None and cfg.policy_version is None and cfg.policy != "linear":
             self._policy_version = f"{type(self._learner).__name__.lower()}-{self._policy_version.split('-', 2)[-1]}"
         self._cache: dict = {}
         self._cache_version = -1
@@ -467,7 +477,10 @@ class Router(RolloutControls):
                     w = self._one_hot[task] if isinstance(task, int) else task
                     self._learn_outcome(k, w, quality)
                     if self._learner is not None:
-                        self._learner.learn(json.loads(entry[4]), k, reward, entry[5])
+                        if hasattr(self._learner, "learn_task"):  # learners that use the task posterior
+                            self._learner.learn_task(json.loads(entry[4]), w, k, reward, entry[5])
+                        else:
+                            self._learner.learn(json.loads(entry[4]), k, reward, entry[5])
                     for candidate in self._rollout.candidates():
                         if isinstance(candidate, Router):
                             candidate._learn(profile.name, dict(zip(self.config.task_types, w.tolist())), quality)

@@ -84,9 +84,14 @@ class RouterConfig:
     budget : Budget
     prior : BetaPrior
         Default prior of every (profile, task type); diffuse Beta(1, 1) unless given.
-    policy : {"thompson", "greedy"}
-        Thompson sampling over the posterior (default), or the posterior means (with the
-        exploration floor this is epsilon-greedy): a baseline and an OPE candidate.
+    policy : {"thompson", "greedy", "linear"}
+        Thompson sampling over the Beta posterior per (profile, task type) (default); the
+        posterior means (with the exploration floor this is epsilon-greedy: a baseline and an
+        OPE candidate); or contextual Thompson sampling over a Bayesian linear model of the
+        reward on ``features`` (:class:`~banditroute.linear.LinearTS`).
+    features : tuple of (name, scale)
+        Numeric request fields of the linear policy, each divided by its scale
+        (``{"prompt_tokens": 1000.0}`` is accepted by Router and the TOML file).
     exploration : float in [0, 1)
         Exploration floor: every feasible profile gets at least ``exploration / n_feasible``.
     discount : float in (0, 1]
@@ -126,6 +131,7 @@ class RouterConfig:
     budget: Budget = Budget()
     prior: BetaPrior = BetaPrior()
     policy: str = "thompson"
+    features: tuple = ()
     exploration: float = 0.02
     discount: float = 1.0
     n_draws: int = 1024
@@ -168,8 +174,15 @@ class RouterConfig:
                 unknown = set(p.prior) - set(self.task_types)
                 if unknown:
                     raise ConfigError(f"profiles[{p.name}].prior", sorted(unknown), "names unknown task types")
-        if self.policy not in ("thompson", "greedy"):
-            raise ConfigError("policy", self.policy, "must be 'thompson' or 'greedy'")
+        if self.policy not in ("thompson", "greedy", "linear"):
+            raise ConfigError("policy", self.policy, "must be 'thompson', 'greedy' or 'linear'")
+        if not isinstance(self.features, tuple) or not all(
+                isinstance(f, tuple) and len(f) == 2 and isinstance(f[0], str) for f in self.features):
+            raise ConfigError("features", self.features, "must be a mapping of field -> scale")
+        for name, scale in self.features:
+            check_number(f"features.{name}", scale, lo=0.0, lo_open=True)
+        if self.policy == "linear" and self.drift is not None:
+            raise ConfigError("drift", self.drift, "is not supported with policy='linear' (use discount)")
         check_number("exploration", self.exploration, lo=0.0, hi=1.0, hi_open=True)
         check_number("discount", self.discount, lo=0.0, hi=1.0, lo_open=True)
         _check_int("n_draws", self.n_draws, 1)
@@ -194,10 +207,12 @@ class RouterConfig:
 
     def fingerprint(self) -> str:
         """A short id of the settings that shape decisions (used as the default policy version)."""
-        shaping = ("profiles", "task_types", "objective", "budget", "prior", "policy", "exploration", "discount",
+        shaping = ("profiles", "task_types", "objective", "budget", "prior", "policy", "features", "exploration",
+                   "discount",
                    "n_draws", "refresh_every", "drift", "reliability_floor", "floor_confidence", "fallback")
         text = repr([(name, getattr(self, name)) for name in shaping])
-        return f"{'ts' if self.policy == 'thompson' else 'greedy'}-beta-" + hashlib.sha1(text.encode()).hexdigest()[:10]
+        kind = {"thompson": "ts-beta", "greedy": "greedy-beta", "linear": "ts-linear"}[self.policy]
+        return f"{kind}-" + hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 _SECTIONS = {"router", "objective", "budget", "prior", "drift", "profiles"}
@@ -255,6 +270,10 @@ def _parse(doc: dict) -> tuple[list[Profile], dict]:
         if key not in _SECTIONS:
             raise ConfigError(key, doc[key], f"is not a known section (known: {sorted(_SECTIONS)})")
     settings = dict(_table(doc, "router", _ROUTER_KEYS))
+    if "features" in settings:
+        if not isinstance(settings["features"], dict):
+            raise ConfigError("router.features", settings["features"], "must be a table of field = scale")
+        settings["features"] = tuple(settings["features"].items())
     if "task_types" in settings:
         if not isinstance(settings["task_types"], list):
             raise ConfigError("router.task_types", settings["task_types"], "must be a list of names")
