@@ -257,6 +257,29 @@ class Scenario:
                    degradations=(Degradation(profile="large", task_type="code",
                                              at_request=t_degrade, reliability=0.45),))
 
+    @classmethod
+    def nonstationary(cls, *, n_requests: int = 50_000) -> "Scenario":
+        """Drift of three kinds on the default profiles (no profile joins):
+
+        - gradual: ``medium`` on summarize slides from 0.86 to 0.56 in ten steps between 15%
+          and 45% of the run;
+        - abrupt: ``large`` on code drops from 0.88 to 0.45 at 40%;
+        - recovery: ``large`` on code is back to 0.88 at 70%.
+
+        >>> [(d.profile, d.at_request, d.reliability) for d in
+        ...  Scenario.nonstationary(n_requests=1000).degradations if d.task_type == "code"]
+        [('large', 400, 0.45), ('large', 700, 0.88)]
+        """
+        _check_int("n_requests", n_requests, lo=1)
+        base = cls.default(n_requests=n_requests).stationary()
+        gradual = [Degradation(profile="medium", task_type="summarize", at_request=int((0.15 + 0.03 * i) * n_requests),
+                               reliability=round(0.86 - 0.03 * (i + 1), 4)) for i in range(10)]
+        events = gradual + [Degradation(profile="large", task_type="code", at_request=int(0.4 * n_requests),
+                                        reliability=0.45),
+                            Degradation(profile="large", task_type="code", at_request=int(0.7 * n_requests),
+                                        reliability=0.88)]
+        return replace(base, degradations=tuple(sorted(events, key=lambda d: d.at_request)))
+
     def stationary(self) -> "Scenario":
         """The same world without events: no degradation, only the profiles present at start.
 

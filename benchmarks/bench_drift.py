@@ -1,7 +1,8 @@
 """Forgetting strategies on the embedded simulator: none, fixed discounting, drift-triggered.
 
-For each scenario (the default non-stationary one: `large` degrades on code at 40% of the run
-and `medium-v2` joins at 70%; and its stationary variant) and each seed, routes the same
+For each scenario (the demo's: `large` degrades on code at 40% of the run and `medium-v2` joins
+at 70%; `Scenario.nonstationary`: gradual drift of `medium` on summarize, abrupt degradation of
+`large` on code, and its recovery; and the stationary variant) and each seed, routes the same
 request stream with three routers that differ only in how they forget:
 
 - ``none``: discount 1, no drift detection;
@@ -70,7 +71,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json")
     args = parser.parse_args()
-    scenarios = {"non-stationary": br.Scenario.default(n_requests=args.requests),
+    scenarios = {"default (degrade+join)": br.Scenario.default(n_requests=args.requests),
+                 "non-stationary": br.Scenario.nonstationary(n_requests=args.requests),
                  "stationary": br.Scenario.default(n_requests=args.requests).stationary()}
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                "requests": args.requests, "seeds": args.seeds, "rows": []}
@@ -80,7 +82,7 @@ def main() -> None:
             row = {"scenario": scen_name, "strategy": strat_name,
                    "regret": [r["regret"] for r in runs], "detections": [r["detections"] for r in runs]}
             results["rows"].append(row)
-            print(f"{scen_name:>15} {strat_name:>9}: regret median {statistics.median(row['regret']):8.1f} "
+            print(f"{scen_name:>22} {strat_name:>9}: regret median {statistics.median(row['regret']):8.1f} "
                   f"(min {min(row['regret']):.1f}, max {max(row['regret']):.1f}), "
                   f"drift detections {row['detections']}", flush=True)
     if args.json:
