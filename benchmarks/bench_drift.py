@@ -46,6 +46,7 @@ def run(scenario, seed: int, strategy: dict, n_requests: int, batch_size: int = 
                        objective=DEMO_OBJECTIVE, exploration=0.02, seed=int(router_seq.generate_state(1)[0]),
                        **strategy)
     regret = np.empty(n_requests)
+    detections = []  # (request index, profile/task, change)
 
     def record(arrived):
         for ticket, q in zip(arrived.tickets.tolist(), arrived.quality.tolist()):
@@ -62,13 +63,17 @@ def run(scenario, seed: int, strategy: dict, n_requests: int, batch_size: int = 
         expected = sim.expected_reward(batch, DEMO_OBJECTIVE)  # (n, profiles), nan where unavailable
         regret[start:stop] = np.nanmax(expected, axis=1) - expected[np.arange(len(chosen)), chosen]
         sim.submit(batch, chosen, tickets=[d.id for d in decisions])
-    return {"regret": float(regret.sum()), "detections": len(router.drift_events)}
+        for event in router.drift_events[len(detections):]:
+            detections.append((start, f"{event['profile']}/{event['task_type']}", event["change"]))
+    return {"regret": float(regret.sum()), "detections": len(detections), "events": detections}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--false-alarm-requests", type=int, default=0,
+                        help="also count drift detections on a stationary run of this many requests per seed")
     parser.add_argument("--json")
     args = parser.parse_args()
     scenarios = {"default (degrade+join)": br.Scenario.default(n_requests=args.requests),
@@ -82,9 +87,21 @@ def main() -> None:
             row = {"scenario": scen_name, "strategy": strat_name,
                    "regret": [r["regret"] for r in runs], "detections": [r["detections"] for r in runs]}
             results["rows"].append(row)
+            row["events"] = [r["events"] for r in runs]
             print(f"{scen_name:>22} {strat_name:>9}: regret median {statistics.median(row['regret']):8.1f} "
                   f"(min {min(row['regret']):.1f}, max {max(row['regret']):.1f}), "
                   f"drift detections {row['detections']}", flush=True)
+            if strat_name == "drift":
+                for seed, events in zip(args.seeds, row["events"]):
+                    print(f"{'':>34}seed {seed}: " + ", ".join(f"{cell} {change} at request {i:,}"
+                                                               for i, cell, change in events), flush=True)
+    if args.false_alarm_requests:
+        stationary = br.Scenario.default(n_requests=args.false_alarm_requests).stationary()
+        counts = [run(stationary, seed, STRATEGIES["drift"], args.false_alarm_requests)["detections"]
+                  for seed in args.seeds]
+        results["false_alarms"] = {"requests": args.false_alarm_requests, "detections": counts}
+        print(f"false alarms on {args.false_alarm_requests:,} stationary requests: {counts} "
+              f"(cells: 3 profiles x 4 task types)", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
