@@ -19,6 +19,7 @@ from .request import TaskClassifier
 from .router import Router
 from .settings import RouterConfig, load_config
 from .simulator import Scenario, Simulator
+from .vw_policy import VWConfig, VWPolicy
 
 __version__ = "0.1.0"
 
@@ -27,5 +28,5 @@ __all__ = [
     "InvalidOutcomeError", "InvalidRequestError", "LogError", "LogWriter", "NoFeasibleProfileError",
     "Objective", "Profile", "Router", "RouterConfig", "TaskClassifier", "ThompsonPolicy",
     "UnknownDecisionError", "load_config", "scan_table", "Scenario", "Simulator", "DemoResult", "run_demo",
-    "DriftConfig", "PageHinkley", "calibration_report", "calibration_table",
+    "DriftConfig", "PageHinkley", "calibration_report", "calibration_table", "VWConfig", "VWPolicy",
 ]

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .service import add_serve_parser
 
     add_serve_parser(sub)
+
+    from .dsjson import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 

@@ -18,6 +18,7 @@ True
 """
 
 from ope.base import Estimate, Estimator
+from ope.dsjson import feedback_from_dsjson
 from ope.diagnostics import DiagnosticThresholds, Diagnostics, diagnose, importance_weights
 from ope.dr import DM, DR, SNDR, DRos, SwitchDR
 from ope.errors import (
@@ -35,6 +36,7 @@ from ope.logs import action_space, feedback_from_logs, join_logs, scan_decisions
 from ope.policies import Policy, one_hot, resolve_target, uniform
 from ope.reward_models import cross_fit_predictions, encode_contexts
 from ope.synthetic import SyntheticBandit, SyntheticProblem
+from ope.vw_reward import VWRegressor
 
 __all__ = [
     "DM",
@@ -59,12 +61,14 @@ __all__ = [
     "SwitchDR",
     "SyntheticBandit",
     "SyntheticProblem",
+    "VWRegressor",
     "action_space",
     "confidence_interval",
     "cross_fit_predictions",
     "diagnose",
     "encode_contexts",
     "evaluate",
+    "feedback_from_dsjson",
     "feedback_from_logs",
     "importance_weights",
     "join_logs",
