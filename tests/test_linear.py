@@ -80,3 +80,14 @@ def test_linear_feature_errors(seed):
         router.decide({"task_type": "chat", "prompt_tokens": "long"})
     with pytest.raises(br.ConfigError, match=r"features\.prompt_tokens must be > 0, got 0\.0"):
         br.Router(PROFILES, policy="linear", features={"prompt_tokens": 0.0})
+
+
+def test_linear_from_toml(tmp_path):
+    path = tmp_path / "routes.toml"
+    path.write_text('[router]\npolicy = "linear"\nfeatures = { prompt_tokens = 1000.0 }\n'
+                    '[[profiles]]\nname = "a"\n[[profiles]]\nname = "b"\n')
+    router = br.Router.from_config(path, seed=0)
+    assert router.config.features == (("prompt_tokens", 1000.0),) and router._learner.dim == 2
+    path.write_text('[router]\npolicy = "linear"\nfeatures = ["prompt_tokens"]\n[[profiles]]\nname = "a"\n')
+    with pytest.raises(br.ConfigError, match=r"routes\.toml: router\.features must be a table of field = scale"):
+        br.Router.from_config(path)
