@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-log", action="store_true", help="do not write a decision log")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument("--no-evaluate", action="store_true", help="skip off-policy evaluation of candidates and the gate")
+    demo.add_argument("--report", default="auto", metavar="PATH",
+                      help="HTML report (default: report.html next to the log dir)")
+    demo.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     demo.set_defaults(run=_demo)
 
     rep = sub.add_parser("replay", help="rebuild a router's beliefs from its logs")
@@ -50,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .service import add_serve_parser
 
     add_serve_parser(sub)
+
+    from .promote import add_promote_parser, add_report_parser
+
+    add_promote_parser(sub)
+    add_report_parser(sub)
 
     from .dsjson import add_export_parser
 
@@ -78,7 +87,9 @@ def _demo(args) -> int:
 
         raise ConfigError("--requests", args.requests, "must be >= 1")
     result = run_demo(n_requests=args.requests, seed=args.seed, log_dir=None if args.no_log else args.log_dir,
-                      progress=not args.no_progress, out=None if args.json else sys.stdout)
+                      progress=not args.no_progress, out=None if args.json else sys.stdout,
+                      evaluate=not args.no_evaluate and not args.no_log,
+                      report=None if (args.no_report or args.no_log) else args.report)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     return 0

@@ -25,18 +25,32 @@ the draw):
 * **onboarding**: requests of the task types where a late profile is the best, after it
   joins, until its share (same rolling mean) reaches 50%.
 
+After the live run (when logs are written), the demo evaluates two candidates on the logged
+traffic with :mod:`ope` and shows each estimate next to the simulator's true value for that
+candidate (the mean over the logged requests of ``sum_k pi(k | x) E[reward | k, x]``):
+
+* **cost-aware**: a Router with a more cost-averse objective (``COST_AWARE_OBJECTIVE``) run as
+  a *shadow* of production: it learns from every outcome, never decides, and its distribution
+  is logged with each decision (``shadow`` column), so it is evaluated exactly as it was;
+* **static table**: the pre-deployment benchmark table.
+
+It then runs the promotion gate (:func:`ope.gate.gate`) for the cost-aware candidate against
+the logged policy, per task type, and writes the HTML report (:mod:`banditroute.report`).
+
 >>> import io
 >>> r = run_demo(n_requests=2_000, seed=0, log_dir=None, progress=False, out=io.StringIO())
->>> r.n_requests, sorted(r.to_dict())[:3]
-(2000, ['batch_size', 'cumulative_regret', 'degradations'])
+>>> r.n_requests, sorted(r.to_dict())[:3], r.candidates, r.report_path
+(2000, ['batch_size', 'candidates', 'cumulative_regret'], (), None)
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -46,12 +60,19 @@ from .errors import ConfigError
 from .router import Router
 from .simulator import Scenario, Simulator
 
-__all__ = ["DEMO_OBJECTIVE", "SHARE_OFF", "SHARE_ON", "DemoResult", "run_demo", "format_summary"]
+__all__ = ["DEMO_OBJECTIVE", "COST_AWARE_OBJECTIVE", "SHARE_OFF", "SHARE_ON", "DemoResult", "run_demo",
+           "format_summary"]
 
 #: Quality 1 per good outcome, 10 per USD, 2e-5 per ms: the large profile's cost and latency
 #: (0.12 + 0.05) are a real trade-off against its reliability, so the best profile differs by
 #: task type.
 DEMO_OBJECTIVE = Objective(quality=1.0, cost=10.0, latency=2e-5)
+
+#: The shadow candidate's objective: four times as cost-averse as production.
+COST_AWARE_OBJECTIVE = Objective(quality=1.0, cost=40.0, latency=2e-5)
+#: Guardrails of the demo's gate (non-inferiority margins per request).
+DEMO_GUARDRAILS = {"quality": 0.02, "latency_ms": 100.0}
+_AUTO = "auto"
 
 SHARE_OFF = 0.10  # a degraded profile is "routed around" below this share
 SHARE_ON = 0.50   # a new profile is "onboarded" at this share where it is the best
@@ -76,6 +97,13 @@ class DemoResult:
         ``onboarding_requests`` are None when the threshold was never crossed.
     record_status : dict
         How many ``record()`` calls returned each status.
+    candidates : tuple of dict
+        Off-policy evaluation after the run (empty without logs): per policy and estimator,
+        ``policy``, ``estimator``, ``value``, ``ci_low``, ``ci_high``, ``truth``.
+    gate : dict or None
+        The gate's verdict for the cost-aware candidate: ``candidate``, ``promote``, ``reasons``.
+    report_path : str or None
+        Where the HTML report was written.
     """
 
     n_requests: int
@@ -95,6 +123,10 @@ class DemoResult:
     record_status: dict
     log_dir: str | None
     wall_time_s: float
+    candidates: tuple = ()
+    gate: dict | None = None
+    report_path: str | None = None
+    evaluation_time_s: float = 0.0
 
     def phase(self, name: str) -> dict:
         """The phase called ``name`` (``"stationary"``, ``"overall"``, ...)."""
@@ -159,7 +191,8 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
              progress: bool = True, out: TextIO | None = sys.stdout, scenario: Scenario | None = None,
              objective: Objective = DEMO_OBJECTIVE, discount: float = 0.997,
              exploration: float = 0.02, batch_size: int = 16, benchmark_runs: int = 200,
-             n_windows: int = 10, event_window: int = 20, progress_stream: TextIO | None = None) -> DemoResult:
+             n_windows: int = 10, event_window: int = 20, progress_stream: TextIO | None = None,
+             evaluate: bool = True, report: str | os.PathLike | None = _AUTO) -> DemoResult:
     """Route ``n_requests`` simulated requests through a Router and summarise the run.
 
     Parameters
@@ -199,6 +232,12 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         Rolling window (requests of the relevant task types) for the event measurements.
     progress_stream : text stream, optional
         Where the progress bar goes; ``sys.stderr`` when omitted.
+    evaluate : bool
+        After the run, evaluate the candidates and run the gate (needs ``log_dir``;
+        ``--no-evaluate``). The cost-aware candidate runs as a shadow only when this is on.
+    report : path, None or "auto"
+        Where to write the HTML report (``--report PATH``); ``"auto"``: ``report.html`` next
+        to ``log_dir``; None: no report (``--no-report``). Needs ``evaluate`` and ``log_dir``.
 
     Returns
     -------
@@ -232,6 +271,14 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
                     task_types=list(scenario.task_types), objective=objective, budget=Budget(),
                     exploration=exploration, discount=discount, log_dir=log_dir,
                     seed=int(router_seq.generate_state(1)[0]))
+    evaluating = evaluate and log_dir is not None
+    if evaluating:
+        shadow = Router(profiles=[profile(n) for n in names if specs[n].joins_at == 0],
+                        task_types=list(scenario.task_types), objective=COST_AWARE_OBJECTIVE, budget=Budget(),
+                        exploration=exploration, discount=discount, log_dir=None,
+                        seed=int(router_seq.generate_state(2)[1]))
+        router.add_shadow("cost-aware", shadow, who="demo", why="a cheaper objective, evaluated off-policy")
+    ids: list[str] = [""] * n_requests
 
     pmf = np.zeros((n_requests, n_profiles))
     expected = np.empty((n_requests, n_profiles))
@@ -257,6 +304,7 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
             decisions = router.decide_batch(batch.contexts())
             rows = slice(start, stop)
             chosen[rows] = [index[d.profile] for d in decisions]
+            ids[start:stop] = [d.id for d in decisions]
             for i, d in enumerate(decisions, start):
                 for name, p in d.probabilities.items():
                     pmf[i, index[name]] = p
@@ -280,6 +328,13 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         "oracle": np.nanmax(expected, axis=1),
         "static": expected[steps, static_idx[task]],
     }
+    evaluation = {}
+    t_eval = time.perf_counter()
+    if evaluating:
+        evaluation = _evaluate_candidates(
+            log_dir, ids=ids, names=names, expected=expected, per_request=per_request,
+            static_table=dict(bench.table), router=router, seed=seed,
+            report=(Path(log_dir).parent / "report.html") if report == _AUTO else report)
     result = DemoResult(
         n_requests=n_requests, seed=seed, discount=discount, exploration=exploration,
         batch_size=batch_size,
@@ -291,12 +346,63 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         onboardings=_onboardings(sim, scenario, objective, pmf, task, event_window),
         cumulative_regret=float((per_request["oracle"] - per_request["router"]).sum()),
         record_status=status, log_dir=None if log_dir is None else str(log_dir),
-        wall_time_s=time.perf_counter() - t0,
+        wall_time_s=time.perf_counter() - t0, evaluation_time_s=time.perf_counter() - t_eval if evaluating else 0.0,
+        **evaluation,
     )
     if out is not None:
         out.write(format_summary(result))
         out.flush()
     return result
+
+
+# -- off-policy evaluation of candidates -------------------------------------------------------------
+def _evaluate_candidates(log_dir, *, ids, names, expected, per_request, static_table, router, seed,
+                         report) -> dict:
+    """Evaluate the shadow and static-table candidates on the logs, gate, and write the report."""
+    import ope
+    from ope.gate import default_reward_model, gate
+    from ope.logs import join_logs
+
+    from .promote import load_feedback, resolve_policy
+    from .report import render_report, routing_share
+
+    fb = load_feedback(log_dir, cohorts=["task_type"])
+    logged_ids = join_logs(log_dir).select("row_index", "decision_id").collect().sort("row_index")
+    where = {d: i for i, d in enumerate(ids)}
+    req = np.array([where[d] for d in logged_ids.get_column("decision_id").to_list()])
+    cols = [names.index(a) for a in fb.action_names]
+    truth_matrix = np.nan_to_num(expected[req][:, cols])
+    table_spec = "table:" + ",".join(f"{t}={p}" for t, p in static_table.items())
+    policies = {
+        "logged": resolve_policy("logged", fb),
+        "cost-aware": resolve_policy("shadow:cost-aware", fb, log_dir=log_dir),
+        "static table": resolve_policy(table_spec, fb),
+    }
+    truths = {"logged": float(per_request["router"][req].mean()),
+              "cost-aware": float(np.einsum("ij,ij->i", policies["cost-aware"], truth_matrix).mean()),
+              "static table": float(per_request["static"][req].mean())}
+    estimators = {"IPS": ope.IPS(), "SNIPS": ope.SNIPS(), "DR": ope.DR(reward_model=default_reward_model())}
+    table = ope.evaluate(fb, policies, estimators, seed=seed)
+    rows = tuple({"policy": r["policy"], "estimator": r["estimator"], "value": r["value"], "ci_low": r["ci_low"],
+                  "ci_high": r["ci_high"], "truth": truths[r["policy"]], "ess": r["ess"]}
+                 for r in table.iter_rows(named=True))
+    verdict = gate(fb, candidate=policies["cost-aware"], baseline=policies["logged"], cohorts=["task_type"],
+                   guardrails=DEMO_GUARDRAILS, seed=seed)
+    report_path = None
+    if report is not None:
+        html = render_report(
+            title="banditroute demo: candidates evaluated on the logged traffic",
+            evaluation=table, truths=truths, gate_result=verdict, gate_label="(cost-aware vs logged)",
+            weights={k: ope.importance_weights(fb, v) for k, v in policies.items() if k != "logged"},
+            routing=routing_share(log_dir), beliefs=router.beliefs(),
+            notes=[f"{fb.n_rounds:,} logged decisions with outcomes in {log_dir}. Candidates: 'cost-aware' ran as "
+                   "a shadow (objective cost weight 40 instead of 10; evaluated with its logged distribution), "
+                   f"'static table' is the pre-deployment benchmark table ({table_spec[6:]})."])
+        Path(report).write_text(html, encoding="utf-8")
+        report_path = str(report)
+    return {"candidates": rows, "report_path": report_path,
+            "gate": {"candidate": "cost-aware", "baseline": "logged", "promote": verdict.promote,
+                     "reasons": list(verdict.reasons)}}
 
 
 # -- measurements ---------------------------------------------------------------------------------
@@ -473,4 +579,19 @@ def format_summary(r: DemoResult) -> str:
                          f"final share {_fmt(b['final_share'], '.0%')}")
     if not r.degradations and not r.onboardings:
         lines.append("  (none: stationary scenario)")
+    if r.candidates:
+        lines += ["", f"Candidates evaluated off-policy on the logged traffic ({r.evaluation_time_s:.1f} s); "
+                      "true value = simulator's expected reward of the candidate on the logged requests",
+                  f"  {'policy':<14}{'estimator':<10}{'estimate':>9}  {'95% interval':<19}{'true':>8}  covered"]
+        for c in r.candidates:
+            covered = "yes" if c["ci_low"] <= c["truth"] <= c["ci_high"] else "no"
+            lines.append(f"  {c['policy']:<14}{c['estimator']:<10}{c['value']:>9.4f}  "
+                         f"[{c['ci_low']:.4f}, {c['ci_high']:.4f}]{c['truth']:>9.4f}  {covered}")
+    if r.gate is not None:
+        lines += ["", f"Promotion gate: {r.gate['candidate']} vs {r.gate['baseline']} (per task type; guardrails "
+                      + ", ".join(f"{k} {v:g}" for k, v in DEMO_GUARDRAILS.items()) + "): "
+                      + ("PROMOTE" if r.gate["promote"] else "REFUSE")]
+        lines += [f"  - {reason}" for reason in r.gate["reasons"]]
+    if r.report_path:
+        lines += ["", f"Report: {r.report_path}"]
     return "\n".join(lines) + "\n"

@@ -29,6 +29,7 @@ from ope.errors import (
     OPEError,
 )
 from ope.evaluate import evaluate
+from ope.gate import GateResult, Guardrail, gate
 from ope.feedback import LoggedFeedback
 from ope.intervals import Interval, RoundTerms, confidence_interval
 from ope.ips import IPS, SNIPS
@@ -46,6 +47,8 @@ __all__ = [
     "Diagnostics",
     "Estimate",
     "Estimator",
+    "GateResult",
+    "Guardrail",
     "IPS",
     "Interval",
     "InvalidConfigError",
@@ -70,6 +73,7 @@ __all__ = [
     "evaluate",
     "feedback_from_dsjson",
     "feedback_from_logs",
+    "gate",
     "importance_weights",
     "join_logs",
     "one_hot",

@@ -129,3 +129,16 @@ def test_share_thresholds_measured_on_logged_probabilities(short_run):
     last = short_run.windows[-1]["share"]["code"]
     assert last["large"] <= 0.10
     assert np.isclose(sum(last.values()), 1.0)
+
+
+def test_evaluation_and_report_switches(tmp_path):
+    r = run_demo(n_requests=1_500, seed=2, log_dir=tmp_path / "a" / "logs", progress=False, out=None, report=None)
+    assert r.report_path is None and r.candidates and r.gate is not None
+    assert not (tmp_path / "a" / "report.html").exists()
+    r = run_demo(n_requests=1_500, seed=2, log_dir=tmp_path / "b" / "logs", progress=False, out=None,
+                 report=tmp_path / "custom.html")
+    assert r.report_path == str(tmp_path / "custom.html") and (tmp_path / "custom.html").exists()
+    r = run_demo(n_requests=1_500, seed=2, log_dir=tmp_path / "c" / "logs", progress=False, out=None, evaluate=False)
+    assert r.candidates == () and r.gate is None and r.report_path is None
+    decisions = pl.read_parquet(tmp_path / "c" / "logs" / "decisions" / "**" / "*.parquet")
+    assert decisions["shadow"].null_count() == decisions.height  # no shadow without evaluation
