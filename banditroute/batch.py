@@ -38,11 +38,16 @@ def plan_frame(router, frame: pl.DataFrame):
         tasks = tasks.to_numpy()
     else:
         tasks = np.zeros(n, dtype=np.int64)
-    failing = np.zeros((n, len(router._names)), dtype=np.int64)
+    failing = np.zeros((n, len(router._names)), dtype=bool)
     for i, key, allowed in router._allow:  # group rows by (task, failed allow-lists)
         ok = frame.get_column(key).is_in(list(allowed)).fill_null(False).to_numpy() if key in schema else np.zeros(n, bool)
         failing[:, i] |= ~ok
-    _, first, inverse = np.unique(np.column_stack([tasks, failing]), axis=0, return_index=True, return_inverse=True)
+    n_tasks, n_profiles = len(router.config.task_types), failing.shape[1]
+    if n_profiles + int(n_tasks).bit_length() < 63:  # one int64 key per row: a 1-d unique is much cheaper
+        key = tasks.astype(np.int64) | (failing.astype(np.int64) << (np.arange(n_profiles) + int(n_tasks).bit_length())).sum(axis=1)
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    else:
+        _, first, inverse = np.unique(np.column_stack([tasks, failing]), axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     rows = [{k: v for k, v in frame.row(int(j), named=True).items() if v is not None} for j in first]
     group_entries = [router._entry(int(tasks[j]), row) for j, row in zip(first, rows)]

@@ -153,7 +153,9 @@ class Router(RolloutControls):
             self._drift = PageHinkley(self._belief.shape, delta=cfg.drift.delta, threshold=cfg.drift.threshold,
                                       min_samples=cfg.drift.min_samples)
         self.drift_events: list[dict] = []
-        self._pending: dict[str, list] = {}  # decision id -> [profile index, task, ts_us, recorded]
+        # decision id -> (profile index, task, ts_us[, context JSON, propensity] for learners)
+        self._pending: dict[str, tuple] = {}
+        self._recorded: set[str] = set()  # pending decisions that already have their outcome
         self._pending_order: deque[str] = deque()
         self._rollout = Rollout()
         self._seq = 0
@@ -356,10 +358,10 @@ class Router(RolloutControls):
         first, self._seq = self._seq, self._seq + n
         ids = list(map(f"{self._writer_id}-".__add__, map(str, range(first, first + n))))
         if self._learner is None:
-            self._pending.update(zip(ids, map(list, zip(ks, tasks, repeat(ts), repeat(False)))))
+            self._pending.update(zip(ids, zip(ks, tasks, repeat(ts))))
         else:
-            self._pending.update(zip(ids, map(list, zip(ks, tasks, repeat(ts), repeat(False), texts,
-                                                        [e.pmf_list[k] for e, k in zip(entries, ks)]))))
+            self._pending.update(zip(ids, zip(ks, tasks, repeat(ts), texts,
+                                              [e.pmf_list[k] for e, k in zip(entries, ks)])))
         self._pending_order.extend(ids)
         self._evict(ts)
         chosen = list(map(self._names.__getitem__, ks))
@@ -386,7 +388,7 @@ class Router(RolloutControls):
         did = f"{self._writer_id}-{seq}"
         name = self._names[k]
         propensity = entry.pmf_list[k]
-        self._pending[did] = [k, task, ts, False] if self._learner is None else [k, task, ts, False, text, propensity]
+        self._pending[did] = (k, task, ts) if self._learner is None else (k, task, ts, text, propensity)
         self._pending_order.append(did)
         self._evict(ts)
         if self._log is not None:
@@ -410,8 +412,11 @@ class Router(RolloutControls):
         pending, order = self._pending, self._pending_order
         horizon = now_us - int(self.config.wait_window_s * 1e6)
         limit = self.config.max_pending
+        recorded = self._recorded
         while order and (len(pending) > limit or pending[order[0]][2] < horizon):
-            del pending[order.popleft()]
+            oldest = order.popleft()
+            del pending[oldest]
+            recorded.discard(oldest)
 
     def action_distribution(self, contexts, profiles: Sequence[str]) -> np.ndarray:
         """Action distribution of shape (n_contexts, len(profiles)) for offline evaluation.
@@ -463,11 +468,11 @@ class Router(RolloutControls):
                 status = "late"
                 if quality is not None and cost_usd is not None and latency_ms is not None:
                     reward = self.config.objective.reward(quality=quality, cost_usd=cost_usd, latency_ms=latency_ms)
-            elif entry[3]:
+            elif decision_id in self._recorded:
                 return "duplicate"
             else:
                 status = "applied"
-                entry[3] = True
+                self._recorded.add(decision_id)
                 k, task = entry[0], entry[1]
                 profile = self.config.profiles[k]
                 if quality is not None:
@@ -478,9 +483,9 @@ class Router(RolloutControls):
                     self._learn_outcome(k, w, quality)
                     if self._learner is not None:
                         if hasattr(self._learner, "learn_task"):  # learners that use the task posterior
-                            self._learner.learn_task(json.loads(entry[4]), w, k, reward, entry[5])
+                            self._learner.learn_task(json.loads(entry[3]), w, k, reward, entry[4])
                         else:
-                            self._learner.learn(json.loads(entry[4]), k, reward, entry[5])
+                            self._learner.learn(json.loads(entry[3]), k, reward, entry[4])
                     for candidate in self._rollout.candidates():
                         if isinstance(candidate, Router):
                             candidate._learn(profile.name, dict(zip(self.config.task_types, w.tolist())), quality)
