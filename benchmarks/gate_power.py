@@ -21,8 +21,8 @@ Scenarios (gate: DR with the default reward model, ``margin = m``, non-inferiori
 - ``one_cohort_worse``: ``delta = -3m`` on initech, the others so that the mean is ``+2m``
                                                                -> should refuse, naming initech
 
-Run: ``python benchmarks/gate_power.py --reps 400 --workers 2`` (writes RESULTS-gate.md with
-``--out``).
+Run: ``python benchmarks/gate_power.py --reps 400 --workers 2`` (``--out FILE`` writes the Markdown table
+merged into BENCHMARKS.md).
 """
 
 from __future__ import annotations
