@@ -105,6 +105,9 @@ class DemoResult:
         The gate's verdict for the cost-aware candidate: ``candidate``, ``promote``, ``reasons``.
     report_path : str or None
         Where the HTML report was written.
+    drift_events : tuple of dict
+        The router's drift detections (profile, task type, change, statistic, and
+        ``n_updates``, the number of outcomes applied when it fired).
     """
 
     n_requests: int
@@ -129,6 +132,7 @@ class DemoResult:
     gate: dict | None = None
     report_path: str | None = None
     evaluation_time_s: float = 0.0
+    drift_events: tuple = ()
 
     def phase(self, name: str) -> dict:
         """The phase called ``name`` (``"stationary"``, ``"overall"``, ...)."""
@@ -354,7 +358,7 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         degradations=_degradations(sim, scenario, pmf, task, event_window),
         onboardings=_onboardings(sim, scenario, objective, pmf, task, event_window),
         cumulative_regret=float((per_request["oracle"] - per_request["router"]).sum()),
-        record_status=status, log_dir=None if log_dir is None else str(log_dir),
+        drift_events=tuple(router.drift_events), record_status=status, log_dir=None if log_dir is None else str(log_dir),
         wall_time_s=time.perf_counter() - t0, evaluation_time_s=time.perf_counter() - t_eval if evaluating else 0.0,
         **evaluation,
     )
