@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--json", action="store_true", help="machine-readable output")
     cal.set_defaults(run=_calibration)
 
+    com = sub.add_parser("compact", help="compact journal segments left by stopped writers into Parquet parts")
+    com.add_argument("--log-dir", required=True, help="log directory")
+    com.set_defaults(run=_compact)
+
     from .service import add_serve_parser
 
     add_serve_parser(sub)
@@ -77,6 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"banditroute {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _compact(args) -> int:
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .logstore import LogWriter
+
+    if not Path(args.log_dir).is_dir():
+        raise ConfigError("--log-dir", args.log_dir, "is not a directory")
+    writer = LogWriter(args.log_dir)  # opening a writer recovers every segment whose writer is gone
+    writer.close()
+    print(f"compacted {writer.n_recovered} journal segment(s) into Parquet parts")
+    return 0
 
 
 def _demo(args) -> int:

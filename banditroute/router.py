@@ -79,7 +79,7 @@ class Router(RolloutControls):
         Keyword-only settings of :class:`banditroute.settings.RouterConfig`: ``task_types``,
         ``objective``, ``budget``, ``policy``, ``exploration``, ``discount``, ``prior``, ``n_draws``,
         ``refresh_every``, ``reliability_floor``, ``floor_confidence``, ``fallback``,
-        ``decision_timeout_ms``, ``log_dir``, ``durability``, ``wait_window_s``,
+        ``decision_timeout_ms``, ``log_dir``, ``durability``, ``log_journal``, ``wait_window_s``,
         ``max_pending``, ``policy_version``, ``seed``; ``task_model``, a
         :class:`~banditroute.request.TaskClassifier` for requests without a task-type label;
         and ``learner``, an alternative contextual learner (e.g. Vowpal Wabbit) with
@@ -116,7 +116,8 @@ class Router(RolloutControls):
         self._init_state(task_model)
         self._log = None
         if self.config.log_dir is not None:
-            self._log = LogWriter(self.config.log_dir, durability=self.config.durability)
+            self._log = LogWriter(self.config.log_dir, durability=self.config.durability,
+                                  journal=self.config.log_journal)
         self._writer_id = self._log.writer_id if self._log else os.urandom(6).hex()
         self._issued = {self._writer_id: 0}
 
@@ -627,7 +628,8 @@ class Router(RolloutControls):
         if log_dir is not ...:
             router.config = replace(router.config, log_dir=None if log_dir is None else str(log_dir))
         if router.config.log_dir is not None:
-            router._log = LogWriter(router.config.log_dir, durability=router.config.durability)
+            router._log = LogWriter(router.config.log_dir, durability=router.config.durability,
+                                    journal=router.config.log_journal)
             router._writer_id = router._log.writer_id
         else:
             router._writer_id = os.urandom(6).hex()

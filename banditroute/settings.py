@@ -115,6 +115,10 @@ class RouterConfig:
         Root of the decision log; None disables logging.
     durability : {"group", "sync"}
         See :mod:`banditroute.logstore`.
+    log_journal : bool
+        Commit log rows through an append-only journal (one fdatasync'ed line per commit,
+        compacted into Parquet parts later; see :mod:`banditroute.journal`): makes
+        ``durability="sync"`` cheap. The service always uses it.
     wait_window_s : float
         How long a decision waits for its outcome; later outcomes are "late" and teach nothing.
     max_pending : int
@@ -143,6 +147,7 @@ class RouterConfig:
     decision_timeout_ms: float | None = None
     log_dir: str | None = None
     durability: str = "group"
+    log_journal: bool = False
     wait_window_s: float = 3600.0
     max_pending: int = 200_000
     policy_version: str | None = None
@@ -199,6 +204,8 @@ class RouterConfig:
             raise ConfigError("log_dir", self.log_dir, "must be a path or None")
         if self.durability not in ("group", "sync"):
             raise ConfigError("durability", self.durability, "must be 'group' or 'sync'")
+        if not isinstance(self.log_journal, bool):
+            raise ConfigError("log_journal", self.log_journal, "must be true or false")
         check_number("wait_window_s", self.wait_window_s, lo=0.0, lo_open=True)
         if self.policy_version is not None and not isinstance(self.policy_version, str):
             raise ConfigError("policy_version", self.policy_version, "must be a string")
