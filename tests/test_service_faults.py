@@ -19,7 +19,6 @@ import polars as pl
 import pytest
 
 pytest.importorskip("uvicorn", reason="the service extra (uvicorn) is not installed")
-pytest.importorskip("starlette", reason="the service extra (starlette) is not installed")
 redis = pytest.importorskip("redis", reason="the service extra (redis) is not installed")
 
 import banditroute as br  # noqa: E402
