@@ -12,6 +12,7 @@ that died, when any writer opens the log directory.
 Layout::
 
     <log_dir>/_journal/<writer>-<segment>.jsonl
+    <log_dir>/_journal/<writer>.lock         (held while the writer lives)
 
 Exactly once: the part names are derived from the segment, so compacting a segment again
 (after a crash between writing its parts and deleting it) rewrites the same files with the
@@ -40,11 +41,13 @@ import os
 import re
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import LogError
 
-__all__ = ["Journal", "read_segment", "segment_columns", "journal_dir", "live_segments", "recover", "fsync_dir"]
+__all__ = ["Journal", "read_segment", "segment_columns", "journal_dir", "live_segments", "recover", "fsync_dir",
+           "writer_lock", "forget_writer"]
 
 JOURNAL_DIR = "_journal"
 _SEGMENT = re.compile(r"^(?P<writer>[A-Za-z0-9_.]+)-(?P<segment>\d{8})\.jsonl$")
@@ -165,6 +168,10 @@ class Journal:
         self._stop = False
         self.error: BaseException | None = None
         self.n_compacted = 0
+        # held for the writer's lifetime: another process on this log directory can tell a live
+        # writer from a dead one (see writer_lock)
+        self._alive_fd = os.open(self.root / f"{writer}.lock", os.O_WRONLY | os.O_CREAT, 0o644)
+        fcntl.flock(self._alive_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._thread = threading.Thread(target=self._compactor, name=f"banditroute-journal-{writer}", daemon=True)
         self._thread.start()
 
@@ -244,6 +251,10 @@ class Journal:
             self._stop = True
             self._cv.notify()
         self._thread.join()
+        if self._alive_fd is not None:
+            os.unlink(self.root / f"{self.writer}.lock")
+            os.close(self._alive_fd)
+            self._alive_fd = None
         if self.error is not None:
             error, self.error = self.error, None
             raise error
@@ -254,6 +265,45 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+@contextmanager
+def writer_lock(log_dir: str | os.PathLike, writer: str):
+    """Yield ``"absent"`` (the writer never wrote a journal here), ``"alive"`` (its process
+    holds its lock) or ``"dead"`` (it had a journal here and is gone: the lock is ours until
+    the block ends; ``release`` in the yielded state deletes the lock file).
+
+    >>> import tempfile
+    >>> with writer_lock(tempfile.mkdtemp(), "w1") as state:
+    ...     state
+    'absent'
+    """
+    path = journal_dir(log_dir) / f"{writer}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield "absent"
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield "alive"
+            return
+        if not path.exists():  # its writer closed (and deleted it) meanwhile
+            yield "absent"
+            return
+        yield "dead"
+    finally:
+        os.close(fd)
+
+
+def forget_writer(log_dir: str | os.PathLike, writer: str) -> None:
+    """Delete a dead writer's lock file (call inside :func:`writer_lock` once its rows are adopted)."""
+    try:
+        os.unlink(journal_dir(log_dir) / f"{writer}.lock")
+    except FileNotFoundError:
+        pass
 
 
 def recover(log_dir: str | os.PathLike, compact) -> int:

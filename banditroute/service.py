@@ -346,7 +346,9 @@ class _Service:
                      "Evidence (outcomes) recorded here and not yet pushed to Redis.", s.buffered_evidence),
                     ("banditroute_shared_state_sync_failures_total", "Sync rounds that failed.", s.n_failures),
                     ("banditroute_shared_state_regressions_total", "Pulls refused because Redis totals went down.",
-                     s.n_regressions)]
+                     s.n_regressions),
+                    ("banditroute_shared_state_adopted_outcomes_total",
+                     "Outcomes of dead replicas (logged, never pushed) this replica pushed to Redis.", s.n_adopted)]
         return out
 
 

@@ -18,6 +18,15 @@ array per cell (memory bounded by the number of cells, whatever the outage's len
 reported by :attr:`SharedState.buffered_evidence`; they are pushed when Redis returns.
 A replica that starts pulls the merged totals before serving.
 
+A replica killed between two rounds leaves outcomes that are in its log but not in Redis.
+Each replica therefore registers a *watermark* in Redis, updated atomically with each batch
+(its outcomes with a lower ``seq`` are in Redis), and holds a lock in its log directory while
+it lives (:func:`banditroute.journal.writer_lock`). At start and every ``adopt_every``
+rounds, a replica looks for registered writers whose lock in its own log directory is free
+(dead processes), sums their logged outcomes at or above the watermark into one batch with a
+deterministic id (two adopters count it once) and retires the writer. A replica that stops
+gracefully pushes everything and retires itself.
+
 Redis must keep its data across restarts (``appendonly yes``). If the totals ever go down
 (Redis lost data) the replica does not apply them: it keeps its state, counts the event in
 ``n_regressions`` and logs an error.
@@ -47,9 +56,13 @@ __all__ = ["SharedState", "SharedStateConfig"]
 
 _log = logging.getLogger("banditroute.shared_state")
 
+# KEYS: evidence hash, batch id, watermark hash. ARGV: batch ttl, writer, watermark ('-':
+# retire the writer), then (cell, increment) pairs. The increments and the writer's
+# watermark (its outcomes with a lower seq are in Redis) change together, or not at all.
 _PUSH = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  for i = 2, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  for i = 4, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  if ARGV[3] == '-' then redis.call('HDEL', KEYS[3], ARGV[2]) else redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
   return 1
 end
 return 0
@@ -75,6 +88,8 @@ class SharedStateConfig:
         How long a starting replica retries its first pull before it serves from its prior.
     batch_ttl_s : int
         How long a pushed batch id is remembered (a retry after that would count twice).
+    adopt_every : int
+        Rounds between looks for dead writers' outcomes to adopt (see above).
 
     >>> SharedStateConfig(url="redis://127.0.0.1:6379/0").namespace
     'banditroute'
@@ -86,6 +101,7 @@ class SharedStateConfig:
     timeout_s: float = 0.5
     startup_timeout_s: float = 5.0
     batch_ttl_s: int = 7 * 86400
+    adopt_every: int = 20
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url.startswith(("redis://", "rediss://", "unix://")):
@@ -97,6 +113,8 @@ class SharedStateConfig:
         check_number("startup_timeout_s", self.startup_timeout_s, lo=0.0)
         if isinstance(self.batch_ttl_s, bool) or not isinstance(self.batch_ttl_s, int) or self.batch_ttl_s < 60:
             raise ConfigError("batch_ttl_s", self.batch_ttl_s, "must be an integer >= 60")
+        if isinstance(self.adopt_every, bool) or not isinstance(self.adopt_every, int) or self.adopt_every < 1:
+            raise ConfigError("adopt_every", self.adopt_every, "must be an integer >= 1")
 
 
 class SharedState:
@@ -122,6 +140,12 @@ class SharedState:
         ns = "{" + config.namespace + "}"  # hash tag: every key in one cluster slot
         self._key = f"{ns}:evidence"
         self._batch_prefix = f"{ns}:batch:"
+        self._watermarks = f"{ns}:watermarks"
+        self._writer = router._writer_id
+        self._log_dir = None if router._log is None else router._log.log_dir
+        self._registered = False
+        self._watermark = 0  # router seq at the last snapshot: its outcomes below it are in _unsent/_inflight
+        self.n_adopted = 0  # outcomes of dead writers adopted into Redis
         names, tasks = router.profiles, router.task_types
         self._cells = [(f"alpha|{p}|{t}", f"beta|{p}|{t}") for p in names for t in tasks]
         shape = (len(names), len(tasks))
@@ -164,6 +188,7 @@ class SharedState:
 
         self.n_rounds += 1
         with self.router._lock:
+            self._watermark = self.router._seq
             alpha, beta = self.router.evidence()
             for i, now in enumerate((alpha, beta)):
                 delta = now - self._base[i]
@@ -171,7 +196,13 @@ class SharedState:
                 self._base[i] = now
         try:
             client = self._redis()
+            if not self._registered:
+                # from now on a crash of this replica leaves its unpushed outcomes to adopt
+                client.hsetnx(self._watermarks, self._writer, 0)
+                self._registered = True
             self._push()
+            if self.n_rounds % self.config.adopt_every == 1 or self.config.adopt_every == 1:
+                self.adopt()
             raw = client.hgetall(self._key)
         except redis.RedisError as exc:
             if self.up:
@@ -185,20 +216,48 @@ class SharedState:
 
     def _push(self) -> None:
         if self._inflight is None and (self._unsent[0].any() or self._unsent[1].any()):
-            self._inflight = (uuid.uuid4().hex, self._unsent[0], self._unsent[1])
+            self._inflight = (uuid.uuid4().hex, self._unsent[0], self._unsent[1], self._watermark)
             self._unsent = [np.zeros_like(self._unsent[0]), np.zeros_like(self._unsent[1])]
         if self._inflight is None:
             return
-        batch_id, inc_a, inc_b = self._inflight
-        args = [self.config.batch_ttl_s]
+        batch_id, inc_a, inc_b, watermark = self._inflight
+        pairs = []
         for (ka, kb), da, db in zip(self._cells, inc_a.ravel().tolist(), inc_b.ravel().tolist()):
             if da:
-                args += [ka, repr(da)]
+                pairs += [ka, repr(da)]
             if db:
-                args += [kb, repr(db)]
-        self._script(keys=[self._key, self._batch_prefix + batch_id], args=args, client=self._client)
+                pairs += [kb, repr(db)]
+        self._send(batch_id, self._writer, watermark, pairs)
         self._inflight = None  # applied now or by an earlier try: either way counted exactly once
         self.n_batches += 1
+
+    def _send(self, batch_id: str, writer: str, watermark, pairs: list) -> None:
+        args = [self.config.batch_ttl_s, writer, str(watermark), *pairs]
+        self._script(keys=[self._key, self._batch_prefix + batch_id, self._watermarks], args=args,
+                     client=self._client)
+
+    def adopt(self) -> int:
+        """Push the outcomes dead writers logged here but never pushed; return how many."""
+        if self._log_dir is None:
+            return 0
+        from .journal import forget_writer, writer_lock
+
+        n = 0
+        for raw_writer, raw_mark in self._client.hgetall(self._watermarks).items():
+            writer, watermark = raw_writer.decode(), int(float(raw_mark))
+            if writer == self._writer:
+                continue
+            with writer_lock(self._log_dir, writer) as state:
+                if state != "dead":
+                    continue
+                pairs, count = _logged_increments(self._log_dir, writer, watermark)
+                self._send(f"adopt-{writer}-{watermark}", writer, "-", pairs)
+                forget_writer(self._log_dir, writer)
+            n += count
+            if count:
+                _log.warning("shared state: adopted %d outcome(s) of dead replica %s", count, writer)
+        self.n_adopted += n
+        return n
 
     def _pull(self, raw: dict) -> None:
         shape = self._base[0].shape
@@ -254,7 +313,43 @@ class SharedState:
         if self._thread is not None:
             self._thread.join()
         try:
-            return self.sync()
+            ok = self.sync()
+            if ok and self._inflight is None and not (self._unsent[0].any() or self._unsent[1].any()):
+                try:  # everything of ours is in Redis: nobody needs to adopt this writer
+                    self._client.hdel(self._watermarks, self._writer)
+                except Exception:  # noqa: BLE001 - a registered, fully pushed writer adopts to nothing
+                    pass
+            return ok
         finally:
             if self._client is not None:
                 self._client.close()
+
+
+def _logged_increments(log_dir, writer: str, watermark: int) -> tuple[list, int]:
+    """(cell, increment) pairs of ``writer``'s applied outcomes with ``seq >= watermark``, as
+    the router applied them (weights from the logged task posterior), and their number."""
+    import polars as pl
+
+    from .logstore import scan_table
+
+    outcomes = (scan_table(log_dir, "outcomes")
+                .filter((pl.col("writer") == writer) & (pl.col("seq") >= watermark)
+                        & (pl.col("status") == "applied") & pl.col("quality").is_not_null())
+                .select("decision_id", "quality"))
+    decisions = (scan_table(log_dir, "decisions").filter(pl.col("writer") == writer)
+                 .select("decision_id", "profile", "task_types", "task_probs"))
+    joined = outcomes.join(decisions, on="decision_id", how="inner").collect()
+    if joined.height == 0:
+        return [], 0
+    cells = (joined.explode("task_types", "task_probs")
+             .group_by("profile", "task_types")
+             .agg((pl.col("task_probs") * pl.col("quality")).sum().alias("a"),
+                  (pl.col("task_probs") * (1.0 - pl.col("quality"))).sum().alias("b"))
+             .sort("profile", "task_types"))
+    pairs = []
+    for profile, task, a, b in cells.iter_rows():
+        if a:
+            pairs += [f"alpha|{profile}|{task}", repr(a)]
+        if b:
+            pairs += [f"beta|{profile}|{task}", repr(b)]
+    return pairs, joined.height

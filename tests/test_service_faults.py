@@ -56,6 +56,26 @@ def redis_evidence(url):
     return {k.decode(): float(v) for k, v in raw.items()}
 
 
+def assert_shared_state_equals_logged_outcomes(url, *log_dirs):
+    """Every applied outcome in the logs, as the router applies it (weights from the logged
+    task posterior), summed per cell, equals Redis's totals."""
+    expected = {}
+    for logs in log_dirs:
+        applied = br.scan_table(logs, "outcomes").filter(
+            (pl.col("status") == "applied") & pl.col("quality").is_not_null()).select("decision_id", "quality")
+        joined = applied.join(br.scan_table(logs, "decisions").select("decision_id", "profile", "task_types",
+                                                                      "task_probs"), on="decision_id").collect()
+        for row in joined.iter_rows(named=True):
+            for task, w in zip(row["task_types"], row["task_probs"]):
+                for kind, mass in (("alpha", w * row["quality"]), ("beta", w * (1 - row["quality"]))):
+                    key = f"{kind}|{row['profile']}|{task}"
+                    expected[key] = expected.get(key, 0.0) + mass
+    shared = redis_evidence(url)
+    assert sum(expected.values()) > 50
+    keys = set(expected) | set(shared)
+    assert max(abs(expected.get(k, 0.0) - shared.get(k, 0.0)) for k in keys) < 1e-6, (expected, shared)
+
+
 def beliefs_match_shared(port, url):
     rows = get(port, "/v1/beliefs")["beliefs"]
     shared = redis_evidence(url)
@@ -84,6 +104,10 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
         assert set(result["errors"]) <= {"404"}  # outcomes for the killed replica's decisions
         time.sleep(0.3)  # a few sync rounds with no traffic
         assert beliefs_match_shared(port, server.url)
+        stop_service(proc)  # graceful: pushes the rest
+        # Redis holds exactly what both incarnations learned: the killed replica's outcomes that
+        # never reached Redis were adopted from its log by the restarted one, none twice
+        assert_shared_state_equals_logged_outcomes(server.url, logs)
     finally:
         stop_service(proc)
         server.stop()
@@ -117,6 +141,9 @@ def test_redis_restart_mid_load_two_replicas_agree_exactly(tmp_path):
             (pl.col("status") == "applied") & pl.col("quality").is_not_null()).collect().height for i in range(2))
         assert n[0] == n[1] == applied == sum(r["pairs"] for r in results)
         assert all(beliefs_match_shared(p, server.url) for p in ports)
+        for proc in procs:
+            stop_service(proc)
+        assert_shared_state_equals_logged_outcomes(server.url, tmp_path / "logs0", tmp_path / "logs1")
     finally:
         for proc in procs:
             stop_service(proc)

@@ -142,9 +142,9 @@ def test_a_retried_batch_is_counted_once(redis_server, seed):
     shared._push()
     batch = shared.n_batches
     # the reply was "lost": the same batch goes again
-    shared._inflight = ("replayed", alpha.copy(), beta.copy())
+    shared._inflight = ("replayed", alpha.copy(), beta.copy(), router._seq)
     shared._push()
-    shared._inflight = ("replayed", alpha.copy(), beta.copy())
+    shared._inflight = ("replayed", alpha.copy(), beta.copy(), router._seq)
     shared._push()
     assert shared.n_batches == batch + 2
     fresh, fresh_shared = replica(redis_server.url, seed=3)
