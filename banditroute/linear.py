@@ -11,7 +11,11 @@ Payoffs").
 As for the Beta belief, the router decides from a *bank* of ``M`` posterior draws
 ``theta_m,k = mean_k + L_k z_m,k`` (``L_k L_k^T = A_k^-1``, the standard normals ``z`` fixed
 at construction), so the probability of each profile is exactly the share of draws it wins;
-only the profiles an update touched are recomputed, every ``refresh_every`` outcomes. With
+only the profiles an update touched are recomputed, every ``refresh_every`` outcomes. The bank
+is stored in float32, laid out ``(dim, n_profiles, n_draws)`` so that scoring a request is one
+contiguous matrix-vector product; the pmf is computed in that same float32 arithmetic, so it is
+exactly the share of the stored bank's draws each profile wins (rounding the draws to float32
+moves them by ~1e-7, far below the Monte Carlo error ``sqrt(p(1-p)/M)`` of the bank itself). With
 ``discount < 1`` the statistics forget: ``A <- lambda I + discount (A - lambda I)``,
 ``b <- discount b`` at every outcome.
 
@@ -76,7 +80,7 @@ class LinearTS:
         self.A_ = np.repeat(np.eye(self.dim)[None] * self.prior_precision, n_profiles, axis=0)
         self.b_ = np.zeros((n_profiles, self.dim))
         self._z = self._rng.standard_normal((n_profiles, self.n_draws, self.dim))
-        self.theta_ = np.zeros((n_profiles, self.n_draws, self.dim))
+        self.bank_ = np.zeros((self.dim, n_profiles, self.n_draws), dtype=np.float32)
         self._dirty = np.ones(n_profiles, dtype=bool)
         self._since_refresh = 0
         self.n_updates_ = 0
@@ -91,16 +95,26 @@ class LinearTS:
                 raise InvalidRequestError(f"context.{name}", v, "must be a finite number (a contextual feature)")
             values.append(v / scale)
         p = np.asarray(task_probs, dtype=np.float64)
-        return np.concatenate([p, np.outer(np.asarray(values), p).ravel()])
+        return np.multiply.outer(np.array([1.0, *values]), p).ravel()
+
+    @property
+    def theta_(self) -> np.ndarray:
+        """The bank of coefficient draws, shape (n_profiles, n_draws, dim) (a float32 view)."""
+        return self.bank_.transpose(1, 2, 0)
 
     def distribution(self, context: Mapping, task_probs: np.ndarray, feasible: np.ndarray) -> np.ndarray:
-        """Share of the bank's draws each feasible profile wins for this request."""
-        x = self.featurize(context, task_probs)
-        n_profiles = self.theta_.shape[0]
-        u = (self.theta_.reshape(-1, self.dim) @ x).reshape(n_profiles, -1)  # one gemv; (K, M)
+        """Share of the bank's draws each feasible profile wins for this request (ties go to
+        the first profile, as ``argmax``)."""
+        x = self.featurize(context, task_probs).astype(np.float32)
+        _, n_profiles, n_draws = self.bank_.shape
+        u = (x @ self.bank_.reshape(self.dim, -1)).reshape(n_profiles, n_draws)  # one gemv; (K, M)
         if not feasible.all():
             u[~feasible] = -np.inf
-        return np.bincount(u.argmax(axis=0), minlength=n_profiles) / u.shape[1]
+        wins = u == u.max(axis=0)
+        counts = wins.sum(axis=1)
+        if counts.sum() != n_draws:  # a draw with tied maxima (rare in float32): first maximiser wins
+            counts = np.bincount(u.argmax(axis=0), minlength=n_profiles)
+        return counts / n_draws
 
     def learn(self, context: Mapping, k: int, reward: float, propensity: float) -> None:
         """One outcome (the learner protocol); the task posterior is read from the context."""
@@ -140,7 +154,7 @@ class LinearTS:
             cov = np.linalg.inv(self.A_[k])
             cov = (cov + cov.T) / 2
             mean = cov @ self.b_[k]
-            self.theta_[k] = mean + self._z[k] @ np.linalg.cholesky(cov).T
+            self.bank_[:, k, :] = (mean + self._z[k] @ np.linalg.cholesky(cov).T).T
         self._dirty[:] = False
 
     def mean(self) -> np.ndarray:
@@ -151,6 +165,11 @@ class LinearTS:
         self.A_ = np.concatenate([self.A_, np.eye(self.dim)[None] * self.prior_precision])
         self.b_ = np.vstack([self.b_, np.zeros((1, self.dim))])
         self._z = np.concatenate([self._z, self._rng.standard_normal((1, self.n_draws, self.dim))])
-        self.theta_ = np.concatenate([self.theta_, np.zeros((1, self.n_draws, self.dim))])
+        self.bank_ = np.concatenate([self.bank_, np.zeros((self.dim, 1, self.n_draws), dtype=np.float32)], axis=1)
         self._dirty = np.append(self._dirty, True)
         self.refresh()
+
+    def __setstate__(self, state: dict) -> None:
+        if "theta_" in state:  # pickled before the float32 (dim, n_profiles, n_draws) bank
+            state["bank_"] = np.ascontiguousarray(state.pop("theta_").transpose(2, 0, 1), dtype=np.float32)
+        self.__dict__.update(state)

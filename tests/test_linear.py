@@ -91,3 +91,41 @@ def test_linear_from_toml(tmp_path):
     path.write_text('[router]\npolicy = "linear"\nfeatures = ["prompt_tokens"]\n[[profiles]]\nname = "a"\n')
     with pytest.raises(br.ConfigError, match=r"routes\.toml: router\.features must be a table of field = scale"):
         br.Router.from_config(path)
+
+
+def test_linear_pmf_is_the_share_of_the_stored_bank(seed):
+    """The float32 bank: the pmf is exactly the share of the stored draws each profile wins
+    (ties to the first maximiser, as argmax), with infeasible profiles masked out."""
+    from banditroute.linear import LinearTS
+
+    rng = np.random.default_rng(seed)
+    lin = LinearTS(4, ["chat", "code"], (("tokens", 1000.0), ("turns", 10.0)), n_draws=512, seed=seed)
+    for _ in range(300):
+        ctx = {"tokens": float(rng.integers(10, 4000)), "turns": float(rng.integers(1, 20))}
+        lin.learn_task(ctx, rng.dirichlet(np.ones(2)), int(rng.integers(4)), float(rng.random()), 0.25)
+    assert lin.theta_.shape == (4, 512, lin.dim) and lin.theta_.dtype == np.float32
+    ctx, w = {"tokens": 1200.0, "turns": 3.0}, np.array([0.3, 0.7])
+    x = lin.featurize(ctx, w).astype(np.float32)
+    for feasible in (np.ones(4, dtype=bool), np.array([True, False, True, False])):
+        u = np.einsum("kmd,d->km", lin.theta_, x)
+        u[~feasible] = -np.inf
+        expected = np.bincount(u.argmax(axis=0), minlength=4) / 512
+        pmf = lin.distribution(ctx, w, feasible)
+        assert np.array_equal(pmf, expected) and pmf[~feasible].sum() == 0.0
+    lin.bank_[:, 2, :] = lin.bank_[:, 1, :]  # profiles 1 and 2 tie on every draw: 1 wins them
+    pmf = lin.distribution(ctx, w, np.ones(4, dtype=bool))
+    assert pmf[2] == 0.0 and pmf.sum() == pytest.approx(1.0)
+
+
+def test_linear_loads_a_pickle_with_the_float64_bank(seed):
+    """State pickled before the float32 bank (``theta_`` of shape (K, M, dim)) still loads."""
+    from banditroute.linear import LinearTS
+
+    lin = LinearTS(3, ["chat"], (("tokens", 1000.0),), n_draws=64, seed=seed)
+    state = dict(lin.__dict__)
+    state["theta_"] = state.pop("bank_").transpose(1, 2, 0).astype(np.float64)
+    old = LinearTS.__new__(LinearTS)
+    old.__setstate__(state)
+    assert old.bank_.shape == (lin.dim, 3, 64) and old.bank_.flags.c_contiguous
+    ctx, w, mask = {"tokens": 500.0}, np.array([1.0]), np.ones(3, dtype=bool)
+    assert np.array_equal(old.distribution(ctx, w, mask), lin.distribution(ctx, w, mask))
