@@ -102,6 +102,10 @@ class LinearTS:
         """The bank of coefficient draws, shape (n_profiles, n_draws, dim) (a float32 view)."""
         return self.bank_.transpose(1, 2, 0)
 
+    #: :meth:`distribution` always returns a share of draws over the feasible profiles: the
+    #: router need not re-check it on every decision
+    returns_valid_pmf = True
+
     def distribution(self, context: Mapping, task_probs: np.ndarray, feasible: np.ndarray) -> np.ndarray:
         """Share of the bank's draws each feasible profile wins for this request (ties go to
         the first profile, as ``argmax``)."""

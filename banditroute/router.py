@@ -56,7 +56,7 @@ class _Entry:
     __slots__ = ("pmf", "pmf_list", "cdf", "probs", "excluded", "excluded_json", "fallback_reason", "shadow_json",
                  "expected")
 
-    def __init__(self, pmf, names, excluded, expected, fallback_reason=None, shadow_json=None):
+    def __init__(self, pmf, names, excluded, expected, fallback_reason=None, shadow_json=None, excluded_json=None):
         self.pmf = pmf
         self.expected = expected  # posterior mean reliability of each profile for this request
         self.pmf_list = pmf.tolist()
@@ -64,7 +64,7 @@ class _Entry:
         # Read-only views: shared by every Decision drawn from this entry, safe from callers.
         self.probs = MappingProxyType(dict(zip(names, self.pmf_list)))
         self.excluded = MappingProxyType(excluded)
-        self.excluded_json = json.dumps(excluded, separators=(",", ":"))
+        self.excluded_json = excluded_json or json.dumps(excluded, separators=(",", ":"))
         self.fallback_reason = fallback_reason
         self.shadow_json = shadow_json
 
@@ -182,6 +182,7 @@ class Router(RolloutControls):
             elif budget.max_latency_ms is not None and p.latency_ms > budget.max_latency_ms:
                 self._static_excluded[p.name] = (f"latency_ms {p.latency_ms:g} > budget.max_latency_ms "
                                                  f"{budget.max_latency_ms:g}")
+        self._static_excluded_json = json.dumps(self._static_excluded, separators=(",", ":"))
         self._static_feasible = np.array([n not in self._static_excluded for n in self._names])
         self._allow = [(i, key, allowed) for i, p in enumerate(cfg.profiles) if p.allow
                        for key, allowed in p.allow.items() if p.name not in self._static_excluded]
@@ -261,15 +262,18 @@ class Router(RolloutControls):
             # the reason names the fields, not their values: entries are cached per failing set
             excluded[self._names[i]] = "not in the allow-list for " + ", ".join(keys)
         if self._learner is not None:
-            pmf, below = self._learner_distribution(task, mask, context), np.zeros(mask.shape, dtype=bool)
+            pmf, below = self._learner_distribution(task, mask, context), ()
         else:
             pmf, below = self._policy.distribution(task, mask, self._offset, self.config.objective.quality)
-        for i in np.flatnonzero(below):
+            below = np.flatnonzero(below)
+        for i in below:
             excluded[self._names[i]] = (f"reliability below floor {self.config.reliability_floor:g} with "
                                         f"probability > {self.config.floor_confidence:g}")
         if pmf is None:
             return self._fallback_entry(excluded, "no feasible profile")
-        return _Entry(pmf, self._names, excluded, self._expected(task))
+        static = not failing and not len(below)  # the usual case: the exclusions' JSON is made once
+        return _Entry(pmf, self._names, excluded, self._expected(task),
+                      excluded_json=self._static_excluded_json if static else None)
 
     def _learner_distribution(self, task, mask: np.ndarray, context: Mapping) -> np.ndarray | None:
         n_feasible = int(mask.sum())
@@ -277,11 +281,16 @@ class Router(RolloutControls):
             return None
         w = self._one_hot[task] if isinstance(task, int) else task
         pmf = np.asarray(self._learner.distribution(context, w, mask.copy()), dtype=np.float64)
-        if (pmf.shape != mask.shape or not np.all(np.isfinite(pmf)) or np.any(pmf < 0)
+        # a learner that guarantees a distribution over the feasible profiles (our LinearTS: a
+        # share of draws) is not re-checked on every decision; any other one is
+        if not getattr(self._learner, "returns_valid_pmf", False) and (
+                pmf.shape != mask.shape or not np.all(np.isfinite(pmf)) or np.any(pmf < 0)
                 or np.any(pmf[~mask] > 0) or abs(pmf.sum() - 1.0) > 1e-6):
             raise ConfigError("learner.distribution", pmf.tolist(),
                               "must return non-negative probabilities over the feasible profiles summing to 1")
         eps = self.config.exploration
+        if eps == 0.0:
+            return pmf / pmf.sum()
         return (1.0 - eps) * pmf / pmf.sum() + (eps / n_feasible) * mask
 
     def _expected(self, task) -> list:
