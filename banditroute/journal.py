@@ -37,14 +37,19 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import LogError
+from .errors import ConfigError, LogError
+
+_log = logging.getLogger("banditroute.journal")
 
 __all__ = ["Journal", "read_segment", "segment_columns", "journal_dir", "live_segments", "recover", "fsync_dir",
            "writer_lock", "forget_writer"]
@@ -151,9 +156,20 @@ class Journal:
         A segment is closed and compacted after this many rows, or when it is this old (checked
         at each commit and by the background compactor, so an idle writer's rows still reach
         Parquet).
+    compactor : {"thread", "process"}
+        Where compaction runs: a thread of this process, or a child process at a lower CPU
+        priority (``python -m banditroute._compactor``; a service's choice: parsing
+        and encoding tens of thousands of rows in-process holds the GIL in slices long enough
+        to show in request latency). If the child fails, the thread takes over that segment.
     """
 
-    def __init__(self, log_dir: Path, writer: str, compact, *, segment_rows: int = 20_000, segment_s: float = 10.0):
+    def __init__(self, log_dir: Path, writer: str, compact, *, segment_rows: int = 20_000, segment_s: float = 10.0,
+                 compactor: str = "thread"):
+        if compactor not in ("thread", "process"):
+            raise ConfigError("journal_compactor", compactor, "must be 'thread' or 'process'")
+        self.compactor = compactor
+        self._child = None
+        self.log_dir = Path(log_dir)
         self.root = journal_dir(log_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         self.writer = writer
@@ -234,7 +250,15 @@ class Journal:
 
     def _compact(self, seg: _Segment) -> None:
         try:
-            self._compact_fn(self.writer, seg.number, seg.path)
+            if self.compactor == "process":
+                try:
+                    self._compact_in_child(seg)
+                except Exception as exc:  # noqa: BLE001 - the thread does it instead; nothing is lost
+                    _log.warning("journal compactor process failed (%s); compacting in a thread", exc)
+                    self._stop_child()
+                    self._compact_fn(self.writer, seg.number, seg.path)
+            else:
+                self._compact_fn(self.writer, seg.number, seg.path)
             os.unlink(seg.path)
             fsync_dir(self.root)
             self.n_compacted += 1
@@ -242,6 +266,25 @@ class Journal:
             self.error = exc
         finally:
             os.close(seg.fd)  # releases the lock: a leftover segment is recovered by the next writer
+
+    def _compact_in_child(self, seg: _Segment) -> None:
+        if self._child is None or self._child.poll() is not None:
+            self._child = subprocess.Popen([sys.executable, "-m", "banditroute._compactor", str(self.log_dir)],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._child.stdin.write(f"{self.writer}\t{seg.number}\t{seg.path}\n")
+        self._child.stdin.flush()
+        reply = self._child.stdout.readline().strip()  # waits without the GIL
+        if reply != "ok":
+            raise LogError("journal", str(seg.path), f"compactor process answered {reply or 'nothing'!r}")
+
+    def _stop_child(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            try:
+                child.stdin.close()
+                child.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - it is being discarded either way
+                child.kill()
 
     def close(self) -> None:
         """Close the current segment, compact every closed one, stop the compactor."""
@@ -251,6 +294,7 @@ class Journal:
             self._stop = True
             self._cv.notify()
         self._thread.join()
+        self._stop_child()
         if self._alive_fd is not None:
             os.unlink(self.root / f"{self.writer}.lock")
             os.close(self._alive_fd)
@@ -304,6 +348,24 @@ def forget_writer(log_dir: str | os.PathLike, writer: str) -> None:
         os.unlink(journal_dir(log_dir) / f"{writer}.lock")
     except FileNotFoundError:
         pass
+
+
+def serve_compactions(log_dir: str, compact, stdin=None, stdout=None) -> None:
+    """The compactor process's loop: one ``writer<TAB>segment<TAB>path`` line in, ``ok`` (or
+    ``error ...``) out, until its stdin closes (the writer closed, or died)."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    try:
+        os.nice(10)  # serving requests comes first
+    except OSError:
+        pass
+    for line in stdin:
+        writer, number, path = line.rstrip("\n").split("\t")
+        try:
+            compact(writer, int(number), Path(path))
+            stdout.write("ok\n")
+        except Exception as exc:  # noqa: BLE001 - reported to the writer, which compacts itself
+            stdout.write(f"error {type(exc).__name__}: {exc}\n".replace("\n", " ").rstrip() + "\n")
+        stdout.flush()
 
 
 def recover(log_dir: str | os.PathLike, compact) -> int:

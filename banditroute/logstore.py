@@ -234,6 +234,8 @@ class LogWriter:
         table and flush.
     journal_segment_rows, journal_segment_s :
         When the journal is compacted into Parquet parts.
+    journal_compactor : {"thread", "process"}
+        Where compaction runs (see :class:`banditroute.journal.Journal`).
 
     Appends never wait for disk I/O: a flush detaches the buffered rows under the buffer lock
     and writes them outside it.
@@ -241,7 +243,8 @@ class LogWriter:
 
     def __init__(self, log_dir: str | os.PathLike, *, durability: str = "group", group_rows: int = 8192,
                  group_interval_s: float = 1.0, writer_id: str | None = None, auto_flush: bool = True,
-                 journal: bool = False, journal_segment_rows: int = 20_000, journal_segment_s: float = 10.0):
+                 journal: bool = False, journal_segment_rows: int = 20_000, journal_segment_s: float = 10.0,
+                 journal_compactor: str = "thread"):
         if durability not in ("group", "sync"):
             raise ConfigError("durability", durability, "must be 'group' or 'sync'")
         if isinstance(group_rows, bool) or not isinstance(group_rows, int) or group_rows < 1:
@@ -272,7 +275,8 @@ class LogWriter:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                     raise ConfigError(name, value, "must be a number > 0")
             self._journal = _journal.Journal(self.log_dir, self.writer_id, self._compact_segment,
-                                             segment_rows=journal_segment_rows, segment_s=journal_segment_s)
+                                             segment_rows=journal_segment_rows, segment_s=journal_segment_s,
+                                             compactor=journal_compactor)
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     def append(self, table: str, row: tuple) -> None:
@@ -349,35 +353,49 @@ class LogWriter:
             self._journal.close()
 
     def _compact_segment(self, writer: str, number: int, path: Path) -> None:
-        commits = _journal.read_segment(path)
-        for table in _SCHEMAS:
-            frame = _journal_frame(table, commits)
-            if frame is not None:
-                self._write(table, frame, name=_journal.part_name(writer, number))
+        compact_segment(self.log_dir, writer, number, path)
 
-    def _write(self, table: str, df: pl.DataFrame, name: str | None = None) -> None:
-        ts = df.get_column("ts")
-        if ts.min().date() == ts.max().date():  # the usual case: one partition, no filtering
-            parts = [(ts.min().date(), df)]
-        else:
-            dates = ts.dt.date()
-            parts = [(date, df.filter(dates == date)) for date in dates.unique().sort()]
-        for date, part in parts:
-            directory = self.log_dir / table / f"date={date.isoformat()}"
-            file = name or f"part-{self.writer_id}-{next(self._part_seq):08d}.parquet"
-            try:
-                if not directory.is_dir():
-                    directory.mkdir(parents=True, exist_ok=True)
-                    _journal.fsync_dir(directory.parent)  # the new partition's entry must survive too
-                tmp = directory / f".{file}.tmp"
-                with open(tmp, "wb") as fh:
-                    part.write_parquet(fh, compression="zstd", statistics=True)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, directory / file)
-                _journal.fsync_dir(directory)
-            except OSError as exc:
-                raise LogError(f"log_dir/{table}", str(directory), f"cannot be written ({exc.strerror})") from None
+    def _write(self, table: str, df: pl.DataFrame) -> None:
+        write_parts(self.log_dir, table, df, lambda: f"part-{self.writer_id}-{next(self._part_seq):08d}.parquet")
+
+
+def compact_segment(log_dir: Path, writer: str, number: int, path: Path) -> None:
+    """Write a journal segment's rows as Parquet parts named after the segment (idempotent)."""
+    commits = _journal.read_segment(path)
+    name = _journal.part_name(writer, number)
+    for table in _SCHEMAS:
+        frame = _journal_frame(table, commits)
+        if frame is not None:
+            write_parts(Path(log_dir), table, frame, lambda: name)
+
+
+def write_parts(log_dir: Path, table: str, df: pl.DataFrame, name) -> None:
+    """Write ``df`` durably as one part per date (``name()`` gives each part's file name): a
+    hidden temporary file, fsync'ed, renamed into place, its directory fsync'ed."""
+    ts = df.get_column("ts")
+    if ts.min().date() == ts.max().date():  # the usual case: one partition, no filtering
+        parts = [(ts.min().date(), df)]
+    else:
+        dates = ts.dt.date()
+        parts = [(date, df.filter(dates == date)) for date in dates.unique().sort()]
+    for date, part in parts:
+        directory = log_dir / table / f"date={date.isoformat()}"
+        file = name()
+        try:
+            if not directory.is_dir():
+                directory.mkdir(parents=True, exist_ok=True)
+                _journal.fsync_dir(directory.parent)  # the new partition's entry must survive too
+            # unique per process and thread: two compactions of one segment may race (a dead
+            # writer's compactor finishing while the next writer recovers it); both write the same rows
+            tmp = directory / f".{file}.{os.getpid()}-{threading.get_ident()}.tmp"
+            with open(tmp, "wb") as fh:
+                part.write_parquet(fh, compression="zstd", statistics=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, directory / file)
+            _journal.fsync_dir(directory)
+        except OSError as exc:
+            raise LogError(f"log_dir/{table}", str(directory), f"cannot be written ({exc.strerror})") from None
 
 
 def _flush_at_exit(ref) -> None:

@@ -315,7 +315,8 @@ class _Service:
         self.router = router
         # the router's own writer would flush on its thresholds: the committer flushes instead
         # commits go to the journal (one append + fdatasync), compacted into Parquet parts later
-        self.log = LogWriter(router.config.log_dir, durability="group", auto_flush=False, journal=True)
+        self.log = LogWriter(router.config.log_dir, durability="group", auto_flush=False, journal=True,
+                             journal_compactor="process")
         router.use_log_writer(self.log)
         self.commit = GroupCommit(self.log, interval_s=cfg.commit_interval_ms / 1e3,
                                   max_in_flight=cfg.max_commits_in_flight)

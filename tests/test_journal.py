@@ -9,7 +9,7 @@ import pytest
 
 import banditroute as br
 from banditroute import journal
-from banditroute.logstore import LogWriter
+from banditroute.logstore import LogWriter, write_parts
 
 
 def outcome(i: int, ts_us: int = 1_700_000_000_000_000) -> tuple:
@@ -98,7 +98,8 @@ def test_a_compaction_cut_short_is_finished_once(tmp_path):
     w.flush()
     seg = w._journal._current
     first_day = br.scan_table(tmp_path, "outcomes").collect().filter(pl.col("decision_id").is_in(["d0", "d1", "d2"]))
-    w._write("outcomes", first_day, name=journal.part_name("w1", seg.number))  # half a compaction
+    name = journal.part_name("w1", seg.number)
+    write_parts(tmp_path, "outcomes", first_day, lambda: name)  # half a compaction
     both = br.scan_table(tmp_path, "outcomes").collect()
     assert sorted(both.get_column("decision_id")) == [f"d{i}" for i in range(5)]  # nothing twice
     w.close()  # compacts the segment again: same part names, same rows
@@ -132,3 +133,34 @@ def test_live_segments_are_not_recovered_by_another_writer(tmp_path):
 def test_journal_settings_are_checked(tmp_path):
     with pytest.raises(br.ConfigError, match="journal_segment_rows must be a number > 0, got 0"):
         LogWriter(tmp_path, journal=True, journal_segment_rows=0)
+
+
+def test_compaction_in_a_child_process_and_the_fallback_when_it_dies(tmp_path):
+    w = LogWriter(tmp_path, journal=True, auto_flush=False, journal_segment_rows=10, journal_segment_s=3600,
+                  journal_compactor="process")
+
+    def write(lo, hi):
+        for i in range(lo, hi):
+            w.append("outcomes", outcome(i))
+            if i % 5 == 4:
+                w.flush()
+
+    def wait_compacted(n):
+        deadline = time.monotonic() + 60
+        while w._journal.n_compacted < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert w._journal.n_compacted >= n
+
+    write(0, 20)
+    wait_compacted(1)
+    child = w._journal._child
+    assert child is not None and child.poll() is None  # compacted by the child process
+    child.kill()
+    child.wait()
+    write(20, 40)  # the dead child's segments are compacted anyway (a new child, or the thread)
+    wait_compacted(3)
+    w.close()
+    assert w._journal._child is None
+    ids = br.scan_table(tmp_path, "outcomes").collect().get_column("decision_id").to_list()
+    assert ids == [f"d{i}" for i in range(40)]
+    assert not list((tmp_path / "_journal").glob("*.jsonl"))
