@@ -532,6 +532,10 @@ class Router(RolloutControls):
                             f"Page-Hinkley {kind} statistic {stat:.2f} > threshold {self.config.drift.threshold:g}; "
                             f"kept {self.config.drift.keep:g} of the evidence")
 
+    def issued(self, decision_id: str) -> bool:
+        """Whether this router issued ``decision_id`` (its outcome can be recorded here)."""
+        return isinstance(decision_id, str) and self._issued_here(decision_id)
+
     def _issued_here(self, decision_id: str) -> bool:
         writer, _, seq = decision_id.rpartition("-")
         issued = self._issued.get(writer)

@@ -19,9 +19,10 @@ Every 4xx/5xx is one JSON envelope naming the offending field::
 
 Unexpected errors give a generic 500 (the traceback goes to the server log, never to clients).
 
-Outcomes must reach the replica that issued the decision (ids start with its writer id):
-other replicas answer 404. Put a load balancer with affinity on that prefix in front of
-several replicas, or keep a client's decide and outcome on one keep-alive connection.
+An outcome is recorded by the replica that issued the decision (ids start with its writer
+id). Replicas on one host forward outcomes to each other (:mod:`banditroute.peers`), so any
+worker of ``serve --workers N`` accepts any outcome; replicas on other hosts answer 404: put
+a load balancer with affinity on the id prefix in front of them.
 
 >>> cfg = ServiceConfig(config="routes.toml", token="s3cret-token")
 >>> cfg.max_body_bytes, cfg.commit_interval_ms
@@ -328,6 +329,9 @@ class _Service:
 
             self.shared = SharedState(router, config=shared_cfg)
         self.token = None if cfg.token is None else f"Bearer {cfg.token}".encode()
+        from .peers import PeerLink
+
+        self.peers = PeerLink(self.log.writer_id, cfg.token, lambda body: _forwarded(self, body))
 
     def authorize(self, request) -> None:
         if self.token is None:
@@ -339,7 +343,11 @@ class _Service:
 
     def gauges(self) -> list:
         out = [("banditroute_commits_total", "Group commits written (one fdatasync'ed journal append each).",
-                self.commit.n_commits)]
+                self.commit.n_commits),
+               ("banditroute_outcomes_forwarded_total", "Outcomes forwarded to the replica that issued the decision.",
+                self.peers.n_forwarded),
+               ("banditroute_outcomes_received_forwarded_total", "Outcomes other replicas forwarded here.",
+                self.peers.n_received)]
         if self.shared is not None:
             s = self.shared
             out += [("banditroute_shared_state_up", "1 if the last sync with Redis succeeded.", int(s.up)),
@@ -353,6 +361,33 @@ class _Service:
         return out
 
 
+def _api_error(svc, exc: Exception, where: str) -> ApiError:
+    """The envelope's error for any exception (internals are logged, never returned)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, UnknownDecisionError):
+        return ApiError(404, "unknown_decision", exc.field,
+                        f"{exc.message}; outcomes go to the replica that issued the decision "
+                        f"(this is {svc.log.writer_id})")
+    if isinstance(exc, NoFeasibleProfileError):
+        return ApiError(422, "no_feasible_profile", exc.field, exc.message)
+    if isinstance(exc, LogError):
+        _log.error("decision log write failed", exc_info=exc)
+        return ApiError(503, "log_unavailable", "log_dir",
+                        "the decision log cannot be written; the request was not acknowledged")
+    if isinstance(exc, BanditrouteError) and isinstance(exc, ValueError):
+        return ApiError(422, "invalid_request", exc.field, exc.message)
+    _log.error("unexpected error in %s", where, exc_info=exc)
+    return ApiError(500, "internal", None, "internal error")
+
+
+def _error_response(svc, exc: Exception, where: str) -> _Response:
+    err = _api_error(svc, exc, where)
+    svc.metrics.error(err.status, err.code)
+    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    return _envelope(err.status, err.code, err.field, err.message, headers)
+
+
 def _endpoint(handler, *, auth: bool = True):
     """Wrap a handler: auth, then every error becomes the envelope; nothing internal leaks."""
 
@@ -361,30 +396,8 @@ def _endpoint(handler, *, auth: bool = True):
             if auth:
                 svc.authorize(request)
             return await handler(svc, request)
-        except ApiError as exc:
-            err = exc
-        except UnknownDecisionError as exc:
-            err = ApiError(404, "unknown_decision", exc.field,
-                           f"{exc.message}; outcomes go to the replica that issued the decision "
-                           f"(this is {svc.log.writer_id})")
-        except NoFeasibleProfileError as exc:
-            err = ApiError(422, "no_feasible_profile", exc.field, exc.message)
-        except LogError:
-            _log.exception("decision log write failed")
-            err = ApiError(503, "log_unavailable", "log_dir",
-                           "the decision log cannot be written; the request was not acknowledged")
-        except BanditrouteError as exc:
-            if not isinstance(exc, ValueError):
-                _log.exception("unexpected router error")
-                err = ApiError(500, "internal", None, "internal error")
-            else:
-                err = ApiError(422, "invalid_request", exc.field, exc.message)
-        except Exception:  # noqa: BLE001 - a generic 500, the traceback only in the server log
-            _log.exception("unexpected error in %s", request.path)
-            err = ApiError(500, "internal", None, "internal error")
-        svc.metrics.error(err.status, err.code)
-        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
-        return _envelope(err.status, err.code, err.field, err.message, headers)
+        except Exception as exc:  # noqa: BLE001 - every error becomes an envelope
+            return _error_response(svc, exc, request.path)
 
     return endpoint
 
@@ -405,16 +418,41 @@ async def _decide(svc: _Service, request):
 
 async def _outcome(svc: _Service, request):
     body = await _read_json(request, svc.cfg.max_body_bytes)
+    decision_id = _outcome_id(body)
+    if not svc.router.issued(decision_id):  # another replica's: forward it there if it listens on this host
+        forwarded = await svc.peers.forward(decision_id.rpartition("-")[0], body)
+        if forwarded is not None:
+            return _Response(*forwarded)
+    return _ok(await _record(svc, body))
+
+
+def _outcome_id(body: dict) -> str:
     _check_keys(body, ("decision_id",), ("quality", "cost_usd", "latency_ms"))
     decision_id = body["decision_id"]
     if not isinstance(decision_id, str):
         raise ApiError(422, "invalid_request", "decision_id",
                        f"decision_id must be a string, got {type(decision_id).__name__}")
+    return decision_id
+
+
+async def _record(svc: _Service, body: dict) -> dict:
+    decision_id = _outcome_id(body)
     status = svc.router.record(decision_id, quality=body.get("quality"), cost_usd=body.get("cost_usd"),
                                latency_ms=body.get("latency_ms"))
     await svc.commit.ack()
     svc.metrics.outcome(status)
-    return _ok({"decision_id": decision_id, "status": status})
+    return {"decision_id": decision_id, "status": status}
+
+
+async def _forwarded(svc: _Service, body) -> tuple[int, bytes]:
+    """An outcome forwarded by a replica on this host (see :mod:`banditroute.peers`)."""
+    try:
+        if not isinstance(body, dict):
+            raise ApiError(422, "invalid_request", "body", "body must be a JSON object")
+        return 200, _COMPACT.encode(await _record(svc, body)).encode()
+    except Exception as exc:  # noqa: BLE001 - every error becomes an envelope
+        response = _error_response(svc, exc, "forwarded outcome")
+        return response.status, response.body
 
 
 async def _beliefs(svc: _Service, request):
@@ -514,10 +552,12 @@ class _App:
         if svc.shared is not None:
             await asyncio.get_running_loop().run_in_executor(None, svc.shared.start)
         svc.commit.start()
+        await svc.peers.start()
         self.state.service = svc
         return svc
 
     async def _stop(self, svc: "_Service") -> None:
+        await svc.peers.close()
         await svc.commit.close()
         if svc.shared is not None:
             await asyncio.get_running_loop().run_in_executor(None, svc.shared.stop)

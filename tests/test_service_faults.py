@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -167,3 +168,41 @@ def test_fuzzing_from_openapi_finds_no_5xx(tmp_path):
         stop_service(proc)
     log = (tmp_path / f"server-{port}.log").read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def post(port, path, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:  # a fresh connection per request
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_any_worker_accepts_any_outcome(tmp_path):
+    """Two workers on one port; every request on its own connection, so decisions and outcomes
+    land on either worker: outcomes reaching the other worker are forwarded to the issuer."""
+    import concurrent.futures as cf
+
+    port, logs = free_port(), tmp_path / "logs"
+    proc = start_service(tmp_path, port, workers=2, extra=["--token", TOKEN], log_dir=logs)
+    try:
+        replicas, deadline = set(), time.monotonic() + 30
+        while len(replicas) < 2 and time.monotonic() < deadline:  # both workers up (fresh connections)
+            replicas.add(get(port, "/healthz")["replica"])
+        with cf.ThreadPoolExecutor(8) as ex:
+            decisions = list(ex.map(lambda i: post(port, "/v1/decide", {"context": {"task_type": "chat"}}), range(200)))
+            assert all(status == 200 for status, _ in decisions)
+            ids = [d["id"] for _, d in decisions]
+            outcomes = list(ex.map(lambda i: post(port, "/v1/outcome", {"decision_id": i, "quality": 1.0}), ids))
+            again = list(ex.map(lambda i: post(port, "/v1/outcome", {"decision_id": i, "quality": 0.0}), ids))
+    finally:
+        stop_service(proc)
+    assert [o for o in outcomes if o != (200, {"decision_id": o[1].get("decision_id"), "status": "applied"})] == []
+    assert {body["status"] for status, body in again} == {"duplicate"}  # the issuer knew, wherever it came in
+    writers = {i.rpartition("-")[0] for i in ids}
+    assert len(writers) == 2  # both workers issued decisions, so about half the outcomes were forwarded
+    applied = br.scan_table(logs, "outcomes").filter(pl.col("status") == "applied").collect()
+    assert sorted(applied.get_column("decision_id")) == sorted(ids)
+    assert (applied.get_column("decision_id").str.replace(r"-\d+$", "") == applied.get_column("writer")).all()
