@@ -38,9 +38,10 @@ START, END = "<!-- suite:start -->", "<!-- suite:end -->"
 def parts(quick: bool, obp_python: str) -> list[tuple[str, list[str]]]:
     py = sys.executable
     if quick:
-        return [("Decision path", [py, str(HERE / "bench_peers.py"), "--runs", "2", "--quick",
-                                   "--obp-python", obp_python]),
-                ("OPE path", [obp_python, str(HERE / "bench_ope_obp.py"), "--rounds", "100000", "--runs", "2"]),
+        return [("Decision path", [py, str(HERE / "bench_peers.py"), "--runs", "2", "--calls", "500", "--batch",
+                                   "2000", "--batch-slow", "500", "--mc-reps", "2", "--obp-python", obp_python]),
+                ("OPE path", [obp_python, str(HERE / "bench_ope_obp.py"), "--rounds", "100000", "--runs", "2",
+                              "--boot-runs", "1", "--memory-runs", "1"]),
                 ("Routing quality", [py, str(HERE / "bench_regret.py"), "--requests", "3000", "--seeds", "0", "1",
                                      "--plot", str(HERE / "results" / "regret-quick.png")])]
     return [("Decision path", [py, str(HERE / "bench_peers.py"), "--runs", "5", "--obp-python", obp_python]),
@@ -68,6 +69,11 @@ def machine() -> str:
                                                    "vowpal-wabbit-next"))
     return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}; {libs}; "
             "OBP 0.5.7 in its own venv")
+
+
+def _demote(markdown: str) -> str:
+    """Headings of a part go below the suite's own (### part -> #### ...)."""
+    return "\n".join("##" + line if line.startswith("#") else line for line in markdown.splitlines())
 
 
 def main(argv=None) -> int:
@@ -106,7 +112,7 @@ def main(argv=None) -> int:
         sections += [f"### {title}", "",
                      f"`python {rel}` ({minutes:.1f} min; load average {load_before:.2f} before, "
                      f"{os.getloadavg()[0]:.2f} after{'; FAILED, exit ' + str(proc.returncode) if proc.returncode else ''})",
-                     "", proc.stdout.strip(), ""]
+                     "", _demote(proc.stdout.strip()), ""]
     text = "\n".join(sections).rstrip() + "\n"
     (out_dir / ("suite-quick.md" if args.quick else "suite.md")).write_text(text)
     print(text)

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("uvicorn", reason="the service extra (uvicorn) is not installed")
 pytest.importorskip("starlette", reason="the in-process tests use starlette's TestClient (dev extra)")
-pytest.importorskip("httpx", reason="starlette's TestClient needs httpx")
+pytest.importorskip("httpx2", reason="starlette's TestClient needs httpx2")
 
 import banditroute as br  # noqa: E402
 from banditroute.service import ServiceConfig, create_app, openapi_spec  # noqa: E402
