@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ope.diagnostics import DiagnosticThresholds, Diagnostics, diagnose, importance_weights
+from ope.diagnostics import DiagnosticThresholds, Diagnostics, diagnose
 from ope.feedback import LoggedFeedback
-from ope.intervals import DEFAULT_BOOTSTRAP_UNITS, RoundTerms, confidence_interval
-from ope.policies import resolve_target
+from ope.intervals import DEFAULT_BOOTSTRAP_UNITS, RoundTerms, _check, _interval
+from ope.policies import _resolve
 
 __all__ = ["Estimate", "Estimator"]
 
@@ -116,9 +116,9 @@ class Estimator(abc.ABC):
         >>> SNIPS().terms(fb, [[1.0, 0.0], [1.0, 0.0]]).value
         1.0
         """
-        target = resolve_target(target, feedback)
+        target, weights = _resolve(target, feedback, weights=True)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        return self._terms(feedback, target, importance_weights(feedback, target), rng, {})
+        return self._terms(feedback, target, weights, rng, {})
 
     def per_round(self, feedback: LoggedFeedback, target: Any, *, seed: int | np.random.Generator | None = None) -> np.ndarray:
         """Linearised per-round values, shape (n_rounds,); their mean is the estimate.
@@ -180,15 +180,14 @@ class Estimator(abc.ABC):
         self, feedback: LoggedFeedback, target: Any, *, alpha: float, interval: str, n_bootstrap: int,
         seed: Any, value_range: Any, bootstrap_units: Any, thresholds: Any, cache: dict,
     ) -> Estimate:
-        target = resolve_target(target, feedback)
+        _check(interval, alpha, n_bootstrap, bootstrap_units)
+        target, weights = _resolve(target, feedback, weights=True)  # = importance_weights(feedback, target)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        weights = importance_weights(feedback, target)
-        terms = self._terms(feedback, target, weights, rng, cache)
-        ci = confidence_interval(
-            terms, method=interval, alpha=alpha, n_bootstrap=n_bootstrap, rng=rng,
-            value_range=value_range, max_units=bootstrap_units,
-        )
         diag = diagnose(feedback, target, weights=weights, thresholds=thresholds)
+        terms = self._terms(feedback, target, weights, rng, cache)
+        del weights  # freed here unless the terms hold it (SNIPS): lowers the interval's peak memory
+        per_round = terms.influence()  # computed once: the interval and Estimate.per_round share it
+        ci = _interval(terms, per_round, interval, alpha, n_bootstrap, rng, value_range, bootstrap_units)
         warnings = list(diag.warnings)
         if not np.isfinite(ci.value):
             warnings.append(f"{self.name} value is undefined (sum of importance weights is 0)")
@@ -199,5 +198,5 @@ class Estimator(abc.ABC):
             )
         return Estimate(
             self.name, ci.value, ci.stderr, ci.ci_low, ci.ci_high, alpha, interval, diag,
-            tuple(warnings), terms.influence(),
+            tuple(warnings), per_round,
         )

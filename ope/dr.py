@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ope.base import Estimator
+from ope.diagnostics import _at_logged_actions
 from ope.errors import InvalidConfigError
 from ope.feedback import LoggedFeedback
 from ope.intervals import RoundTerms
@@ -59,7 +60,9 @@ class _ModelBased(Estimator):
                 raise InvalidConfigError(
                     "reward_predictions", f"reward_predictions must have shape {expected}, got {q.shape}"
                 )
-            if not np.isfinite(q).all():
+            # a sum is finite when every entry is (one pass, no temporary); else check exactly,
+            # since finite entries can overflow the sum
+            if not (np.isfinite(np.einsum("ij->", q)) or np.isfinite(q).all()):
                 raise InvalidConfigError("reward_predictions", "reward_predictions must be finite")
             return q
         key = (id(self.reward_model), self.n_folds)
@@ -70,8 +73,9 @@ class _ModelBased(Estimator):
     def _parts(self, feedback: LoggedFeedback, target: np.ndarray, rng, cache) -> tuple[np.ndarray, np.ndarray]:
         """(q_i(pi_e), r_i - q_i)."""
         q = self._predictions(feedback, rng, cache)
+        residual = _at_logged_actions(q, feedback.actions)  # first: its index is freed before direct exists
+        np.subtract(feedback.rewards, residual, out=residual)
         direct = np.einsum("ij,ij->i", target, q)
-        residual = feedback.rewards - q[np.arange(feedback.n_rounds), feedback.actions]
         return direct, residual
 
 
@@ -139,7 +143,9 @@ class DR(_ModelBased):
     def _terms(self, feedback, target, weights, rng, cache) -> RoundTerms:
         direct, residual = self._parts(feedback, target, rng, cache)
         w = weights if self.clip is None else np.minimum(weights, self.clip)
-        return RoundTerms(base=direct + w * residual)
+        residual *= w
+        residual += direct  # direct + w * residual, in place
+        return RoundTerms(base=residual)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

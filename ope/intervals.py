@@ -108,7 +108,13 @@ class RoundTerms:
         if den == 0:
             return np.full(self.n, math.nan)
         ratio = float(self.num.mean()) / den
-        return self.base + (self.num - ratio * self.den) / den + ratio
+        # base + (num - ratio * den) / den + ratio, evaluated in that order in one buffer
+        out = np.multiply(self.den, ratio)
+        np.subtract(self.num, out, out=out)
+        out /= den
+        out += self.base
+        out += ratio
+        return out
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,14 @@ class Interval:
     ci_high: float
     method: str
     alpha: float
+
+
+def _sample_std(x: np.ndarray, mean: float) -> float:
+    """``x.std(ddof=1)`` given ``mean == x.mean()``, bit for bit, without recomputing the mean
+    (numpy's own algorithm: one temporary, squared in place, pairwise sum)."""
+    d = x - mean
+    np.multiply(d, d, out=d)
+    return math.sqrt(float(d.sum()) / (x.shape[0] - 1))
 
 
 def _check(method: str, alpha: float, n_bootstrap: int, max_units: int | None) -> None:
@@ -227,10 +241,21 @@ def confidence_interval(
     """
     _check(method, alpha, n_bootstrap, max_units)
     terms = _as_terms(values)
+    return _interval(terms, terms.influence(), method, alpha, n_bootstrap, rng, value_range, max_units)
+
+
+def _interval(
+    terms: RoundTerms, infl: np.ndarray, method: str, alpha: float, n_bootstrap: int,
+    rng: Any, value_range: Any, max_units: int | None,
+) -> Interval:
+    """:func:`confidence_interval` for checked arguments and precomputed ``terms.influence()``."""
     value = terms.value
-    infl = terms.influence()
     n = terms.n
-    stderr = float(infl.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    if n > 1:
+        mean = value if infl is terms.base else float(infl.mean())  # linear: the mean is the value
+        stderr = _sample_std(infl, mean) / math.sqrt(n)
+    else:
+        stderr = math.nan
     if method == "normal":
         z = float(ndtri(1.0 - alpha / 2.0))
         return Interval(value, stderr, value - z * stderr, value + z * stderr, method, alpha)

@@ -107,4 +107,6 @@ class SNIPS(Estimator):
     self_normalised = True
 
     def _terms(self, feedback: LoggedFeedback, target: np.ndarray, weights: np.ndarray, rng, cache) -> RoundTerms:
-        return RoundTerms(base=np.zeros(feedback.n_rounds), num=weights * feedback.rewards, den=weights)
+        # no linear part: a read-only zero-stride view of 0.0 (no allocation, no page to fault in)
+        zero = np.broadcast_to(0.0, feedback.n_rounds)
+        return RoundTerms(base=zero, num=weights * feedback.rewards, den=weights)

@@ -18,6 +18,7 @@ from ope.feedback import LoggedFeedback
 __all__ = ["Policy", "resolve_target", "one_hot", "uniform"]
 
 _ROW_ATOL = 1e-6
+_BLOCK_CELLS = 1 << 17  # target cells per block of the validation pass: 1 MiB of float64
 
 
 @runtime_checkable
@@ -105,6 +106,12 @@ def resolve_target(policy: Any, feedback: LoggedFeedback) -> np.ndarray:
     ...
     ope.errors.InvalidTargetError: target rows must sum to 1, got sum 1.1 at round 0
     """
+    return _resolve(policy, feedback, weights=False)[0]
+
+
+def _resolve(policy: Any, feedback: LoggedFeedback, *, weights: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`resolve_target`, and with ``weights`` the importance weights from the same pass
+    (equal to :func:`ope.importance_weights` of the validated target)."""
     if isinstance(policy, Policy) and not isinstance(policy, np.ndarray):
         policy = policy.action_distribution(feedback.contexts, list(feedback.action_names))
     try:
@@ -114,15 +121,57 @@ def resolve_target(policy: Any, feedback: LoggedFeedback) -> np.ndarray:
     expected = (feedback.n_rounds, feedback.n_actions)
     if target.shape != expected:
         raise InvalidTargetError("target", f"target must have shape {expected}, got {target.shape}")
-    sums = np.einsum("ij->i", target)  # one pass; a NaN or inf makes its row sum non-finite
+    low_sum, high_sum, low_cell, logged = _scan(target, feedback.actions if weights else None)
+    # |s - 1| <= atol for every row iff it holds for the smallest and the largest row sum
+    # (s - 1 rounds monotonically); a NaN or inf makes its row sum, hence an extreme, non-finite.
+    if not (abs(low_sum - 1.0) <= _ROW_ATOL and abs(high_sum - 1.0) <= _ROW_ATOL) or low_cell < 0.0:
+        _raise_bad_rows(target)
+    if logged is not None:
+        logged /= feedback.propensities
+    return target, logged
+
+
+def _scan(target: np.ndarray, actions: np.ndarray | None) -> tuple[float, float, float, np.ndarray | None]:
+    """Smallest and largest row sum, smallest cell and (given ``actions``) ``target[i, a_i]``.
+
+    One pass over the target in blocks of about 1 MiB: each block is summed, scanned for its
+    minimum and gathered from while it is in cache, and no (n_rounds,) row-sum array is made.
+    """
+    n, k = target.shape
+    rows = max(1, _BLOCK_CELLS // k)
+    starts = range(0, n, rows)
+    sums = np.empty(min(rows, n))
+    extremes = np.empty((len(starts), 3))  # NaNs propagate through the final min / max
+    logged = offsets = index = None
+    if actions is not None:
+        logged = np.empty(n)
+        if target.flags.c_contiguous:
+            offsets = np.arange(0, sums.shape[0] * k, k)
+            index = np.empty_like(offsets)
+    for b, start in enumerate(starts):
+        block = target[start : start + rows]
+        m = block.shape[0]
+        s = np.einsum("ij->i", block, out=sums[:m])
+        extremes[b] = s.min(), s.max(), block.min()
+        if logged is None:
+            continue
+        a = actions[start : start + m]
+        if index is None:
+            logged[start : start + m] = block[np.arange(m), a]
+        else:
+            np.add(offsets[:m], a, out=index[:m])
+            np.take(block.reshape(-1), index[:m], out=logged[start : start + m])
+    return float(extremes[:, 0].min()), float(extremes[:, 1].max()), float(extremes[:, 2].min()), logged
+
+
+def _raise_bad_rows(target: np.ndarray) -> None:
+    """Raise for the first problem, checked in order: non-finite, negative, row sum."""
+    sums = np.einsum("ij->i", target)
     if not np.isfinite(sums).all():
         i = int(np.flatnonzero(~np.isfinite(target).all(axis=1))[0])
         raise InvalidTargetError("target", f"target must be finite, got {target[i].tolist()} at round {i}")
     if target.min() < 0.0:
         i = int(np.flatnonzero((target < 0).any(axis=1))[0])
         raise InvalidTargetError("target", f"target must be >= 0, got {target[i].tolist()} at round {i}")
-    bad = np.abs(sums - 1.0) > _ROW_ATOL
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InvalidTargetError("target", f"target rows must sum to 1, got sum {sums[i]:.6g} at round {i}")
-    return target
+    i = int(np.flatnonzero(np.abs(sums - 1.0) > _ROW_ATOL)[0])
+    raise InvalidTargetError("target", f"target rows must sum to 1, got sum {sums[i]:.6g} at round {i}")
