@@ -42,14 +42,15 @@ import logging
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 from .config import check_number
 from .errors import BanditrouteError, ConfigError, LogError, NoFeasibleProfileError, UnknownDecisionError
+from .group_commit import GroupCommit
 from .logstore import LogWriter
+from .openapi import openapi_spec
 
 __all__ = ["ServiceConfig", "GroupCommit", "create_app", "app_from_env",
            "add_serve_parser", "run_serve", "openapi_spec"]
@@ -114,87 +115,6 @@ class ServiceConfig:
 
         return SharedStateConfig(url=self.redis_url, namespace=self.redis_namespace,
                                  interval_s=self.sync_interval_ms / 1e3)
-
-
-# -- durable acknowledgement -------------------------------------------------------------------
-class GroupCommit:
-    """Resolves ``await ack()`` once every row buffered before the call is durable.
-
-    Parameters
-    ----------
-    log : LogWriter
-        Created with ``auto_flush=False``; only this committer writes its rows.
-    interval_s : float
-        At most one commit starts per interval.
-    max_in_flight : int
-        Commits writing at the same time; tickets still resolve in commit order.
-    """
-
-    def __init__(self, log: LogWriter, *, interval_s: float, max_in_flight: int):
-        self.log = log
-        self.interval_s = interval_s
-        self.n_commits = 0
-        self._waiters: list = []
-        self._pool = ThreadPoolExecutor(2 * max_in_flight, thread_name_prefix="banditroute-commit")
-        self._max_in_flight = max_in_flight
-        self._task = None
-
-    def start(self) -> None:
-        self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(self._max_in_flight)
-        self._closing = False
-        self._previous = None
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def ack(self) -> None:
-        """Wait until the rows buffered so far are durable (raises LogError if they cannot be)."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        self._wake.set()
-        await future
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not (self._closing and not self._waiters):
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._waiters:
-                continue
-            await self._slots.acquire()
-            waiters, self._waiters = self._waiters, []
-            write = loop.run_in_executor(self._pool, self.log.commit_detached, self.log.detach())
-            self._previous = loop.create_task(self._finish(write, waiters, self._previous))
-            if self.interval_s:
-                await asyncio.sleep(self.interval_s)
-        if self._previous is not None:
-            await self._previous
-
-    async def _finish(self, write, waiters: list, previous) -> None:
-        error = None
-        try:
-            await write
-        except Exception as exc:  # noqa: BLE001 - handed to every waiter of this commit
-            error = exc
-        finally:
-            self._slots.release()
-        if previous is not None:
-            await previous  # acknowledge in commit order
-        self.n_commits += 1
-        for future in waiters:
-            if not future.done():
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
-
-    async def close(self) -> None:
-        """Commit what is waiting, stop, and flush anything still buffered."""
-        if self._task is not None:
-            self._closing = True
-            self._wake.set()
-            await self._task
-        await asyncio.get_running_loop().run_in_executor(self._pool, self.log.close)
-        self._pool.shutdown(wait=True)
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
@@ -576,71 +496,6 @@ def create_app(cfg: ServiceConfig, *, router=None) -> _App:
 def app_from_env():
     """App factory for uvicorn workers: the ServiceConfig comes as JSON in the environment."""
     return create_app(ServiceConfig(**json.loads(os.environ[ENV_CONFIG])))
-
-
-# -- OpenAPI ------------------------------------------------------------------------------------
-def openapi_spec(router, *, auth: bool, max_body_bytes: int) -> dict:
-    """OpenAPI 3.0 description of the service for ``router`` (its task types and profiles).
-
-    >>> import banditroute as br
-    >>> spec = openapi_spec(br.Router([br.Profile("a")], task_types=["chat"]), auth=False, max_body_bytes=100)
-    >>> sorted(spec["paths"])
-    ['/healthz', '/metrics', '/v1/beliefs', '/v1/decide', '/v1/outcome']
-    """
-    err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    errors = {str(s): err for s in (400, 401, 404, 405, 413, 422, 500, 503)}
-    number = {"type": "number", "nullable": True}
-    prob_map = {"type": "object", "additionalProperties": {"type": "number"}}
-
-    def op(op_id, summary, response_schema, body=None, secured=True, media="application/json", links=None):
-        ok = {"description": "ok", "content": {media: {"schema": response_schema}}}
-        if links:
-            ok["links"] = links
-        out = {"operationId": op_id, "summary": summary, "responses": {"200": ok, **errors}}
-        if body is not None:
-            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-        if auth and secured:
-            out["security"] = [{"bearer": []}]
-        return out
-
-    context = {"type": "object", "description": "Request fields; task_type or task_probs select the task.",
-               "properties": {"task_type": {"type": "string", "enum": router.task_types},
-                              "task_probs": {"type": "object", "additionalProperties": {
-                                  "type": "number", "minimum": 0, "maximum": 1}}}, "additionalProperties": True}
-    if len(router.task_types) > 1 and router._tasks.task_model is None:
-        context["anyOf"] = [{"required": ["task_type"]}, {"required": ["task_probs"]}]
-    decision = {"type": "object", "required": ["id", "profile", "propensity", "probabilities"], "properties": {
-        "id": {"type": "string"}, "profile": {"type": "string", "enum": router.profiles},
-        "propensity": {"type": "number"}, "probabilities": prob_map, "task_probs": prob_map,
-        "policy_version": {"type": "string"}, "excluded": {"type": "object"},
-        "fallback_reason": {"type": "string", "nullable": True}}}
-    outcome = {"type": "object", "required": ["decision_id"], "additionalProperties": False, "properties": {
-        "decision_id": {"type": "string"}, "quality": {**number, "minimum": 0, "maximum": 1},
-        "cost_usd": {**number, "minimum": 0}, "latency_ms": {**number, "minimum": 0}}}
-    spec = {
-        "openapi": "3.0.3",
-        "info": {"title": "banditroute", "version": "1",
-                 "description": f"Thompson-sampling router. Request bodies up to {max_body_bytes} bytes."},
-        "paths": {
-            "/v1/decide": {"post": op("decide", "Choose a profile; acknowledged once durably logged", decision, {
-                "type": "object", "required": ["context"], "additionalProperties": False,
-                "properties": {"context": context}}, links={"RecordOutcome": {
-                    "operationId": "recordOutcome", "requestBody": {"decision_id": "$response.body#/id"}}})},
-            "/v1/outcome": {"post": op("recordOutcome", "Record a decision's outcome; acknowledged once durably logged", {
-                "type": "object", "properties": {"decision_id": {"type": "string"}, "status": {
-                    "type": "string", "enum": ["applied", "duplicate", "late"]}}}, outcome)},
-            "/v1/beliefs": {"get": op("beliefs", "Posterior per (profile, task type)", {"type": "object"})},
-            "/healthz": {"get": op("healthz", "Liveness", {"type": "object"}, secured=False)},
-            "/metrics": {"get": op("metrics", "Prometheus metrics", {"type": "string"}, media="text/plain")},
-        },
-        "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["status", "code", "field", "message"], "properties": {
-                "status": {"type": "integer"}, "code": {"type": "string"},
-                "field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}}}},
-    }
-    if auth:
-        spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    return spec
 
 
 # -- command line -------------------------------------------------------------------------------

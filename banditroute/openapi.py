@@ -1,0 +1,69 @@
+"""The service's OpenAPI 3.0 description, built from the router (its task types and profiles)."""
+
+from __future__ import annotations
+
+__all__ = ["openapi_spec"]
+
+
+def openapi_spec(router, *, auth: bool, max_body_bytes: int) -> dict:
+    """OpenAPI 3.0 description of the service for ``router`` (its task types and profiles).
+
+    >>> import banditroute as br
+    >>> spec = openapi_spec(br.Router([br.Profile("a")], task_types=["chat"]), auth=False, max_body_bytes=100)
+    >>> sorted(spec["paths"])
+    ['/healthz', '/metrics', '/v1/beliefs', '/v1/decide', '/v1/outcome']
+    """
+    err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    errors = {str(s): err for s in (400, 401, 404, 405, 413, 422, 500, 503)}
+    number = {"type": "number", "nullable": True}
+    prob_map = {"type": "object", "additionalProperties": {"type": "number"}}
+
+    def op(op_id, summary, response_schema, body=None, secured=True, media="application/json", links=None):
+        ok = {"description": "ok", "content": {media: {"schema": response_schema}}}
+        if links:
+            ok["links"] = links
+        out = {"operationId": op_id, "summary": summary, "responses": {"200": ok, **errors}}
+        if body is not None:
+            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        if auth and secured:
+            out["security"] = [{"bearer": []}]
+        return out
+
+    context = {"type": "object", "description": "Request fields; task_type or task_probs select the task.",
+               "properties": {"task_type": {"type": "string", "enum": router.task_types},
+                              "task_probs": {"type": "object", "additionalProperties": {
+                                  "type": "number", "minimum": 0, "maximum": 1}}}, "additionalProperties": True}
+    if len(router.task_types) > 1 and router._tasks.task_model is None:
+        context["anyOf"] = [{"required": ["task_type"]}, {"required": ["task_probs"]}]
+    decision = {"type": "object", "required": ["id", "profile", "propensity", "probabilities"], "properties": {
+        "id": {"type": "string"}, "profile": {"type": "string", "enum": router.profiles},
+        "propensity": {"type": "number"}, "probabilities": prob_map, "task_probs": prob_map,
+        "policy_version": {"type": "string"}, "excluded": {"type": "object"},
+        "fallback_reason": {"type": "string", "nullable": True}}}
+    outcome = {"type": "object", "required": ["decision_id"], "additionalProperties": False, "properties": {
+        "decision_id": {"type": "string"}, "quality": {**number, "minimum": 0, "maximum": 1},
+        "cost_usd": {**number, "minimum": 0}, "latency_ms": {**number, "minimum": 0}}}
+    spec = {
+        "openapi": "3.0.3",
+        "info": {"title": "banditroute", "version": "1",
+                 "description": f"Thompson-sampling router. Request bodies up to {max_body_bytes} bytes."},
+        "paths": {
+            "/v1/decide": {"post": op("decide", "Choose a profile; acknowledged once durably logged", decision, {
+                "type": "object", "required": ["context"], "additionalProperties": False,
+                "properties": {"context": context}}, links={"RecordOutcome": {
+                    "operationId": "recordOutcome", "requestBody": {"decision_id": "$response.body#/id"}}})},
+            "/v1/outcome": {"post": op("recordOutcome", "Record a decision's outcome; acknowledged once durably logged", {
+                "type": "object", "properties": {"decision_id": {"type": "string"}, "status": {
+                    "type": "string", "enum": ["applied", "duplicate", "late"]}}}, outcome)},
+            "/v1/beliefs": {"get": op("beliefs", "Posterior per (profile, task type)", {"type": "object"})},
+            "/healthz": {"get": op("healthz", "Liveness", {"type": "object"}, secured=False)},
+            "/metrics": {"get": op("metrics", "Prometheus metrics", {"type": "string"}, media="text/plain")},
+        },
+        "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["status", "code", "field", "message"], "properties": {
+                "status": {"type": "integer"}, "code": {"type": "string"},
+                "field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}}}},
+    }
+    if auth:
+        spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    return spec
