@@ -2,7 +2,7 @@
 
     pip install -e '.[bench]'                  # mabwiser, matplotlib (VW is a core dependency)
     bash benchmarks/setup_obp_venv.sh          # OBP 0.5.7 needs its own venv (it pins Python < 3.11)
-    python benchmarks/run_suite.py             # ~25 min on 2 cores; --quick for a smoke run
+    python benchmarks/run_suite.py             # ~10 min on 2 cores; --quick for a smoke run
 
 Runs, one after the other (never concurrently: they time things):
 
@@ -72,8 +72,11 @@ def machine() -> str:
 
 
 def _demote(markdown: str) -> str:
-    """Headings of a part go below the suite's own (### part -> #### ...)."""
-    return "\n".join("##" + line if line.startswith("#") else line for line in markdown.splitlines())
+    """Headings of a part go below the suite's own: its top level becomes ####."""
+    lines = markdown.splitlines()
+    levels = [len(line) - len(line.lstrip("#")) for line in lines if line.startswith("#")]
+    shift = "#" * max(0, 4 - min(levels)) if levels else ""
+    return "\n".join(shift + line if line.startswith("#") else line for line in lines)
 
 
 def main(argv=None) -> int:
