@@ -423,6 +423,11 @@ class Router(RolloutControls):
         horizon = now_us - int(self.config.wait_window_s * 1e6)
         limit = self.config.max_pending
         recorded = self._recorded
+        excess = len(pending) - limit
+        if excess > 1:  # a batch past the bound: drop the oldest in C-level loops, not one by one
+            victims = [order.popleft() for _ in range(excess)]
+            deque(map(pending.__delitem__, victims), maxlen=0)
+            recorded.difference_update(victims)
         while order and (len(pending) > limit or pending[order[0]][2] < horizon):
             oldest = order.popleft()
             del pending[oldest]

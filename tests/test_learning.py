@@ -27,6 +27,19 @@ def test_record_statuses(profiles, seed):
         router.record(f"{third.id.rsplit('-', 1)[0]}-999", quality=1.0)  # our writer, never issued
 
 
+def test_a_batch_past_max_pending_evicts_the_oldest(profiles, seed):
+    router = br.Router(profiles, task_types=TASKS, seed=seed, max_pending=10)
+    early = router.decide_batch([{"task_type": "code"}] * 4)
+    assert router.record(early[0].id, quality=1.0) == "applied"
+    batch = router.decide_batch([{"task_type": "chat"}] * 25)  # 29 pending > 10: 19 leave at once
+    assert len(router._pending) == 10 and len(router._pending_order) == 10
+    assert not router._recorded  # the recorded id left with its decision
+    assert [router.record(d.id, quality=1.0) for d in early[1:]] == ["late"] * 3
+    assert [router.record(d.id, quality=1.0) for d in batch[:15]] == ["late"] * 15
+    assert [router.record(d.id, quality=1.0) for d in batch[15:]] == ["applied"] * 10
+    assert router.beliefs()["n"].sum() == pytest.approx(11.0)
+
+
 def test_update_weights_by_logged_task_posterior(profiles, seed):
     router = br.Router(profiles, task_types=TASKS, seed=seed)
     d = router.decide({"task_probs": {"code": 0.75, "math": 0.25}})
