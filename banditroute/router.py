@@ -18,9 +18,7 @@ True
 from __future__ import annotations
 
 import json
-import math
 import os
-import pickle
 import threading
 import time
 from bisect import bisect_right
@@ -36,14 +34,15 @@ import polars as pl
 
 from .batch import plan_frame
 from .beliefs import BetaBelief
-from .config import BetaPrior, Budget, Objective, Profile, check_number
+from .config import Objective, Profile, check_number
 from .decision import Decision, make_decision
 from .drift import PageHinkley
 from .linear import LinearTS
-from .errors import ConfigError, InvalidOutcomeError, InvalidRequestError, NoFeasibleProfileError, UnknownDecisionError
+from .errors import ConfigError, InvalidOutcomeError, NoFeasibleProfileError, UnknownDecisionError
 from .logstore import LogWriter
 from .policy import GreedyPolicy, ThompsonPolicy
 from .request import TaskSpace
+from .persistence import RouterPersistence
 from .rollout import Rollout, RolloutControls
 from .settings import RouterConfig, load_config
 
@@ -69,7 +68,7 @@ class _Entry:
         self.shadow_json = shadow_json
 
 
-class Router(RolloutControls):
+class Router(RolloutControls, RouterPersistence):
     """Routes requests across profiles by Thompson sampling, logging exact propensities.
 
     Parameters
@@ -546,31 +545,11 @@ class Router(RolloutControls):
         issued = self._issued.get(writer)
         return issued is not None and seq.isdigit() and (int(seq) < (self._seq if writer == self._writer_id else issued))
 
-    # -- state ------------------------------------------------------------------------------
-    def replay(self, log_dir: str | os.PathLike) -> int:
-        """Rebuild this (fresh) router's beliefs from the outcomes logged under ``log_dir``;
-        see :func:`banditroute.replay.replay`. Returns the number of outcomes applied."""
-        from .replay import replay
-
-        with self._lock:
-            return replay(self, log_dir)
-
+    # -- state (persistence and the log: banditroute.persistence) ---------------------------
     def beliefs(self, *, level: float = 0.95) -> pl.DataFrame:
         """Posterior per (profile, task type): mean, credible interval, effective n, alpha, beta."""
         with self._lock:
             return self._belief.summary(self._names, list(self.config.task_types), level=level)
-
-    def use_log_writer(self, writer: LogWriter) -> None:
-        """Log through ``writer`` (e.g. one a service commits in groups); before any decision."""
-        with self._lock:
-            if not isinstance(writer, LogWriter):
-                raise ConfigError("writer", writer, "must be a LogWriter")
-            if self._seq:
-                raise ConfigError("writer", writer.writer_id, "must be set before the first decision")
-            self._log = writer
-            self._issued.pop(self._writer_id, None)
-            self._writer_id = writer.writer_id
-            self._issued[self._writer_id] = 0
 
     def evidence(self) -> tuple[np.ndarray, np.ndarray]:
         """Evidence beyond the prior, ``(alpha - alpha0, beta - beta0)``, each of shape
@@ -590,70 +569,6 @@ class Router(RolloutControls):
                 if ev.shape != shape or not np.all(np.isfinite(ev)) or np.any(ev < 0):
                     raise ConfigError(name, ev.shape, f"must be a finite, non-negative array of shape {shape}")
             self._belief.set_evidence(alpha_evidence, beta_evidence)
-
-    def flush(self) -> None:
-        """Make every decision and outcome so far durable on disk."""
-        if self._log is not None:
-            self._log.flush()
-
-    def close(self) -> None:
-        """Flush the log and release it."""
-        if self._log is not None:
-            self._log.close()
-
-    def __enter__(self) -> "Router":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        with self._lock:
-            state = self.__dict__.copy()
-        for transient in ("_log", "_lock", "_cache", "_one_hot_views"):
-            state.pop(transient)
-        state["_issued"] = {**self._issued, self._writer_id: self._seq}
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
-        self._log = None
-        self._derive()
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the router's configuration and learned state to ``path`` (atomically).
-
-        The file is a pickle: load only files you wrote yourself.
-        """
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, log_dir: str | os.PathLike | None | object = ...) -> "Router":
-        """Load a router written by :meth:`save`. It logs to the saved ``log_dir`` (or the
-        given one; None disables logging) under a new writer id, and still accepts outcomes
-        for the decisions the saved router had pending."""
-        with open(path, "rb") as fh:
-            router = pickle.load(fh)
-        if not isinstance(router, cls):
-            raise ConfigError("path", str(path), "does not hold a saved Router")
-        if log_dir is not ...:
-            router.config = replace(router.config, log_dir=None if log_dir is None else str(log_dir))
-        if router.config.log_dir is not None:
-            router._log = LogWriter(router.config.log_dir, durability=router.config.durability,
-                                    journal=router.config.log_journal)
-            router._writer_id = router._log.writer_id
-        else:
-            router._writer_id = os.urandom(6).hex()
-        router._issued[router._writer_id] = 0
-        router._seq = 0
-        return router
 
 
 _ABSENT = object()
