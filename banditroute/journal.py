@@ -35,7 +35,6 @@ ignored; an unreadable line followed by readable ones is corruption and raises
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -48,6 +47,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ConfigError, LogError
+
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no journal; the Parquet-per-flush log still works
+    fcntl = None
 
 _log = logging.getLogger("banditroute.journal")
 
@@ -167,6 +173,8 @@ class Journal:
                  compactor: str = "thread"):
         if compactor not in ("thread", "process"):
             raise ConfigError("journal_compactor", compactor, "must be 'thread' or 'process'")
+        if fcntl is None:
+            raise ConfigError("journal", True, "needs POSIX file locks (fcntl), not available on this system")
         self.compactor = compactor
         self._child = None
         self.log_dir = Path(log_dir)
@@ -201,7 +209,7 @@ class Journal:
                 if seg is None:
                     seg = self._current = _Segment(self.root, self.writer, self._take_number())
                 _write_all(seg.fd, line)
-                os.fdatasync(seg.fd)
+                _datasync(seg.fd)
             except OSError as exc:
                 # a half-written line must stay the last of its segment: start a new one
                 self._rotate()
@@ -323,6 +331,9 @@ def writer_lock(log_dir: str | os.PathLike, writer: str):
     'absent'
     """
     path = journal_dir(log_dir) / f"{writer}.lock"
+    if fcntl is None:
+        yield "absent"
+        return
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -373,6 +384,8 @@ def recover(log_dir: str | os.PathLike, compact) -> int:
 
     Returns the number of segments recovered."""
     n = 0
+    if fcntl is None:
+        return 0  # no journal can have been written here by this system
     for writer, number, path in live_segments(log_dir):
         try:
             fd = os.open(path, os.O_RDONLY)
