@@ -83,9 +83,8 @@ def _plain(value):
 
 def read_segment(path: Path) -> list[dict]:
     """The commits (one dict of table -> column lists each) of a segment, in order."""
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline; otherwise a torn, unacknowledged write
+    # the last piece is b"" when the file ends with a newline; otherwise a torn, unacknowledged write
+    lines = path.read_bytes().split(b"\n")[:-1]
     out, bad = [], None
     for i, line in enumerate(lines):
         try:
@@ -95,7 +94,6 @@ def read_segment(path: Path) -> list[dict]:
             continue
         if bad is not None:
             raise LogError("journal", str(path), f"line {bad + 1} is unreadable and later lines are not")
-    del tail
     return out
 
 
@@ -121,6 +119,30 @@ def live_segments(log_dir: str | os.PathLike) -> list[tuple[str, int, Path]]:
         if m:
             found.append((m["writer"], int(m["segment"]), path))
     return sorted(found)
+
+
+def _lock_path(log_dir: str | os.PathLike, writer: str) -> Path:
+    """The file a live writer keeps locked (see :func:`writer_lock`)."""
+    return journal_dir(log_dir) / f"{writer}.lock"
+
+
+def _take_lock(path: Path) -> tuple[str, int | None]:
+    """Try to take ``path``'s exclusive lock: ``("absent", None)`` if the file is gone,
+    ``("alive", None)`` if another process holds it, ``("dead", fd)`` with the lock held on
+    ``fd`` (the caller closes it) if its holder is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "absent", None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return "alive", None
+    if not path.exists():  # deleted by its holder between our open and lock
+        os.close(fd)
+        return "absent", None
+    return "dead", fd
 
 
 def fsync_dir(directory: Path) -> None:
@@ -194,7 +216,7 @@ class Journal:
         self.n_compacted = 0
         # held for the writer's lifetime: another process on this log directory can tell a live
         # writer from a dead one (see writer_lock)
-        self._alive_fd = os.open(self.root / f"{writer}.lock", os.O_WRONLY | os.O_CREAT, 0o644)
+        self._alive_fd = os.open(_lock_path(log_dir, writer), os.O_WRONLY | os.O_CREAT, 0o644)
         fcntl.flock(self._alive_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._thread = threading.Thread(target=self._compactor, name=f"banditroute-journal-{writer}", daemon=True)
         self._thread.start()
@@ -304,7 +326,7 @@ class Journal:
         self._thread.join()
         self._stop_child()
         if self._alive_fd is not None:
-            os.unlink(self.root / f"{self.writer}.lock")
+            os.unlink(_lock_path(self.log_dir, self.writer))
             os.close(self._alive_fd)
             self._alive_fd = None
         if self.error is not None:
@@ -323,40 +345,28 @@ def _write_all(fd: int, data: bytes) -> None:
 def writer_lock(log_dir: str | os.PathLike, writer: str):
     """Yield ``"absent"`` (the writer never wrote a journal here), ``"alive"`` (its process
     holds its lock) or ``"dead"`` (it had a journal here and is gone: the lock is ours until
-    the block ends; ``release`` in the yielded state deletes the lock file).
+    the block ends; :func:`forget_writer` inside the block deletes the lock file).
 
     >>> import tempfile
     >>> with writer_lock(tempfile.mkdtemp(), "w1") as state:
     ...     state
     'absent'
     """
-    path = journal_dir(log_dir) / f"{writer}.lock"
     if fcntl is None:
         yield "absent"
         return
+    state, fd = _take_lock(_lock_path(log_dir, writer))
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        yield "absent"
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield "alive"
-            return
-        if not path.exists():  # its writer closed (and deleted it) meanwhile
-            yield "absent"
-            return
-        yield "dead"
+        yield state
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def forget_writer(log_dir: str | os.PathLike, writer: str) -> None:
     """Delete a dead writer's lock file (call inside :func:`writer_lock` once its rows are adopted)."""
     try:
-        os.unlink(journal_dir(log_dir) / f"{writer}.lock")
+        os.unlink(_lock_path(log_dir, writer))
     except FileNotFoundError:
         pass
 
@@ -387,17 +397,10 @@ def recover(log_dir: str | os.PathLike, compact) -> int:
     if fcntl is None:
         return 0  # no journal can have been written here by this system
     for writer, number, path in live_segments(log_dir):
+        _, fd = _take_lock(path)
+        if fd is None:
+            continue  # a live writer's, or compacted meanwhile by its owner
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            continue  # compacted meanwhile by its owner
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live writer's
-            if not path.exists():
-                continue
             compact(writer, number, path)
             os.unlink(path)
             n += 1
