@@ -343,7 +343,7 @@ async def _outcome(svc: _Service, request):
         forwarded = await svc.peers.forward(decision_id.rpartition("-")[0], body)
         if forwarded is not None:
             return _Response(*forwarded)
-    return _ok(await _record(svc, body))
+    return _ok(await _record(svc, decision_id, body))
 
 
 def _outcome_id(body: dict) -> str:
@@ -355,8 +355,8 @@ def _outcome_id(body: dict) -> str:
     return decision_id
 
 
-async def _record(svc: _Service, body: dict) -> dict:
-    decision_id = _outcome_id(body)
+async def _record(svc: _Service, decision_id: str, body: dict) -> dict:
+    """Record a checked outcome body (see :func:`_outcome_id`), once it is durable."""
     status = svc.router.record(decision_id, quality=body.get("quality"), cost_usd=body.get("cost_usd"),
                                latency_ms=body.get("latency_ms"))
     await svc.commit.ack()
@@ -369,7 +369,7 @@ async def _forwarded(svc: _Service, body) -> tuple[int, bytes]:
     try:
         if not isinstance(body, dict):
             raise ApiError(422, "invalid_request", "body", "body must be a JSON object")
-        return 200, _COMPACT.encode(await _record(svc, body)).encode()
+        return 200, _COMPACT.encode(await _record(svc, _outcome_id(body), body)).encode()
     except Exception as exc:  # noqa: BLE001 - every error becomes an envelope
         response = _error_response(svc, exc, "forwarded outcome")
         return response.status, response.body
@@ -520,7 +520,7 @@ def add_serve_parser(subparsers) -> None:
 def run_serve(args) -> int:
     """Validate the settings, then run uvicorn until SIGINT/SIGTERM (graceful: flushes)."""
     try:
-        import uvicorn  # noqa: F401
+        import uvicorn
     except ImportError:
         raise ConfigError("serve", None, "needs the service extra: pip install 'banditroute[service]'") from None
     from .router import Router
@@ -542,8 +542,6 @@ def run_serve(args) -> int:
     Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
     os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import uvicorn
-
     uvicorn.run("banditroute.service:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, loop="auto", http="auto", access_log=False,
                 timeout_graceful_shutdown=10, log_level="warning")
