@@ -201,7 +201,7 @@ class SharedState:
                 client.hsetnx(self._watermarks, self._writer, 0)
                 self._registered = True
             self._push()
-            if self.n_rounds % self.config.adopt_every == 1 or self.config.adopt_every == 1:
+            if (self.n_rounds - 1) % self.config.adopt_every == 0:  # the first round, then every adopt_every
                 self.adopt()
             raw = client.hgetall(self._key)
         except redis.RedisError as exc:
@@ -221,12 +221,8 @@ class SharedState:
         if self._inflight is None:
             return
         batch_id, inc_a, inc_b, watermark = self._inflight
-        pairs = []
-        for (ka, kb), da, db in zip(self._cells, inc_a.ravel().tolist(), inc_b.ravel().tolist()):
-            if da:
-                pairs += [ka, repr(da)]
-            if db:
-                pairs += [kb, repr(db)]
+        pairs = _pairs((cell, d) for (ka, kb), da, db in zip(self._cells, inc_a.ravel().tolist(), inc_b.ravel().tolist())
+                       for cell, d in ((ka, da), (kb, db)))
         self._send(batch_id, self._writer, watermark, pairs)
         self._inflight = None  # applied now or by an earlier try: either way counted exactly once
         self.n_batches += 1
@@ -346,10 +342,11 @@ def _logged_increments(log_dir, writer: str, watermark: int) -> tuple[list, int]
              .agg((pl.col("task_probs") * pl.col("quality")).sum().alias("a"),
                   (pl.col("task_probs") * (1.0 - pl.col("quality"))).sum().alias("b"))
              .sort("profile", "task_types"))
-    pairs = []
-    for profile, task, a, b in cells.iter_rows():
-        if a:
-            pairs += [f"alpha|{profile}|{task}", repr(a)]
-        if b:
-            pairs += [f"beta|{profile}|{task}", repr(b)]
+    pairs = _pairs((cell, d) for profile, task, a, b in cells.iter_rows()
+                   for cell, d in ((f"alpha|{profile}|{task}", a), (f"beta|{profile}|{task}", b)))
     return pairs, joined.height
+
+
+def _pairs(increments) -> list:
+    """The push script's flat ``cell, increment`` arguments for the non-zero increments."""
+    return [arg for cell, d in increments if d for arg in (cell, repr(d))]
