@@ -19,7 +19,14 @@ from .logstore import LogWriter
 if TYPE_CHECKING:
     from .router import Router
 
-__all__ = ["RouterPersistence"]
+__all__ = ["RouterPersistence", "open_log"]
+
+
+def open_log(config) -> LogWriter | None:
+    """The log writer a router's settings ask for (a new writer id), or None without ``log_dir``."""
+    if config.log_dir is None:
+        return None
+    return LogWriter(config.log_dir, durability=config.durability, journal=config.log_journal)
 
 
 class RouterPersistence:
@@ -99,12 +106,8 @@ class RouterPersistence:
             raise ConfigError("path", str(path), "does not hold a saved Router")
         if log_dir is not ...:
             router.config = replace(router.config, log_dir=None if log_dir is None else str(log_dir))
-        if router.config.log_dir is not None:
-            router._log = LogWriter(router.config.log_dir, durability=router.config.durability,
-                                    journal=router.config.log_journal)
-            router._writer_id = router._log.writer_id
-        else:
-            router._writer_id = os.urandom(6).hex()
+        router._log = open_log(router.config)
+        router._writer_id = router._log.writer_id if router._log else os.urandom(6).hex()
         router._issued[router._writer_id] = 0
         router._seq = 0
         return router

@@ -39,10 +39,9 @@ from .decision import Decision, make_decision
 from .drift import PageHinkley
 from .linear import LinearTS
 from .errors import ConfigError, InvalidOutcomeError, NoFeasibleProfileError, UnknownDecisionError
-from .logstore import LogWriter
 from .policy import GreedyPolicy, ThompsonPolicy
 from .request import TaskSpace
-from .persistence import RouterPersistence
+from .persistence import RouterPersistence, open_log
 from .rollout import Rollout, RolloutControls
 from .settings import RouterConfig, load_config
 
@@ -113,10 +112,7 @@ class Router(RolloutControls, RouterPersistence):
                                seed=np.random.SeedSequence(cfg.seed).spawn(3)[2])
         self._learner = learner
         self._init_state(task_model)
-        self._log = None
-        if self.config.log_dir is not None:
-            self._log = LogWriter(self.config.log_dir, durability=self.config.durability,
-                                  journal=self.config.log_journal)
+        self._log = open_log(self.config)
         self._writer_id = self._log.writer_id if self._log else os.urandom(6).hex()
         self._issued = {self._writer_id: 0}
 
