@@ -58,7 +58,7 @@ except ImportError:  # not POSIX (Windows): no journal; the Parquet-per-flush lo
 _log = logging.getLogger("banditroute.journal")
 
 __all__ = ["Journal", "read_segment", "segment_columns", "journal_dir", "live_segments", "recover", "fsync_dir",
-           "writer_lock", "forget_writer"]
+           "make_dirs", "writer_lock", "forget_writer"]
 
 JOURNAL_DIR = "_journal"
 _SEGMENT = re.compile(r"^(?P<writer>[A-Za-z0-9_.]+)-(?P<segment>\d{8})\.jsonl$")
@@ -153,6 +153,22 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, fsyncing the parent of each one created:
+    a directory's entry must survive a machine crash as well as the files put in it."""
+    missing = []
+    d = Path(directory)
+    while not d.is_dir():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:  # made meanwhile by another writer, who syncs its parent
+            continue
+        fsync_dir(d.parent)
+
+
 class _Segment:
     __slots__ = ("number", "path", "fd", "rows", "opened")
 
@@ -201,7 +217,7 @@ class Journal:
         self._child = None
         self.log_dir = Path(log_dir)
         self.root = journal_dir(log_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         self.writer = writer
         self._compact_fn = compact
         self.segment_rows = int(segment_rows)

@@ -263,7 +263,7 @@ class LogWriter:
         self._closed = False
         try:
             for name in _SCHEMAS:
-                (self.log_dir / name).mkdir(parents=True, exist_ok=True)
+                _journal.make_dirs(self.log_dir / name)
         except OSError as exc:
             raise LogError("log_dir", str(log_dir), f"cannot be created ({exc.strerror})") from None
         #: journal segments left by writers that are gone, compacted when this writer opened
@@ -382,9 +382,7 @@ def write_parts(log_dir: Path, table: str, df: pl.DataFrame, name) -> None:
         directory = log_dir / table / f"date={date.isoformat()}"
         file = name()
         try:
-            if not directory.is_dir():
-                directory.mkdir(parents=True, exist_ok=True)
-                _journal.fsync_dir(directory.parent)  # the new partition's entry must survive too
+            _journal.make_dirs(directory)  # the new partition's entry must survive too
             # unique per process and thread: two compactions of one segment may race (a dead
             # writer's compactor finishing while the next writer recovers it); both write the same rows
             tmp = directory / f".{file}.{os.getpid()}-{threading.get_ident()}.tmp"
