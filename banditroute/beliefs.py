@@ -169,6 +169,6 @@ class BetaBelief:
             "ci_low": lo.ravel(),
             "ci_high": hi.ravel(),
             "n": n.ravel(),
-            "alpha": self.alpha_.ravel(),
-            "beta": self.beta_.ravel(),
+            "alpha": self.alpha_.ravel().copy(),  # copies: polars would share the live arrays
+            "beta": self.beta_.ravel().copy(),
         })
