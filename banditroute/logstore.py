@@ -183,6 +183,7 @@ class _Table:
         self.rows: list[tuple] = []
         self.frames: list[pl.DataFrame] = []
         self.n = 0
+        self.ticket = 0  # set by LogWriter.detach: which detach took these rows
 
     def frame(self) -> pl.DataFrame:
         self._seal()
@@ -261,6 +262,13 @@ class LogWriter:
         self._lock = threading.RLock()  # guards the buffers
         self._flush_lock = threading.Lock()  # orders flush() calls: each returns once all before it is on disk
         self._closed = False
+        # The k-th detach that takes rows gives them ticket k; their commits may finish in any
+        # order: every ticket up to _settled is committed (or failed), later finished ones are in
+        # _settled_above (see wait_durable).
+        self._n_detached = 0
+        self._settled = 0
+        self._settled_above: set[int] = set()
+        self._settled_cv = threading.Condition(self._lock)
         try:
             for name in _SCHEMAS:
                 _journal.make_dirs(self.log_dir / name)
@@ -324,8 +332,11 @@ class LogWriter:
             if self._closed:
                 return []
             full = [t for t in self._tables.values() if t.n]
+            if full:
+                self._n_detached += 1
             for t in full:
                 self._tables[t.name] = _Table(t.name)
+                t.ticket = self._n_detached
             self._oldest = None
             return full
 
@@ -334,11 +345,38 @@ class LogWriter:
         (without the journal) one fsync'ed part per table and date. Thread-safe."""
         if not tables:
             return
-        if self._journal is None:
-            for table in tables:
-                self.write_detached(table)
+        try:
+            if self._journal is None:
+                for table in tables:
+                    self.write_detached(table)
+            else:
+                self._journal.append({t.name: t.journal_columns() for t in tables}, sum(t.n for t in tables))
+        finally:
+            self._settle(tables[0].ticket)
+
+    def _settle(self, ticket: int) -> None:
+        """Mark one detach's commit finished (durable, or failed: nothing more to wait for)."""
+        if not ticket:
             return
-        self._journal.append({t.name: t.journal_columns() for t in tables}, sum(t.n for t in tables))
+        with self._settled_cv:
+            self._settled_above.add(ticket)
+            while self._settled + 1 in self._settled_above:
+                self._settled += 1
+                self._settled_above.remove(self._settled)
+            self._settled_cv.notify_all()
+
+    def wait_durable(self) -> None:
+        """Return once every row appended before the call is durable (or its commit failed).
+
+        With ``auto_flush`` the writer commits them itself (:meth:`flush`); without, it waits
+        for its owner's commits (:meth:`detach` then :meth:`commit_detached`, however many overlap).
+        """
+        with self._settled_cv:
+            target = self._n_detached + any(t.n for t in self._tables.values())
+        if self.auto_flush:
+            self.flush()
+        with self._settled_cv:
+            self._settled_cv.wait_for(lambda: self._settled >= target or self._closed)
 
     def write_detached(self, table: "_Table") -> None:
         """Write one detached table durably as Parquet (one fsync'ed part per date)."""
@@ -349,6 +387,7 @@ class LogWriter:
         self.flush()
         with self._lock:
             self._closed = True
+            self._settled_cv.notify_all()  # rows appended after closing are never committed
         if self._journal is not None:
             self._journal.close()
 

@@ -4,7 +4,8 @@ Without discounting the posterior's evidence beyond the prior is a sum over outc
 replicas share it by adding increments (DESIGN section 6). Each replica, every
 ``interval_s``:
 
-1. takes its local increment since the last round (under the router's lock);
+1. takes its local increment since the last round (under the router's lock) and waits until
+   the log rows of those outcomes are durable (:meth:`~banditroute.logstore.LogWriter.wait_durable`);
 2. pushes it as one batch with a unique id: a Lua script ``SET batch-id NX`` and, only if
    the id was new, ``HINCRBYFLOAT`` of every cell. A retry of a batch whose answer was lost
    therefore never counts it twice;
@@ -216,6 +217,9 @@ class SharedState:
 
     def _push(self) -> None:
         if self._inflight is None and (self._unsent[0].any() or self._unsent[1].any()):
+            if self.router._log is not None:
+                # the log first: Redis never counts an outcome whose row a crash could still lose
+                self.router._log.wait_durable()
             self._inflight = (uuid.uuid4().hex, self._unsent[0], self._unsent[1], self._watermark)
             self._unsent = [np.zeros_like(self._unsent[0]), np.zeros_like(self._unsent[1])]
         if self._inflight is None:

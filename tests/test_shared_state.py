@@ -7,6 +7,7 @@ server on a free loopback port, with AOF persistence, in a temporary directory.
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -212,6 +213,42 @@ def test_lost_redis_data_is_not_applied(redis_server, seed):
     assert shared.sync()
     assert shared.n_regressions == 1
     assert n_outcomes(router) == 10
+
+
+@needs_redis
+@pytest.mark.parametrize("owner_commits", [False, True], ids=["writer-flushes", "owner-commits"])
+def test_a_push_waits_until_its_outcomes_are_durable_in_the_log(redis_server, seed, tmp_path, monkeypatch,
+                                                               owner_commits):
+    """Redis never counts an outcome whose log row a crash could still lose: a replica killed
+    after such a push, before the commit, would leave Redis above every log for good (no row
+    for an adopter to reconcile). A library router's writer flushes itself; the service's is
+    committed by its owner (the group commit), which the push waits for."""
+    rng = np.random.default_rng(seed)
+    logs = tmp_path / "logs"
+    router = br.Router(PROFILES, task_types=TASKS, seed=seed, log_dir=str(logs))
+    if owner_commits:
+        log = br.LogWriter(logs, auto_flush=False, journal=True)
+        router.use_log_writer(log)
+    shared = SharedState(router, config=SharedStateConfig(url=redis_server.url, namespace="t", interval_s=0.05,
+                                                          startup_timeout_s=0.5))
+    feed(router, 10, rng)  # learned from; their rows are buffered, not yet durable
+    pushed, send = [], shared._send
+
+    def send_and_look(batch_id, writer, watermark, pairs):  # the outcomes the log holds as the push goes out
+        pushed.append((sum(float(d) for d in pairs[1::2]), br.scan_table(logs, "outcomes").collect().height))
+        send(batch_id, writer, watermark, pairs)
+
+    monkeypatch.setattr(shared, "_send", send_and_look)
+    try:
+        if owner_commits:  # the owner's next group commit comes a while later
+            committer = threading.Timer(0.5, lambda: log.commit_detached(log.detach()))
+            committer.start()
+        assert shared.sync()
+        if owner_commits:
+            committer.join()
+        assert pushed == [(10.0, 10)]
+    finally:
+        router.close()
 
 
 def test_unreachable_redis_at_startup_serves_from_the_prior():
