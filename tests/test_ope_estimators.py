@@ -175,6 +175,9 @@ def test_support_deficiency_exact_with_logging_distribution():
     [
         (lambda: IPS(clip=0), "clip", r"clip must be > 0 or None, got 0"),
         (lambda: IPS(clip=float("nan")), "clip", r"clip must be > 0 or None"),
+        (lambda: IPS(clip=True), "clip", r"clip must be > 0 or None, got True"),
+        (lambda: IPS(clip="3"), "clip", r"clip must be > 0 or None, got '3'"),
+        (lambda: DR(reward_model=Ridge(), clip=-1.0), "clip", r"clip must be > 0 or None, got -1.0"),
         (lambda: DR(), "reward_model", r"DR needs exactly one of reward_model or reward_predictions"),
         (lambda: DR(reward_model=Ridge(), reward_predictions=np.ones((2, 2))), "reward_model", r"exactly one"),
         (lambda: DR(reward_model=Ridge(), n_folds=1), "n_folds", r"n_folds must be an integer >= 2, got 1"),
