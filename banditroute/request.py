@@ -68,8 +68,10 @@ class TaskClassifier:
             if cls in index:
                 out[:, index[cls]] = raw[:, j]
         total = out.sum(axis=1, keepdims=True)
-        if not np.all(np.isfinite(out)) or np.any(total <= 0):
-            raise InvalidRequestError("task_model", None, "returned probabilities that are not finite or "
+        bad = ~np.isfinite(out).all(axis=1) | (total[:, 0] <= 0)
+        if bad.any():  # the value: what the model said for the first such context
+            said = {str(c): float(p) for c, p in zip(self.estimator.classes_, raw[int(np.argmax(bad))])}
+            raise InvalidRequestError("task_model", said, "returned probabilities that are not finite or "
                                       "put no mass on the router's task types")
         return out / total
 
@@ -117,8 +119,8 @@ class TaskSpace:
             return self.task_model.predict_proba([context], self.names)[0]
         if len(self.names) == 1:
             return 0
-        raise InvalidRequestError("context.task_type", None,
-                                  f"is required (one of {self.names}) when no task_model is configured")
+        raise InvalidRequestError("context.task_type",
+                                  problem=f"is required (one of {self.names}) when no task_model is configured")
 
     def _explicit_probs(self, probs) -> np.ndarray:
         if not isinstance(probs, Mapping):

@@ -122,6 +122,8 @@ def test_task_model_that_puts_no_mass_on_the_router_task_types_is_an_invalid_req
     with pytest.raises(br.InvalidRequestError, match=msg) as info:
         router.decide({"tokens": 12})
     assert info.value.field == "task_model"
+    assert info.value.value == dict(zip(classes, row))  # what the model said, in the message too
+    assert str(dict(zip(classes, row))) in str(info.value)
 
 
 def test_task_model_posterior_is_reordered_and_renormalised_to_the_router_task_types():
