@@ -215,3 +215,27 @@ def test_the_compactor_protocol_one_answer_line_per_request_line(tmp_path):
     assert not server.is_alive()  # returned once its stdin ended
     assert calls == [("w1", 3, first), ("w2", 4, odd)]
     assert stdout.getvalue().splitlines() == ["ok", "error ValueError: bad segment"]
+
+
+def test_recovery_counts_every_dead_writers_segment(tmp_path):
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
+    three = DEAD_WRITER.replace('w = br.LogWriter(sys.argv[1], journal=True, auto_flush=False, writer_id="w1")',
+                                'ws = [br.LogWriter(sys.argv[1], journal=True, auto_flush=False, writer_id=f"w{i}")'
+                                ' for i in range(3)]\nfor w in ws:')
+    three = three.replace("\nw.append", "\n    w.append").replace("\nw.flush", "\n    w.flush")
+    child = subprocess.run([sys.executable, "-c", three, str(tmp_path)], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert child.returncode == 0, child.stderr
+    adopter = br.LogWriter(tmp_path)  # three writers died in one process, a segment each
+    assert adopter.n_recovered == 3
+    adopter.close()
+    assert br.scan_table(tmp_path, "outcomes").collect().height == 3
+    assert br.LogWriter(tmp_path).n_recovered == 0  # nothing left to recover
+
+
+@pytest.mark.parametrize("group_rows", [0, -3, 2.5, True, "8"])
+def test_group_rows_must_be_a_positive_integer(tmp_path, group_rows):
+    message = rf"^group_rows must be an integer >= 1, got {re.escape(repr(group_rows))}$"
+    with pytest.raises(br.ConfigError, match=message) as info:
+        br.LogWriter(tmp_path, group_rows=group_rows)
+    assert info.value.field == "group_rows"
