@@ -127,4 +127,6 @@ class GreedyPolicy(BankPolicy):
 
     @property
     def version(self) -> int:
-        return self.belief.n_updates_
+        # the means move with every outcome (n_updates_) and with evidence set or shrunk
+        # from outside (both redraw the bank: version_); both only grow, so their sum changes
+        return self.belief.n_updates_ + self.belief.version_
