@@ -13,6 +13,7 @@ import pytest
 from scipy import integrate, stats
 
 import banditroute as br
+from test_mutants_router import FixedDraws  # the policy template with a fixed scenario bank
 
 M = 2048  # the router's default bank size: a share of the bank has sd <= sqrt(0.25 / M) ~ 0.011
 
@@ -140,21 +141,6 @@ def test_forgetting_alone_redraws_a_profile_once_its_evidence_has_shrunk(seed):
 
 
 # -- policy.py: the template ---------------------------------------------------------------------
-
-class FixedDraws(br.BankPolicy):
-    """The template's one hook, with a fixed scenario bank of shape (n_scenarios, n_profiles)."""
-
-    def __init__(self, draws, **kwargs):
-        super().__init__(**kwargs)
-        self.draws = np.asarray(draws, dtype=np.float64)
-
-    def quality_draws(self, task):
-        return self.draws
-
-    @property
-    def version(self):
-        return 0
-
 
 def test_bank_policy_floor_confidence_defaults_to_0_95():
     """[policy __init__ 2] With only a reliability floor, a profile below it in 24 of 25
