@@ -312,3 +312,23 @@ def test_linear_state_pickled_with_the_float64_bank_loads_as_the_float32_bank(se
     assert loaded.bank_.shape == (2, 3, 64) and loaded.bank_.flags.c_contiguous
     assert np.array_equal(loaded.bank_, old_bank.transpose(2, 0, 1).astype(np.float32))
     assert np.abs(loaded.bank_ - bank32).max() < 1e-6
+
+
+class _RowsModel:
+    """A task model that answers one given row per context, in order."""
+
+    classes_ = ["chat", "code"]
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def predict_proba(self, X):
+        return [list(r) for r in self.rows[:len(X)]]
+
+
+def test_task_model_error_reports_the_first_context_it_failed_on():
+    """Only the second context gets a non-finite posterior: the error shows that one."""
+    clf = br.TaskClassifier(_RowsModel([[0.25, 0.75], [float("inf"), 0.0], [0.5, 0.5]]))
+    with pytest.raises(br.InvalidRequestError, match=r"task_model returned probabilities") as info:
+        clf.predict_proba([{}, {}, {}], ["chat", "code"])
+    assert info.value.value == {"chat": float("inf"), "code": 0.0}
