@@ -6,20 +6,20 @@
 ['a', 'b']
 """
 
-from .calibration import calibration_report, calibration_table
-from .config import BetaPrior, Budget, Objective, Profile
-from .decision import Decision
-from .demo import DemoResult, run_demo
-from .drift import DriftConfig, PageHinkley
+from .evaluation.calibration import calibration_report, calibration_table
+from .config.profiles import BetaPrior, Budget, Objective, Profile
+from .decide.decision import Decision
+from .sim.demo import DemoResult, run_demo
+from .beliefs.drift import DriftConfig, PageHinkley
 from .errors import (BanditrouteError, ConfigError, InvalidOutcomeError, InvalidRequestError, LogError,
                      NoFeasibleProfileError, UnknownDecisionError)
-from .logstore import LogWriter, scan_table
-from .policy import BankPolicy, GreedyPolicy, ThompsonPolicy
-from .request import TaskClassifier
-from .router import Router
-from .settings import RouterConfig, load_config
-from .simulator import Scenario, Simulator
-from .vw_policy import VWConfig, VWPolicy
+from .logs.store import LogWriter, scan_table
+from .policies.bank import BankPolicy, GreedyPolicy, ThompsonPolicy
+from .decide.request import TaskClassifier
+from .decide.router import Router
+from .config.settings import RouterConfig, load_config
+from .sim.simulator import Scenario, Simulator
+from .policies.vw import VWConfig, VWPolicy
 
 __version__ = "0.1.0"
 

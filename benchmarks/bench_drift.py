@@ -8,7 +8,7 @@ forget:
 
 - ``none``: discount 1, no drift detection;
 - ``discount``: discount 0.997 per unit of a task type's traffic;
-- ``drift``: discount 1 with Page-Hinkley drift detection (banditroute.drift, defaults).
+- ``drift``: discount 1 with Page-Hinkley drift detection (banditroute.beliefs.drift, defaults).
 
 Cumulative regret is the demo's: over requests, the best available expected reward minus the
 expected reward of the router's distribution (the simulator knows E[reward | profile, request]).

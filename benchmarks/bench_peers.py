@@ -47,7 +47,7 @@ import polars as pl
 from scipy import stats
 
 import banditroute as br
-from banditroute import vw
+from banditroute.policies import vw_binding as vw
 
 try:
     from mabwiser.mab import MAB, LearningPolicy
@@ -128,7 +128,7 @@ def mab_lints(data: Data, seed: int):
 
 def vw_raw(data: Data, seed: int):
     """A bare vowpal-wabbit-next workspace with VWPolicy's options, trained on the history."""
-    from banditroute.vw_policy import VWConfig
+    from banditroute.policies.vw import VWConfig
 
     mod = vw.require()
     ws = mod.Workspace(["--quiet", *VWConfig().args(), "--random_seed", str(seed)])
@@ -142,7 +142,7 @@ def vw_raw(data: Data, seed: int):
 
 
 def vw_policy(data: Data, seed: int):
-    from banditroute.vw_policy import VWPolicy
+    from banditroute.policies.vw import VWPolicy
 
     policy = VWPolicy(data.profiles, seed=seed)
     for ctx, k, r in zip(data.hist_contexts, data.hist_arm.tolist(), data.hist_reward.tolist()):

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 import banditroute as br
-from banditroute.vw_policy import VWConfig, VWPolicy
+from banditroute.policies.vw import VWConfig, VWPolicy
 
 OBJECTIVE = br.Objective(quality=1.0, cost=10.0, latency=2e-5)
 
@@ -92,8 +92,8 @@ def offline(n, seed=0) -> dict:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     import ope
-    from banditroute import vw
-    from banditroute.dsjson import export_dsjson
+    from banditroute.policies import vw_binding as vw
+    from banditroute.logs.dsjson import export_dsjson
     from ope.dsjson import feedback_from_dsjson
     from ope.vw_reward import VWRegressor
 

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 import ope
-from banditroute.logstore import DECISION_SCHEMA, OUTCOME_SCHEMA, LogWriter
+from banditroute.logs.store import DECISION_SCHEMA, OUTCOME_SCHEMA, LogWriter
 from ope import DM, DR, IPS, DRos, LoggedFeedback, SwitchDR
 from ope.cli import main as ope_cli
 

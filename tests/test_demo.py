@@ -17,9 +17,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from banditroute.demo import DemoResult, format_summary, run_demo
+from banditroute.sim.demo import DemoResult, format_summary, run_demo
 from banditroute.errors import ConfigError
-from banditroute.simulator import Scenario
+from banditroute.sim.simulator import Scenario
 
 
 BASE_SEED = int(os.environ.get("BR_TEST_SEED", "0"))

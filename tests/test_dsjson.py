@@ -8,9 +8,9 @@ import pytest
 
 import banditroute as br
 import ope
-from banditroute import vw
-from banditroute.dsjson import add_export_parser, dsjson_line, export_dsjson
-from banditroute.vw_policy import VWConfig, VWPolicy, _hashed, action_namespaces, shared_namespaces
+from banditroute.policies import vw_binding as vw
+from banditroute.logs.dsjson import add_export_parser, dsjson_line, export_dsjson
+from banditroute.policies.vw import VWConfig, VWPolicy, _hashed, action_namespaces, shared_namespaces
 from ope.dsjson import feedback_from_dsjson
 
 needs_vw = pytest.mark.skipif(not vw.available(), reason="vowpal_wabbit_next has no wheel here")

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 
 import banditroute as br
-from banditroute import journal
-from banditroute.logstore import LogWriter, write_parts
+from banditroute.logs import journal
+from banditroute.logs.store import LogWriter, write_parts
 
 
 def outcome(i: int, ts_us: int = 1_700_000_000_000_000) -> tuple:

@@ -52,7 +52,7 @@ def test_update_weights_by_logged_task_posterior(profiles, seed):
 def test_wait_window_makes_outcomes_late(profiles, seed, monkeypatch):
     router = br.Router(profiles, seed=seed, wait_window_s=10.0)
     d = router.decide({})
-    import banditroute.router as module
+    import banditroute.decide.router as module
 
     real = module.time.time_ns
     monkeypatch.setattr(module.time, "time_ns", lambda: real() + 11 * 10**9)

@@ -96,7 +96,7 @@ def test_linear_from_toml(tmp_path):
 def test_linear_pmf_is_the_share_of_the_stored_bank(seed):
     """The float32 bank: the pmf is exactly the share of the stored draws each profile wins
     (ties to the first maximiser, as argmax), with infeasible profiles masked out."""
-    from banditroute.linear import LinearTS
+    from banditroute.policies.linear import LinearTS
 
     rng = np.random.default_rng(seed)
     lin = LinearTS(4, ["chat", "code"], (("tokens", 1000.0), ("turns", 10.0)), n_draws=512, seed=seed)
@@ -119,7 +119,7 @@ def test_linear_pmf_is_the_share_of_the_stored_bank(seed):
 
 def test_linear_loads_a_pickle_with_the_float64_bank(seed):
     """State pickled before the float32 bank (``theta_`` of shape (K, M, dim)) still loads."""
-    from banditroute.linear import LinearTS
+    from banditroute.policies.linear import LinearTS
 
     lin = LinearTS(3, ["chat"], (("tokens", 1000.0),), n_draws=64, seed=seed)
     state = dict(lin.__dict__)

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 import banditroute as br
-from banditroute.logstore import DECISION_SCHEMA, OUTCOME_SCHEMA
+from banditroute.logs.store import DECISION_SCHEMA, OUTCOME_SCHEMA
 
 
 def test_schema_and_layout(profiles, tmp_path):

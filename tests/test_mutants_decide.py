@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 import banditroute as br
-from banditroute.linear import LinearTS
+from banditroute.policies.linear import LinearTS
 
 # The LinearTS defaults the router uses (it passes neither): prior theta ~ N(0, I / lambda),
 # reward noise N(0, sigma^2).

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import banditroute as br
-from banditroute import journal
+from banditroute.logs import journal
 
 TS_US = 1_700_000_000_000_000
 PACKAGE_ROOT = str(Path(br.__file__).resolve().parents[1])  # children import this same banditroute
@@ -183,12 +183,12 @@ def test_a_failing_compactor_process_is_reported_and_the_thread_takes_over(tmp_p
     j = journal.Journal(tmp_path, "w1", record_compactions(calls), compactor="process")
     # one column instead of an outcome row's nine: the child's Parquet compaction rejects it
     j.append({"outcomes": [["d0"]]}, 1)
-    with caplog.at_level(logging.WARNING, logger="banditroute.journal"):
+    with caplog.at_level(logging.WARNING, logger="banditroute.logs.journal"):
         j.close()
     assert calls == [("w1", 0, [{"outcomes": [["d0"]]}])]  # compacted by the thread instead
     assert journal.live_segments(tmp_path) == []
     assert j._child is None
-    messages = [r.getMessage() for r in caplog.records if r.name == "banditroute.journal"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "banditroute.logs.journal"]
     assert len(messages) == 1
     assert "compacting in a thread" in messages[0]
     # the child's own answer is passed on, with the segment it was about

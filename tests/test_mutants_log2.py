@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 import banditroute as br
-from banditroute import journal
+from banditroute.logs import journal
 
 TS_US = 1_700_000_000_000_000
 
@@ -173,10 +173,10 @@ def test_the_fallback_warning_names_the_failure_and_what_happens_instead(tmp_pat
     monkeypatch.setattr(journal.sys, "executable", str(missing))  # the child cannot even start
     j = journal.Journal(tmp_path, "w1", lambda *args: calls.append(args), compactor="process")
     j.append({"outcomes": [["d0"]]}, 1)
-    with caplog.at_level(logging.WARNING, logger="banditroute.journal"):
+    with caplog.at_level(logging.WARNING, logger="banditroute.logs.journal"):
         j.close()
     assert [(writer, number) for writer, number, _ in calls] == [("w1", 0)]
-    messages = [r.getMessage() for r in caplog.records if r.name == "banditroute.journal"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "banditroute.logs.journal"]
     assert len(messages) == 1
     assert re.fullmatch(r"journal compactor process failed \(\[Errno 2\] No such file or directory: "
                         + re.escape(repr(str(missing))) + r"\); compacting in a thread", messages[0]), messages[0]

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from banditroute.peers import PeerLink
+from banditroute.service.forwarding import PeerLink
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract Unix sockets are Linux-only")
 

@@ -16,9 +16,9 @@ import pytest
 import ope
 from ope.gate import default_reward_model
 from banditroute import Budget, Profile, Router
-from banditroute.demo import DEMO_OBJECTIVE, run_demo
-from banditroute.promote import add_promote_parser, add_report_parser, load_feedback, resolve_policy
-from banditroute.simulator import Scenario, Simulator
+from banditroute.sim.demo import DEMO_OBJECTIVE, run_demo
+from banditroute.evaluation.candidates import add_promote_parser, add_report_parser, load_feedback, resolve_policy
+from banditroute.sim.simulator import Scenario, Simulator
 
 ROUTES = """[router]
 task_types = ["chat", "code", "math", "summarize"]

@@ -10,7 +10,7 @@ pytest.importorskip("starlette", reason="the in-process tests use starlette's Te
 pytest.importorskip("httpx2", reason="starlette's TestClient needs httpx2")
 
 import banditroute as br  # noqa: E402
-from banditroute.service import ServiceConfig, create_app, openapi_spec  # noqa: E402
+from banditroute.service.app import ServiceConfig, create_app, openapi_spec  # noqa: E402
 
 ROUTES = """
 [router]
@@ -110,7 +110,7 @@ def test_journal_is_compacted_into_parquet_on_shutdown_and_recovered_after_a_cra
 
     script = textwrap.dedent(f"""
         import os, signal
-        from banditroute.logstore import LogWriter
+        from banditroute.logs.store import LogWriter
         w = LogWriter({str(logs)!r}, journal=True, writer_id="deadbeef")
         w.append("outcomes", ({ids[0]!r}, 1, "deadbeef", 0, 1.0, None, None, 1.0, "applied"))
         w.flush()
@@ -120,7 +120,7 @@ def test_journal_is_compacted_into_parquet_on_shutdown_and_recovered_after_a_cra
     assert subprocess.run([sys.executable, "-c", script]).returncode == -9
     segment = next((logs / "_journal").glob("deadbeef-*.jsonl"))
     assert br.scan_table(logs, "outcomes").collect().get_column("decision_id").to_list() == [ids[0]]
-    from banditroute.cli import main
+    from banditroute.cli.main import main
 
     assert main(["compact", "--log-dir", str(logs)]) == 0
     assert not segment.exists()

@@ -16,7 +16,7 @@ import pytest
 import banditroute as br
 
 redis = pytest.importorskip("redis", reason="the service extra (redis) is not installed")
-from banditroute.shared_state import SharedState, SharedStateConfig  # noqa: E402
+from banditroute.service.shared_state import SharedState, SharedStateConfig  # noqa: E402
 
 REDIS_SERVER = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server binary not found (apt-get install redis-server)")

@@ -11,8 +11,8 @@ from scipy import stats
 
 import banditroute as br
 import ope
-from banditroute import vw
-from banditroute.vw_policy import VWConfig, VWPolicy
+from banditroute.policies import vw_binding as vw
+from banditroute.policies.vw import VWConfig, VWPolicy
 
 pytestmark = pytest.mark.skipif(not vw.available(), reason="vowpal_wabbit_next has no wheel here")
 
@@ -181,7 +181,7 @@ def test_missing_binding_raises_a_clear_error(monkeypatch, profiles):
 
 
 def test_importing_does_not_need_the_binding():
-    code = ("import sys, banditroute, banditroute.vw_policy, banditroute.dsjson, ope.dsjson, ope.vw_reward; "
+    code = ("import sys, banditroute, banditroute.policies.vw, banditroute.logs.dsjson, ope.dsjson, ope.vw_reward; "
             "assert 'vowpal_wabbit_next' not in sys.modules, 'imported VW'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

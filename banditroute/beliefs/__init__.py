@@ -1,0 +1,1 @@
+"""Beliefs: Beta reliability posteriors per (profile, task type) and drift detection on them."""

@@ -1,0 +1,125 @@
+"""Drift detection per (profile, task type) on the outcome stream: Page-Hinkley, two-sided.
+
+Each (profile, task type) cell watches the qualities of the outcomes it learns from (weighted
+by the task-type posterior of the decision). For a change in the mean quality, the two
+Page-Hinkley statistics (Page, 1954; Hinkley, 1971)::
+
+    m_up[n]   = sum_{i<=n} w_i (x_i - mean_i - delta)        alarm: m_up - min(m_up) > threshold
+    m_down[n] = sum_{i<=n} w_i (mean_i - x_i - delta)        alarm: m_down - min(m_down) > threshold
+
+(``mean_i`` the running mean before outcome ``i``) detect an increase or a decrease. On an
+alarm the router *recalibrates* that cell: it keeps only a fraction of its evidence beyond
+the prior, so exploration of that profile for that task type resumes, and the detector of the
+cell restarts. This replaces a fixed forgetting schedule: stationary cells keep all their
+evidence, a changed one forgets at once.
+
+>>> import numpy as np
+>>> d = PageHinkley((1, 1), delta=0.05, threshold=5.0, min_samples=20)
+>>> alarms = [d.update(0, np.array([1.0]), 1.0) for _ in range(100)]
+>>> any(len(a) for a in alarms)
+False
+>>> later = [d.update(0, np.array([1.0]), 0.0) for _ in range(40)]
+>>> first = next(i for i, a in enumerate(later) if len(a))
+>>> 0 < first < 20, later[first][0][:2]   # (cell, direction) of the alarm
+(True, ((0, 0), 'decrease'))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config.profiles import check_number
+from ..errors import ConfigError
+
+__all__ = ["DriftConfig", "PageHinkley"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriftConfig:
+    """Settings of drift-triggered recalibration.
+
+    Parameters
+    ----------
+    delta : float
+        Magnitude of change (in quality units) tolerated without an alarm.
+    threshold : float
+        Alarm threshold ``lambda`` of the Page-Hinkley statistic; larger means fewer false
+        alarms and slower detection (about ``threshold / (change - delta)`` outcomes).
+    min_samples : int
+        No alarm before a cell has seen this much (weighted) evidence.
+    keep : float in [0, 1)
+        Fraction of the cell's evidence beyond the prior kept at recalibration.
+
+    >>> DriftConfig(threshold=-1.0)
+    Traceback (most recent call last):
+    ...
+    banditroute.errors.ConfigError: drift.threshold must be > 0, got -1.0
+    """
+
+    delta: float = 0.05
+    threshold: float = 15.0
+    min_samples: float = 30.0
+    keep: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_number("drift.delta", self.delta, lo=0.0)
+        check_number("drift.threshold", self.threshold, lo=0.0, lo_open=True)
+        check_number("drift.min_samples", self.min_samples, lo=0.0)
+        check_number("drift.keep", self.keep, lo=0.0, hi=1.0, hi_open=True)
+
+
+class PageHinkley:
+    """Two-sided Page-Hinkley detectors for every (profile, task type) cell, vectorised.
+
+    Parameters
+    ----------
+    shape : (n_profiles, n_task_types)
+    delta, threshold, min_samples
+        See :class:`DriftConfig`.
+    """
+
+    def __init__(self, shape: tuple[int, int], *, delta: float = 0.05, threshold: float = 15.0,
+                 min_samples: float = 30.0):
+        if len(shape) != 2:
+            raise ConfigError("shape", shape, "must be (n_profiles, n_task_types)")
+        self.delta, self.threshold, self.min_samples = float(delta), float(threshold), float(min_samples)
+        self.n_ = np.zeros(shape)
+        self.mean_ = np.zeros(shape)
+        self.up_ = np.zeros(shape)
+        self.up_min_ = np.zeros(shape)
+        self.down_ = np.zeros(shape)
+        self.down_min_ = np.zeros(shape)
+
+    def update(self, k: int, w: np.ndarray, quality: float) -> list[tuple[tuple[int, int], str, float]]:
+        """Feed one outcome of profile ``k`` with task weights ``w``; return the alarms as
+        ``((k, t), "decrease" | "increase", statistic)`` (their cells are reset)."""
+        ts = np.flatnonzero(w > 0)
+        wt = w[ts]
+        mean = self.mean_[k, ts]
+        self.up_[k, ts] += wt * (quality - mean - self.delta)
+        self.down_[k, ts] += wt * (mean - quality - self.delta)
+        self.up_min_[k, ts] = np.minimum(self.up_min_[k, ts], self.up_[k, ts])
+        self.down_min_[k, ts] = np.minimum(self.down_min_[k, ts], self.down_[k, ts])
+        self.n_[k, ts] += wt
+        self.mean_[k, ts] = mean + wt * (quality - mean) / self.n_[k, ts]
+        ready = self.n_[k, ts] >= self.min_samples
+        up = self.up_[k, ts] - self.up_min_[k, ts]
+        down = self.down_[k, ts] - self.down_min_[k, ts]
+        alarms = []
+        for j in np.flatnonzero(ready & ((up > self.threshold) | (down > self.threshold))):
+            t = int(ts[j])
+            kind, stat = ("decrease", float(down[j])) if down[j] >= up[j] else ("increase", float(up[j]))
+            alarms.append(((k, t), kind, stat))
+            self.reset(k, t)
+        return alarms
+
+    def reset(self, k: int, t: int) -> None:
+        for array in (self.n_, self.mean_, self.up_, self.up_min_, self.down_, self.down_min_):
+            array[k, t] = 0.0
+
+    def add_profile(self) -> None:
+        for name in ("n_", "mean_", "up_", "up_min_", "down_", "down_min_"):
+            array = getattr(self, name)
+            setattr(self, name, np.vstack([array, np.zeros((1, array.shape[1]))]))

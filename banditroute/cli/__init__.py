@@ -1,0 +1,5 @@
+"""The ``banditroute`` command: argument parsers that call the library."""
+
+from .main import main
+
+__all__ = ["main"]

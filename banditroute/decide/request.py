@@ -1,0 +1,138 @@
+"""Requests: validate a context once, at the boundary, and resolve its task-type posterior.
+
+The task-type posterior ``p(t | x)`` comes from, in this order: an explicit ``task_type``
+label (one-hot), an explicit ``task_probs`` mapping supplied by the caller, the router's task
+model (anything with ``predict_proba`` over context dicts, see :class:`TaskClassifier`), or
+the single implicit task type when the router has only one. Anything else is an error.
+
+>>> space = TaskSpace(["chat", "code"])
+>>> space.parse({"task_type": "code", "prompt_tokens": 812})
+('{"task_type":"code","prompt_tokens":812}', 1)
+>>> space.parse({"task_type": "poetry"})
+Traceback (most recent call last):
+...
+banditroute.errors.InvalidRequestError: context.task_type must be one of ['chat', 'code'], got 'poetry'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, InvalidRequestError
+
+__all__ = ["TaskSpace", "TaskClassifier"]
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+
+
+class TaskClassifier:
+    """A task-type posterior from a scikit-learn classifier over context dicts.
+
+    ``estimator`` is anything with ``predict_proba(list_of_context_dicts)`` and ``classes_``,
+    for example ``make_pipeline(DictVectorizer(), LogisticRegression())``, ideally calibrated
+    (``CalibratedClassifierCV``). Probabilities are re-ordered to the router's task types;
+    task types the classifier does not know get probability 0.
+
+    >>> from sklearn.feature_extraction import DictVectorizer
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> X = [{"prompt_tokens": n, "has_code": int(n % 2)} for n in range(40)]
+    >>> y = ["code" if x["has_code"] else "chat" for x in X]
+    >>> clf = TaskClassifier(make_pipeline(DictVectorizer(), LogisticRegression())).fit(X, y)
+    >>> clf.predict_proba([{"prompt_tokens": 3, "has_code": 1}], ["chat", "code"]).argmax()
+    np.int64(1)
+    """
+
+    def __init__(self, estimator):
+        if not hasattr(estimator, "predict_proba"):
+            raise ConfigError("task_model", estimator, "must have predict_proba")
+        self.estimator = estimator
+
+    def fit(self, contexts: Sequence[Mapping], labels: Sequence[str]) -> "TaskClassifier":
+        """Fit a clone of the estimator on labelled history and return a new classifier."""
+        from sklearn.base import clone
+
+        features = [_features(c) for c in contexts]
+        return TaskClassifier(clone(self.estimator).fit(features, list(labels)))
+
+    def predict_proba(self, contexts: Sequence[Mapping], task_types: Sequence[str]) -> np.ndarray:
+        """Posterior of shape (n_contexts, n_task_types), aligned with ``task_types``."""
+        raw = np.asarray(self.estimator.predict_proba([_features(c) for c in contexts]), dtype=np.float64)
+        out = np.zeros((raw.shape[0], len(task_types)))
+        index = {t: i for i, t in enumerate(task_types)}
+        for j, cls in enumerate(self.estimator.classes_):
+            if cls in index:
+                out[:, index[cls]] = raw[:, j]
+        total = out.sum(axis=1, keepdims=True)
+        bad = ~np.isfinite(out).all(axis=1) | (total[:, 0] <= 0)
+        if bad.any():  # the value: what the model said for the first such context
+            said = {str(c): float(p) for c, p in zip(self.estimator.classes_, raw[int(np.argmax(bad))])}
+            raise InvalidRequestError("task_model", said, "returned probabilities that are not finite or "
+                                      "put no mass on the router's task types")
+        return out / total
+
+
+def _why_not_json(context: Mapping, exc: Exception) -> InvalidRequestError:
+    for key, value in context.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return InvalidRequestError(f"context.{key}", value, "must be a finite number")
+    return InvalidRequestError("context", dict(context), f"must be JSON-serialisable without NaN or infinity ({exc})")
+
+
+def _features(context: Mapping) -> dict:
+    return {k: v for k, v in context.items() if k not in ("task_type", "task_probs")}
+
+
+class TaskSpace:
+    """The router's task types and the rule that maps a context to its task-type posterior."""
+
+    def __init__(self, task_types: Sequence[str], task_model: TaskClassifier | None = None):
+        self.names = list(task_types)
+        self.index = {t: i for i, t in enumerate(self.names)}
+        self.task_model = task_model
+
+    def parse(self, context) -> tuple[str, int | np.ndarray]:
+        """Validate one context; return its JSON text and its task (an index, or a posterior)."""
+        if type(context) is not dict and not isinstance(context, Mapping):
+            raise InvalidRequestError("context", context, "must be a mapping of field -> value")
+        try:
+            text = _dumps(context)  # also rejects NaN/inf anywhere, nested ones included
+        except (TypeError, ValueError) as exc:
+            raise _why_not_json(context, exc) from None
+        return text, self.task_of(context)
+
+    def task_of(self, context: Mapping) -> int | np.ndarray:
+        label = context.get("task_type")
+        if label is not None:
+            i = self.index.get(label) if isinstance(label, str) else None
+            if i is None:
+                raise InvalidRequestError("context.task_type", label, f"must be one of {self.names}")
+            return i
+        probs = context.get("task_probs")
+        if probs is not None:
+            return self._explicit_probs(probs)
+        if self.task_model is not None:
+            return self.task_model.predict_proba([context], self.names)[0]
+        if len(self.names) == 1:
+            return 0
+        raise InvalidRequestError("context.task_type",
+                                  problem=f"is required (one of {self.names}) when no task_model is configured")
+
+    def _explicit_probs(self, probs) -> np.ndarray:
+        if not isinstance(probs, Mapping):
+            raise InvalidRequestError("context.task_probs", probs, "must be a mapping task_type -> probability")
+        out = np.zeros(len(self.names))
+        for name, p in probs.items():
+            if name not in self.index:
+                raise InvalidRequestError("context.task_probs", name, f"keys must be among {self.names}")
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+                raise InvalidRequestError(f"context.task_probs.{name}", p, "must be a probability in [0, 1]")
+            out[self.index[name]] = p
+        if abs(out.sum() - 1.0) > 1e-6:
+            raise InvalidRequestError("context.task_probs", dict(probs), "must sum to 1")
+        nonzero = np.flatnonzero(out)
+        return int(nonzero[0]) if nonzero.size == 1 else out / out.sum()

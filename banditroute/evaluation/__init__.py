@@ -1,0 +1,1 @@
+"""Evaluation on the logs (through ``ope``): candidate policies, the report, calibration."""

@@ -1,0 +1,282 @@
+"""``banditroute promote`` and ``banditroute report``: the gate and the report from the command line.
+
+Candidate and baseline policies are given as SPECs (a superset of ``python -m ope``'s):
+
+==========================  =====================================================================
+``logged`` (or ``logging``)  the logging policy itself: the probabilities logged with each decision
+``uniform``                  every logged profile with the same probability
+``always:PROFILE``           always that profile
+``table:chat=small,code=large[,*=medium]``
+                             a static routing table by task type (``*``: every other task type)
+``config`` / ``config:PATH`` a Router built from a routes file (``config``: the ``--config`` one)
+                             with ``log_dir=None``, replayed on the logs; its action distribution
+``router:PATH``              a Router saved with ``Router.save`` (loaded with ``log_dir=None``)
+``shadow:NAME``              the distribution logged for shadow or canary candidate ``NAME``
+``file:PATH.npy``            an (n_rounds, n_profiles) array aligned with the joined rounds
+==========================  =====================================================================
+
+>>> parse_named("cheap=always:small")
+('cheap', 'always:small')
+>>> parse_named("table:chat=small")
+('table:chat=small', 'table:chat=small')
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ..errors import ConfigError
+
+__all__ = ["SPEC_HELP", "parse_named", "load_feedback", "resolve_policy", "add_promote_parser",
+           "add_report_parser", "run_promote", "run_report"]
+
+SPEC_HELP = ("logged | uniform | always:PROFILE | table:TASK=PROFILE,...[,*=PROFILE] | config[:ROUTES.toml] | "
+             "router:SAVED.pkl | shadow:NAME | file:PATH.npy")
+_PREFIXES = ("always:", "table:", "config:", "router:", "shadow:", "file:")
+
+
+def parse_named(item: str) -> tuple[str, str]:
+    """Split ``NAME=SPEC``; a bare SPEC is its own name (``table:...`` contains ``=`` itself)."""
+    if item.startswith(_PREFIXES) or item in ("logged", "logging", "uniform", "config") or "=" not in item:
+        return item, item
+    name, _, spec = item.partition("=")
+    return name, spec
+
+
+def load_feedback(log_dir: str | Path, *, cohorts: Sequence[str] = (), wait_window_s: float | None = None,
+                  default_reward: float | None = None):
+    """Decisions joined with outcomes, with decoded contexts and the cohort columns.
+
+    >>> load_feedback("/nonexistent")
+    Traceback (most recent call last):
+    ...
+    ope.errors.LogsNotFoundError: log_dir has no decisions/**/*.parquet files: /nonexistent
+    """
+    import ope
+
+    window = None if wait_window_s is None else dt.timedelta(seconds=wait_window_s)
+    return ope.LoggedFeedback.from_logs(log_dir, contexts=True, cohorts=list(cohorts), wait_window=window,
+                                        default_reward=default_reward)
+
+
+def _table(spec: str, fb) -> np.ndarray:
+    body = spec.split(":", 1)[1]
+    table = {}
+    for item in [s for s in body.split(",") if s.strip()]:
+        task, sep, profile = item.partition("=")
+        if not sep:
+            raise ConfigError("policy", spec, "table entries must be TASK=PROFILE")
+        if profile.strip() not in fb.action_names:
+            raise ConfigError("policy", spec, f"names profile {profile.strip()!r}, not among the logged {list(fb.action_names)}")
+        table[task.strip()] = fb.action_names.index(profile.strip())
+    if fb.contexts is None or "task_type" not in fb.contexts.columns:
+        raise ConfigError("policy", spec, "needs a task_type in the logged contexts")
+    tasks = fb.contexts.get_column("task_type").cast(pl.String).fill_null("").to_list()
+    missing = sorted({t for t in tasks if t not in table} - {""}) if "*" not in table else []
+    if missing:
+        raise ConfigError("policy", spec, f"has no entry for task types {missing} (add *=PROFILE)")
+    actions = np.array([table.get(t, table.get("*", -1)) for t in tasks])
+    if (actions < 0).any():
+        raise ConfigError("policy", spec, "has no entry for requests without a task_type (add *=PROFILE)")
+    out = np.zeros((fb.n_rounds, fb.n_actions))
+    out[np.arange(fb.n_rounds), actions] = 1.0
+    return out
+
+
+def _shadow(name: str, fb, log_dir, wait_window_s, default_reward) -> np.ndarray:
+    from ope.logs import join_logs
+
+    window = None if wait_window_s is None else dt.timedelta(seconds=wait_window_s)
+    rows = (join_logs(log_dir, wait_window=window, default_reward=default_reward)
+            .select("row_index", "profiles", "shadow").collect().sort("row_index"))
+    if rows.height != fb.n_rounds:
+        raise ConfigError("policy", f"shadow:{name}", "could not align the shadow column with the joined rounds")
+    index = {p: k for k, p in enumerate(fb.action_names)}
+    out = np.full((fb.n_rounds, fb.n_actions), np.nan)
+    for i, (profiles, shadow) in enumerate(rows.select("profiles", "shadow").iter_rows()):
+        pmf = json.loads(shadow).get(name) if shadow else None
+        if pmf is None:
+            continue
+        out[i] = 0.0
+        for p, v in zip(profiles, pmf):
+            out[i, index[p]] = v
+    missing = np.isnan(out).any(axis=1)
+    if missing.all():
+        raise ConfigError("policy", f"shadow:{name}", "was never logged as a shadow or canary candidate")
+    if missing.any():
+        raise ConfigError("policy", f"shadow:{name}", f"is not logged for {int(missing.sum()):,} of {fb.n_rounds:,} "
+                          "rounds; evaluate it on the logs of its shadow period only")
+    return out
+
+
+def resolve_policy(spec: str, fb, *, log_dir: str | Path | None = None, config: str | Path | None = None,
+                   wait_window_s: float | None = None, default_reward: float | None = None) -> np.ndarray:
+    """The (n_rounds, n_profiles) action distribution of a SPEC on the logged rounds.
+
+    >>> import ope
+    >>> fb = ope.LoggedFeedback(actions=[0, 1], rewards=[1.0, 0.0], propensities=[0.5, 0.5], n_actions=2,
+    ...                         action_names=["small", "large"],
+    ...                         contexts=pl.DataFrame({"task_type": ["chat", "code"]}))
+    >>> resolve_policy("table:chat=small,code=large", fb).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    >>> resolve_policy("always:huge", fb)
+    Traceback (most recent call last):
+    ...
+    banditroute.errors.ConfigError: policy names profile 'huge', not among the logged ['small', 'large'], got 'always:huge'
+    """
+    from ope.policies import one_hot, uniform
+
+    from ..decide.router import Router
+
+    if spec in ("logged", "logging"):
+        if fb.logging_distribution is None:
+            raise ConfigError("policy", spec, "needs the logged probabilities")
+        return np.asarray(fb.logging_distribution)
+    if spec == "uniform":
+        return uniform(fb.n_rounds, fb.n_actions)
+    if spec.startswith("always:"):
+        name = spec.split(":", 1)[1]
+        if name not in fb.action_names:
+            raise ConfigError("policy", spec, f"names profile {name!r}, not among the logged {list(fb.action_names)}")
+        return one_hot(np.full(fb.n_rounds, fb.action_names.index(name)), fb.n_actions)
+    if spec.startswith("table:"):
+        return _table(spec, fb)
+    if spec == "config" or spec.startswith("config:") or spec.startswith("router:"):
+        if spec.startswith("router:"):
+            router = Router.load(spec.split(":", 1)[1], log_dir=None)
+        else:
+            path = config if spec == "config" else spec.split(":", 1)[1]
+            if path is None:
+                raise ConfigError("policy", spec, "needs --config ROUTES.toml (or config:PATH)")
+            router = Router.from_config(path, log_dir=None)
+            if log_dir is not None:
+                router.replay(log_dir)
+        return router.action_distribution(fb.contexts, list(fb.action_names))
+    if spec.startswith("shadow:"):
+        if log_dir is None:
+            raise ConfigError("policy", spec, "needs the log directory")
+        return _shadow(spec.split(":", 1)[1], fb, log_dir, wait_window_s, default_reward)
+    if spec.startswith("file:"):
+        return np.load(spec.split(":", 1)[1])
+    raise ConfigError("policy", spec, f"must be one of: {SPEC_HELP}")
+
+
+# -- command line -----------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--logs", required=True, help="log directory (decisions/ and outcomes/)")
+    p.add_argument("--config", default=None, help="routes TOML (spec 'config', and beliefs for the report)")
+    p.add_argument("--baseline", default="logged", metavar="SPEC", help="baseline policy (default: logged)")
+    p.add_argument("--cohort", action="append", default=[], metavar="COLUMN",
+                   help="cohort column: task_type, tenant, profile or any context key (repeatable)")
+    p.add_argument("--estimator", default="dr", choices=["dr", "sndr", "ips", "snips"])
+    p.add_argument("--margin", type=float, default=0.0, help="required improvement of the reward (default 0)")
+    p.add_argument("--cohort-margin", type=float, default=None,
+                   help="non-inferiority margin of the reward in each cohort (default |margin|)")
+    p.add_argument("--guardrail", action="append", default=[], metavar="METRIC=MARGIN",
+                   help="non-inferiority margin: quality=0.02, cost_usd=0.001, latency_ms=100 (repeatable)")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--min-n", type=int, default=100)
+    p.add_argument("--min-ess", type=float, default=100.0)
+    p.add_argument("--max-weight", type=float, default=500.0)
+    p.add_argument("--wait-window-s", type=float, default=None)
+    p.add_argument("--default-reward", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_promote_parser(subparsers) -> argparse.ArgumentParser:
+    """``banditroute promote``: print the gate's verdict; exit 0 (promote) or 3 (refuse)."""
+    p = subparsers.add_parser("promote", help="run the promotion gate on the logs: exit 0 promote, 3 refuse")
+    _common(p)
+    p.add_argument("--candidate", required=True, metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("--json", action="store_true", help="print the verdict, reasons and table as JSON")
+    p.set_defaults(run=run_promote)
+    return p
+
+
+def add_report_parser(subparsers) -> argparse.ArgumentParser:
+    """``banditroute report``: write one self-contained HTML report."""
+    p = subparsers.add_parser("report", help="write a self-contained HTML report of the logs, candidates and gate")
+    _common(p)
+    p.add_argument("--candidate", action="append", default=[], metavar="NAME=SPEC", help=SPEC_HELP + " (repeatable)")
+    p.add_argument("--gate", default=None, metavar="NAME", help="candidate to gate (default: the first)")
+    p.add_argument("--router", default=None, help="saved router for the beliefs (instead of replaying --config)")
+    p.add_argument("--out", default="report.html")
+    p.set_defaults(run=run_report)
+    return p
+
+
+def _guardrails(items: Sequence[str]) -> dict:
+    out = {}
+    for item in items:
+        metric, sep, margin = item.partition("=")
+        try:
+            out[metric] = float(margin)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError("--guardrail", item, "must be METRIC=MARGIN")
+    return out
+
+
+def _gate_kwargs(args) -> dict:
+    return dict(estimator=args.estimator, margin=args.margin, cohort_margin=args.cohort_margin,
+                guardrails=_guardrails(args.guardrail), cohorts=list(args.cohort), alpha=args.alpha,
+                min_n=args.min_n, min_ess=args.min_ess, max_weight=args.max_weight, seed=args.seed)
+
+
+def _errors(fn):
+    def wrapped(args) -> int:
+        from ope.errors import OPEError
+
+        try:
+            return fn(args)
+        except OPEError as exc:
+            print(f"banditroute {args.command}: error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, ValueError) else 1
+    wrapped.__doc__ = fn.__doc__
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+@_errors
+def run_promote(args) -> int:
+    """Handler of ``banditroute promote``: 0 promote, 3 refuse."""
+    from ope.gate import gate
+
+    fb = load_feedback(args.logs, cohorts=args.cohort, wait_window_s=args.wait_window_s,
+                       default_reward=args.default_reward)
+    where = dict(log_dir=args.logs, config=args.config, wait_window_s=args.wait_window_s,
+                 default_reward=args.default_reward)
+    candidate = resolve_policy(parse_named(args.candidate)[1], fb, **where)
+    baseline = resolve_policy(parse_named(args.baseline)[1], fb, **where)
+    result = gate(fb, candidate=candidate, baseline=baseline, **_gate_kwargs(args))
+    if args.json:
+        print(json.dumps({"candidate": args.candidate, "baseline": args.baseline, **result.to_dict()}, indent=2))
+    else:
+        print(f"candidate {args.candidate} vs baseline {args.baseline} on {fb.n_rounds:,} logged rounds")
+        print(result.summary())
+    return 0 if result.promote else 3
+
+
+@_errors
+def run_report(args) -> int:
+    """Handler of ``banditroute report``."""
+    from .report import build_report
+
+    if not args.candidate:
+        raise ConfigError("--candidate", None, "give at least one NAME=SPEC")
+    html = build_report(
+        args.logs, candidates=dict(parse_named(c) for c in args.candidate), baseline=args.baseline,
+        config=args.config, router=args.router, gate_candidate=args.gate, gate_kwargs=_gate_kwargs(args),
+        wait_window_s=args.wait_window_s, default_reward=args.default_reward)
+    Path(args.out).write_text(html, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,427 @@
+"""The log's journal: an append-only write-ahead file per writer, compacted into Parquet parts.
+
+A group commit that writes a Parquet part costs milliseconds of encoding per table; a service
+committing every few milliseconds spends most of its CPU there and leaves a small file per
+commit. With the journal, a commit appends one line (JSON, one column list per table) to the
+writer's current *segment* and ``fdatasync``\\ s it: what the commit acknowledged is on disk.
+A segment is *compacted* into ordinary Parquet parts (one per table and date, named
+``part-<writer>-j<segment>.parquet``) when it reaches ``segment_rows`` rows or
+``segment_s`` seconds, when the writer closes, and, for segments left behind by a process
+that died, when any writer opens the log directory.
+
+Layout::
+
+    <log_dir>/_journal/<writer>-<segment>.jsonl
+    <log_dir>/_journal/<writer>.lock         (held while the writer lives)
+
+Exactly once: the part names are derived from the segment, so compacting a segment again
+(after a crash between writing its parts and deleting it) rewrites the same files with the
+same rows. A live writer holds an exclusive ``flock`` on each of its segments until they are
+deleted; a segment whose lock can be taken belongs to a dead process and may be compacted.
+Readers (:func:`banditroute.scan_table`) see the rows of segments not yet compacted too,
+and never a row twice: a segment's rows are skipped for every (table, date) whose part exists.
+
+A torn last line (the process died while writing it, so it was never acknowledged) is
+ignored; an unreadable line followed by readable ones is corruption and raises
+:class:`~banditroute.errors.LogError`.
+
+>>> import tempfile
+>>> directory = Path(tempfile.mkdtemp())
+>>> path = directory / "w1-00000000.jsonl"
+>>> _ = path.write_bytes(b'{"outcomes": [[1]]}\\n{"outcomes": [[2]]}\\n{"outc')
+>>> [line["outcomes"] for line in read_segment(path)]
+[[[1]], [[2]]]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import ConfigError, LogError
+
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no journal; the Parquet-per-flush log still works
+    fcntl = None
+
+_log = logging.getLogger("banditroute.logs.journal")
+
+__all__ = ["Journal", "read_segment", "segment_columns", "journal_dir", "live_segments", "recover", "fsync_dir",
+           "make_dirs", "writer_lock", "forget_writer"]
+
+JOURNAL_DIR = "_journal"
+_SEGMENT = re.compile(r"^(?P<writer>[A-Za-z0-9_.]+)-(?P<segment>\d{8})\.jsonl$")
+
+
+def journal_dir(log_dir: str | os.PathLike) -> Path:
+    return Path(log_dir) / JOURNAL_DIR
+
+
+def part_name(writer: str, segment: int) -> str:
+    """The Parquet part name of a segment's rows (the same in every table and date)."""
+    return f"part-{writer}-j{segment:08d}.parquet"
+
+
+def _plain(value):
+    """JSON fallback for numpy scalars (np.float64 already is a float)."""
+    item = getattr(value, "item", None)
+    if item is None:
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return item()
+
+
+def read_segment(path: Path) -> list[dict]:
+    """The commits (one dict of table -> column lists each) of a segment, in order."""
+    # the last piece is b"" when the file ends with a newline; otherwise a torn, unacknowledged write
+    lines = path.read_bytes().split(b"\n")[:-1]
+    out, bad = [], None
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            bad = i if bad is None else bad
+            continue
+        if bad is not None:
+            raise LogError("journal", str(path), f"line {bad + 1} is unreadable and later lines are not")
+    return out
+
+
+def segment_columns(commits: list[dict], table: str, n_columns: int) -> list[list]:
+    """Concatenate one table's column lists across a segment's commits."""
+    columns = [[] for _ in range(n_columns)]
+    for commit in commits:
+        cols = commit.get(table)
+        if cols:
+            for acc, col in zip(columns, cols):
+                acc.extend(col)
+    return columns
+
+
+def live_segments(log_dir: str | os.PathLike) -> list[tuple[str, int, Path]]:
+    """(writer, segment, path) of every journal segment present, oldest first per writer."""
+    root = journal_dir(log_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        m = _SEGMENT.match(path.name)
+        if m:
+            found.append((m["writer"], int(m["segment"]), path))
+    return sorted(found)
+
+
+def _lock_path(log_dir: str | os.PathLike, writer: str) -> Path:
+    """The file a live writer keeps locked (see :func:`writer_lock`)."""
+    return journal_dir(log_dir) / f"{writer}.lock"
+
+
+def _take_lock(path: Path) -> tuple[str, int | None]:
+    """Try to take ``path``'s exclusive lock: ``("absent", None)`` if the file is gone,
+    ``("alive", None)`` if another process holds it, ``("dead", fd)`` with the lock held on
+    ``fd`` (the caller closes it) if its holder is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "absent", None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return "alive", None
+    if not path.exists():  # deleted by its holder between our open and lock
+        os.close(fd)
+        return "absent", None
+    return "dead", fd
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, fsyncing the parent of each one created:
+    a directory's entry must survive a machine crash as well as the files put in it."""
+    missing = []
+    d = Path(directory)
+    while not d.is_dir():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:  # made meanwhile by another writer, who syncs its parent
+            continue
+        fsync_dir(d.parent)
+
+
+class _Segment:
+    __slots__ = ("number", "path", "fd", "rows", "opened")
+
+    def __init__(self, root: Path, writer: str, number: int):
+        self.number = number
+        self.path = root / f"{writer}-{number:08d}.jsonl"
+        # Created under a hidden name and locked before it gets its real name: recovery only
+        # looks at real names, so it can never take (and delete) a segment being born.
+        tmp = root / f".{writer}-{number:08d}.tmp"
+        self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours until compacted and deleted
+        os.rename(tmp, self.path)
+        fsync_dir(root)  # the segment's directory entry must survive a crash
+        self.rows = 0
+        self.opened = time.monotonic()
+
+
+class Journal:
+    """One writer's journal: :meth:`append` commits durably; full segments are compacted.
+
+    Parameters
+    ----------
+    log_dir : Path
+    writer : str
+        The writer id (segment and part names start with it).
+    compact : callable(writer, segment, path)
+        Writes a closed segment's Parquet parts (durably); the journal deletes the segment after.
+    segment_rows, segment_s :
+        A segment is closed and compacted after this many rows, or when it is this old (checked
+        at each commit and by the background compactor, so an idle writer's rows still reach
+        Parquet).
+    compactor : {"thread", "process"}
+        Where compaction runs: a thread of this process, or a child process at a lower CPU
+        priority (``python -m banditroute.logs.compactor``; a service's choice: parsing
+        and encoding tens of thousands of rows in-process holds the GIL in slices long enough
+        to show in request latency). If the child fails, the thread takes over that segment.
+    """
+
+    def __init__(self, log_dir: Path, writer: str, compact, *, segment_rows: int = 20_000, segment_s: float = 10.0,
+                 compactor: str = "thread"):
+        if compactor not in ("thread", "process"):
+            raise ConfigError("journal_compactor", compactor, "must be 'thread' or 'process'")
+        if fcntl is None:
+            raise ConfigError("journal", True, "needs POSIX file locks (fcntl), not available on this system")
+        self.compactor = compactor
+        self._child = None
+        self.log_dir = Path(log_dir)
+        self.root = journal_dir(log_dir)
+        make_dirs(self.root)
+        self.writer = writer
+        self._compact_fn = compact
+        self.segment_rows = int(segment_rows)
+        self.segment_s = float(segment_s)
+        self._lock = threading.Lock()  # orders appends and rotations
+        self._next = 0
+        self._current: _Segment | None = None
+        self._closed_segments: list[_Segment] = []
+        self._cv = threading.Condition()
+        self._stop = False
+        self.error: BaseException | None = None
+        self.n_compacted = 0
+        # held for the writer's lifetime: another process on this log directory can tell a live
+        # writer from a dead one (see writer_lock)
+        self._alive_fd = os.open(_lock_path(log_dir, writer), os.O_WRONLY | os.O_CREAT, 0o644)
+        fcntl.flock(self._alive_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._thread = threading.Thread(target=self._compactor, name=f"banditroute-journal-{writer}", daemon=True)
+        self._thread.start()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def append(self, commit: dict[str, list[list]], n_rows: int) -> None:
+        """Append one commit (table -> column lists) and fdatasync it; on return it is durable."""
+        line = json.dumps(commit, separators=(",", ":"), default=_plain).encode("utf-8", "surrogatepass") + b"\n"
+        with self._lock:
+            try:
+                seg = self._current
+                if seg is None:
+                    seg = self._current = _Segment(self.root, self.writer, self._take_number())
+                _write_all(seg.fd, line)
+                _datasync(seg.fd)
+            except OSError as exc:
+                # a half-written line must stay the last of its segment: start a new one
+                self._rotate()
+                raise LogError("log_dir/_journal", str(self.root), f"cannot be written ({exc.strerror})") from None
+            seg.rows += n_rows
+            if seg.rows >= self.segment_rows or time.monotonic() - seg.opened >= self.segment_s:
+                self._rotate()
+
+    def _take_number(self) -> int:
+        # never reuse a number: a dead predecessor with the same writer id cannot exist (ids are
+        # random), but a segment of ours still being compacted can
+        number = self._next
+        self._next += 1
+        return number
+
+    def _rotate(self) -> None:
+        """Close the current segment (under the lock) and hand it to the compactor."""
+        seg, self._current = self._current, None
+        if seg is not None:
+            with self._cv:
+                self._closed_segments.append(seg)
+                self._cv.notify()
+
+    # -- compaction ------------------------------------------------------------------------------
+    def _compactor(self) -> None:
+        while True:
+            with self._cv:
+                if not self._closed_segments and not self._stop:
+                    self._cv.wait(timeout=max(0.05, self.segment_s / 4))
+                todo, self._closed_segments = self._closed_segments, []
+                stop = self._stop
+            if not todo:
+                self._rotate_if_old()
+            for seg in todo:
+                self._compact(seg)
+            if stop and not todo:
+                with self._cv:
+                    if not self._closed_segments:
+                        return
+
+    def _rotate_if_old(self) -> None:
+        with self._lock:
+            seg = self._current
+            if seg is not None and seg.rows and time.monotonic() - seg.opened >= self.segment_s:
+                self._rotate()
+
+    def _compact(self, seg: _Segment) -> None:
+        try:
+            if self.compactor == "process":
+                try:
+                    self._compact_in_child(seg)
+                except Exception as exc:  # noqa: BLE001 - the thread does it instead; nothing is lost
+                    _log.warning("journal compactor process failed (%s); compacting in a thread", exc)
+                    self._stop_child()
+                    self._compact_fn(self.writer, seg.number, seg.path)
+            else:
+                self._compact_fn(self.writer, seg.number, seg.path)
+            os.unlink(seg.path)
+            fsync_dir(self.root)
+            self.n_compacted += 1
+        except BaseException as exc:  # noqa: BLE001 - kept for close(); the segment stays for recovery
+            self.error = exc
+        finally:
+            os.close(seg.fd)  # releases the lock: a leftover segment is recovered by the next writer
+
+    def _compact_in_child(self, seg: _Segment) -> None:
+        if self._child is None or self._child.poll() is not None:
+            self._child = subprocess.Popen([sys.executable, "-m", "banditroute.logs.compactor", str(self.log_dir)],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._child.stdin.write(f"{self.writer}\t{seg.number}\t{seg.path}\n")
+        self._child.stdin.flush()
+        reply = self._child.stdout.readline().strip()  # waits without the GIL
+        if reply != "ok":
+            raise LogError("journal", str(seg.path), f"compactor process answered {reply or 'nothing'!r}")
+
+    def _stop_child(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            try:
+                child.stdin.close()
+                child.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - it is being discarded either way
+                child.kill()
+
+    def close(self) -> None:
+        """Close the current segment, compact every closed one, stop the compactor."""
+        with self._lock:
+            self._rotate()
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join()
+        self._stop_child()
+        if self._alive_fd is not None:
+            os.unlink(_lock_path(self.log_dir, self.writer))
+            os.close(self._alive_fd)
+            self._alive_fd = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+@contextmanager
+def writer_lock(log_dir: str | os.PathLike, writer: str):
+    """Yield ``"absent"`` (the writer never wrote a journal here), ``"alive"`` (its process
+    holds its lock) or ``"dead"`` (it had a journal here and is gone: the lock is ours until
+    the block ends; :func:`forget_writer` inside the block deletes the lock file).
+
+    >>> import tempfile
+    >>> with writer_lock(tempfile.mkdtemp(), "w1") as state:
+    ...     state
+    'absent'
+    """
+    if fcntl is None:
+        yield "absent"
+        return
+    state, fd = _take_lock(_lock_path(log_dir, writer))
+    try:
+        yield state
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def forget_writer(log_dir: str | os.PathLike, writer: str) -> None:
+    """Delete a dead writer's lock file (call inside :func:`writer_lock` once its rows are adopted)."""
+    try:
+        os.unlink(_lock_path(log_dir, writer))
+    except FileNotFoundError:
+        pass
+
+
+def serve_compactions(log_dir: str, compact, stdin=None, stdout=None) -> None:
+    """The compactor process's loop: one ``writer<TAB>segment<TAB>path`` line in, ``ok`` (or
+    ``error ...``) out, until its stdin closes (the writer closed, or died)."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    try:
+        os.nice(10)  # serving requests comes first
+    except OSError:
+        pass
+    for line in stdin:
+        writer, number, path = line.rstrip("\n").split("\t")
+        try:
+            compact(writer, int(number), Path(path))
+            stdout.write("ok\n")
+        except Exception as exc:  # noqa: BLE001 - reported to the writer, which compacts itself
+            stdout.write(f"error {type(exc).__name__}: {exc}\n".replace("\n", " ").rstrip() + "\n")
+        stdout.flush()
+
+
+def recover(log_dir: str | os.PathLike, compact) -> int:
+    """Compact and delete every segment whose writer is gone (its lock can be taken).
+
+    Returns the number of segments recovered."""
+    n = 0
+    if fcntl is None:
+        return 0  # no journal can have been written here by this system
+    for writer, number, path in live_segments(log_dir):
+        _, fd = _take_lock(path)
+        if fd is None:
+            continue  # a live writer's, or compacted meanwhile by its owner
+        try:
+            compact(writer, number, path)
+            os.unlink(path)
+            n += 1
+        finally:
+            os.close(fd)
+    if n:
+        fsync_dir(journal_dir(log_dir))
+    return n

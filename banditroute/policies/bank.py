@@ -1,0 +1,132 @@
+"""Routing policies: the shared template and the Thompson-sampling hook.
+
+A bank policy sees each request through ``M`` posterior scenarios of every profile's
+reliability. The base class owns the steps every policy shares: the reliability floor, the
+utility from the objective, the feasibility mask, the share of scenarios each profile wins,
+and the exploration floor. A subclass supplies one hook, :meth:`BankPolicy.quality_draws`.
+
+For a task-type posterior ``p`` and scenario ``m``::
+
+    u[m, k] = w_q * q[m, k] - (w_c * cost_usd[k] + w_l * latency_ms[k])      (-inf if infeasible)
+    pmf[k]  = (1 - eps) * mean_m 1[k = argmax_j u[m, j]]  +  eps * 1[k feasible] / n_feasible
+
+The pmf is the probability with which the router executes each profile, exactly.
+
+>>> import numpy as np
+>>> from banditroute.beliefs.beta import BetaBelief
+>>> belief = BetaBelief(np.array([[30.0], [10.0]]), np.array([[10.0], [30.0]]), n_draws=1000, seed=0)
+>>> policy = ThompsonPolicy(belief, exploration=0.1)
+>>> pmf, below = policy.distribution(0, np.array([True, True]), np.zeros(2), 1.0)
+>>> pmf.round(2).tolist(), below.tolist()
+([0.95, 0.05], [False, False])
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+__all__ = ["BankPolicy", "ThompsonPolicy", "GreedyPolicy"]
+
+
+class BankPolicy(ABC):
+    """Template for policies that decide by the share of posterior scenarios each profile wins.
+
+    Parameters
+    ----------
+    exploration : float in [0, 1)
+        Exploration floor ``eps``: every feasible profile gets at least ``eps / n_feasible``.
+    reliability_floor : float or None
+        A profile is excluded for a request when its reliability, under the request's
+        task-type posterior, is below this floor with probability above ``floor_confidence``.
+    floor_confidence : float
+        See ``reliability_floor``.
+    """
+
+    def __init__(self, *, exploration: float = 0.0, reliability_floor: float | None = None,
+                 floor_confidence: float = 0.95):
+        self.exploration = float(exploration)
+        self.reliability_floor = reliability_floor
+        self.floor_confidence = float(floor_confidence)
+
+    @abstractmethod
+    def quality_draws(self, task) -> np.ndarray:
+        """Reliability scenarios of shape (n_scenarios, n_profiles) for a task-type index or a
+        task-type posterior of shape (n_task_types,)."""
+
+    @property
+    @abstractmethod
+    def version(self) -> int:
+        """Changes whenever :meth:`quality_draws` would return something else."""
+
+    def distribution(self, task, feasible: np.ndarray, offset: np.ndarray,
+                     quality_weight: float) -> tuple[np.ndarray | None, np.ndarray]:
+        """Return ``(pmf, below_floor)`` for one request.
+
+        ``feasible`` is the boolean mask of shape (n_profiles,) left by budgets and allow-lists,
+        ``offset`` the per-profile cost and latency penalty ``w_c * cost_usd + w_l * latency_ms``.
+        ``pmf`` is None when the floor leaves no profile feasible.
+        """
+        q = self.quality_draws(task)
+        below = np.zeros(feasible.shape, dtype=bool)
+        if self.reliability_floor is not None:
+            below = feasible & ((q < self.reliability_floor).mean(axis=0) > self.floor_confidence)
+            feasible = feasible & ~below
+        n_feasible = int(feasible.sum())
+        if n_feasible == 0:
+            return None, below
+        n_profiles = feasible.shape[0]
+        if n_feasible == 1:
+            return feasible.astype(np.float64), below
+        u = q * quality_weight - offset
+        if n_feasible < n_profiles:
+            u = np.where(feasible, u, -np.inf)
+        share = np.bincount(u.argmax(axis=1), minlength=n_profiles) / u.shape[0]
+        eps = self.exploration
+        return (1.0 - eps) * share + (eps / n_feasible) * feasible, below
+
+
+class ThompsonPolicy(BankPolicy):
+    """Thompson sampling over a :class:`~banditroute.beliefs.beta.BetaBelief` draw bank."""
+
+    def __init__(self, belief, **kwargs):
+        super().__init__(**kwargs)
+        self.belief = belief
+
+    def quality_draws(self, task) -> np.ndarray:
+        return self.belief.quality_draws(task)
+
+    @property
+    def version(self) -> int:
+        return self.belief.version_
+
+
+class GreedyPolicy(BankPolicy):
+    """Exploit the posterior means (one scenario), with the exploration floor on top.
+
+    A useful candidate for offline evaluation: what would pure exploitation have earned?
+
+    >>> import numpy as np
+    >>> from banditroute.beliefs.beta import BetaBelief
+    >>> belief = BetaBelief(np.array([[9.0], [1.0]]), np.array([[1.0], [9.0]]), n_draws=10, seed=0)
+    >>> pmf, _ = GreedyPolicy(belief, exploration=0.1).distribution(0, np.array([True, True]), np.zeros(2), 1.0)
+    >>> pmf.round(12).tolist()
+    [0.95, 0.05]
+    """
+
+    def __init__(self, belief, **kwargs):
+        super().__init__(**kwargs)
+        self.belief = belief
+
+    def quality_draws(self, task) -> np.ndarray:
+        mean = self.belief.mean()  # (K, T)
+        if isinstance(task, (int, np.integer)):
+            return mean[:, task][None, :]
+        return (mean @ task)[None, :]
+
+    @property
+    def version(self) -> int:
+        # the means move with every outcome (n_updates_) and with evidence set or shrunk
+        # from outside (both redraw the bank: version_); both only grow, so their sum changes
+        return self.belief.n_updates_ + self.belief.version_

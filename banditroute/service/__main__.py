@@ -1,0 +1,7 @@
+"""``python -m banditroute.service --config routes.toml ...`` (the same options as ``serve``)."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

@@ -1,0 +1,118 @@
+"""Outcomes that reach the wrong replica are forwarded to the replica that issued the decision.
+
+Only the replica that issued a decision knows its pending entry (the profile and the task
+posterior to learn with), so an outcome must be recorded there. Replicas on one host (the
+workers of ``banditroute serve --workers N`` share one port, and a client's connection pool
+spreads its requests over them) each listen on an abstract Unix socket named after their
+writer id (Linux). A replica that receives an outcome whose decision id starts with another
+writer id forwards the body there and relays the answer: the owner validates, records,
+commits and acknowledges as for its own HTTP requests. The token travels with the message
+and is checked by the owner, so the socket grants nothing the HTTP port does not.
+
+Protocol: one JSON line per request (``{"token": ..., "body": {...}}``) and one per answer
+(``{"status": 200, "body": "<the HTTP response body>"}``), a connection per forward.
+Replicas on other hosts (or other systems) are not reachable this way: the outcome gets
+404, as before, and a load balancer with affinity on the decision-id prefix is the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import socket
+import sys
+
+__all__ = ["PeerLink", "SOCKET_PREFIX"]
+
+_log = logging.getLogger("banditroute.service.forwarding")
+SOCKET_PREFIX = "\0banditroute-replica-"  # abstract namespace: no file, no path length limit
+_MAX_LINE = 1 << 20
+
+
+class PeerLink:
+    """One replica's end: serves forwarded outcomes and forwards foreign ones.
+
+    Parameters
+    ----------
+    writer_id : str
+        This replica's writer id (its decision ids start with it).
+    token : str or None
+        The service's bearer token (forwarded messages must carry it).
+    handle : async callable(body: dict) -> (status: int, body: bytes)
+        Records one outcome as the HTTP endpoint would.
+    """
+
+    def __init__(self, writer_id: str, token: str | None, handle):
+        self.writer_id = writer_id
+        self._token = (token or "").encode()
+        self._handle = handle
+        self._server = None
+        self.n_forwarded = 0
+        self.n_received = 0
+
+    @staticmethod
+    def supported() -> bool:
+        return sys.platform.startswith("linux")
+
+    async def start(self) -> None:
+        if self.supported():
+            self._server = await asyncio.start_unix_server(self._serve, path=SOCKET_PREFIX + self.writer_id,
+                                                           limit=_MAX_LINE)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader, writer) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    message = json.loads(line)
+                    token = str(message.get("token") or "").encode()
+                    body = message["body"]
+                except (ValueError, KeyError, AttributeError, TypeError):
+                    break
+                if not hmac.compare_digest(token, self._token):
+                    status, payload = 401, b'{"error": {"status": 401, "code": "unauthorized", "field": ' \
+                                           b'"authorization", "message": "forwarded without the service token"}}'
+                else:
+                    self.n_received += 1
+                    status, payload = await self._handle(body)
+                writer.write(json.dumps({"status": status, "body": payload.decode()}).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def forward(self, owner: str, body: dict) -> tuple[int, bytes] | None:
+        """The owner's (status, body) for this outcome, or None if no replica ``owner`` listens here."""
+        if not self.supported() or owner == self.writer_id:
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            # connected by hand: uvloop's open_unix_connection rejects abstract-namespace paths
+            await asyncio.get_running_loop().sock_connect(sock, SOCKET_PREFIX + owner)
+            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=_MAX_LINE)
+        except OSError:
+            sock.close()
+            return None
+        try:
+            writer.write(json.dumps({"token": self._token.decode(), "body": body}).encode() + b"\n")
+            await writer.drain()
+            answer = json.loads(await reader.readline())
+            self.n_forwarded += 1
+            return int(answer["status"]), answer["body"].encode()
+        except (OSError, ValueError, KeyError) as exc:
+            # the owner went away mid-request: unknown whether it recorded the outcome
+            _log.warning("forwarding an outcome to replica %s failed: %s", owner, exc)
+            return 503, json.dumps({"error": {"status": 503, "code": "replica_unavailable", "field": "decision_id",
+                                              "message": f"the replica that issued this decision ({owner}) did not "
+                                                         "answer; retry (outcomes are idempotent)"}}).encode()
+        finally:
+            writer.close()

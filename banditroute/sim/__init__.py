@@ -1,0 +1,1 @@
+"""The embedded simulator and the demo that runs the main job on it."""
