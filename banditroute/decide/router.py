@@ -224,6 +224,31 @@ class Router(RolloutControls, RouterPersistence):
     def policy_version(self) -> str:
         return self._policy_version
 
+    @property
+    def task_model(self):
+        """The task-type classifier for requests without a label (None: labels required)."""
+        return self._tasks.task_model
+
+    @property
+    def writer_id(self) -> str:
+        """This router's writer id: the prefix of every decision id it issues."""
+        return self._writer_id
+
+    @property
+    def log_writer(self):
+        """The :class:`~banditroute.logs.store.LogWriter` this router logs through (None without a log)."""
+        return self._log
+
+    @property
+    def lock(self):
+        """The router's re-entrant lock: hold it to make several calls one atomic step."""
+        return self._lock
+
+    @property
+    def log_position(self) -> int:
+        """Log rows sequenced so far by this writer (the next row's ``seq``)."""
+        return self._seq
+
     def _feasibility(self, context: Mapping) -> tuple[tuple, np.ndarray]:
         failing = tuple(i for i, key, allowed in self._allow
                         if not _allowed(context.get(key, _ABSENT), allowed))

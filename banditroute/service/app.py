@@ -466,7 +466,7 @@ class _App:
         cfg = self.cfg
         r = self._router if self._router is not None else Router.from_config(cfg.config, log_dir=cfg.log_dir,
                                                                              durability="group")
-        if r._log is None:
+        if r.log_writer is None:
             raise ConfigError("log_dir", None, "must be set: the service acknowledges only logged requests")
         svc = _Service(cfg, r)
         if svc.shared is not None:

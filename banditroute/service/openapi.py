@@ -33,7 +33,7 @@ def openapi_spec(router, *, auth: bool, max_body_bytes: int) -> dict:
                "properties": {"task_type": {"type": "string", "enum": router.task_types},
                               "task_probs": {"type": "object", "additionalProperties": {
                                   "type": "number", "minimum": 0, "maximum": 1}}}, "additionalProperties": True}
-    if len(router.task_types) > 1 and router._tasks.task_model is None:
+    if len(router.task_types) > 1 and router.task_model is None:
         context["anyOf"] = [{"required": ["task_type"]}, {"required": ["task_probs"]}]
     decision = {"type": "object", "required": ["id", "profile", "propensity", "probabilities"], "properties": {
         "id": {"type": "string"}, "profile": {"type": "string", "enum": router.profiles},

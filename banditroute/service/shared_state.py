@@ -142,8 +142,8 @@ class SharedState:
         self._key = f"{ns}:evidence"
         self._batch_prefix = f"{ns}:batch:"
         self._watermarks = f"{ns}:watermarks"
-        self._writer = router._writer_id
-        self._log_dir = None if router._log is None else router._log.log_dir
+        self._writer = router.writer_id
+        self._log_dir = None if router.log_writer is None else router.log_writer.log_dir
         self._registered = False
         self._watermark = 0  # router seq at the last snapshot: its outcomes below it are in _unsent/_inflight
         self.n_adopted = 0  # outcomes of dead writers adopted into Redis
@@ -161,7 +161,7 @@ class SharedState:
         self.n_regressions = 0
         self._stop = threading.Event()
         self._thread = None
-        with router._lock:
+        with router.lock:
             self._base = [e.copy() for e in router.evidence()]
 
     # -- one round ---------------------------------------------------------------------------
@@ -188,8 +188,8 @@ class SharedState:
         import redis
 
         self.n_rounds += 1
-        with self.router._lock:
-            self._watermark = self.router._seq
+        with self.router.lock:
+            self._watermark = self.router.log_position
             alpha, beta = self.router.evidence()
             for i, now in enumerate((alpha, beta)):
                 delta = now - self._base[i]
@@ -217,9 +217,9 @@ class SharedState:
 
     def _push(self) -> None:
         if self._inflight is None and (self._unsent[0].any() or self._unsent[1].any()):
-            if self.router._log is not None:
+            if self.router.log_writer is not None:
                 # the log first: Redis never counts an outcome whose row a crash could still lose
-                self.router._log.wait_durable()
+                self.router.log_writer.wait_durable()
             self._inflight = (uuid.uuid4().hex, self._unsent[0], self._unsent[1], self._watermark)
             self._unsent = [np.zeros_like(self._unsent[0]), np.zeros_like(self._unsent[1])]
         if self._inflight is None:
@@ -272,7 +272,7 @@ class SharedState:
             return
         self._totals = totals
         buffered = [self._unsent[i] + (self._inflight[i + 1] if self._inflight else 0.0) for i in range(2)]
-        with self.router._lock:
+        with self.router.lock:
             alpha, beta = self.router.evidence()
             since = [alpha - self._base[0], beta - self._base[1]]
             new = [totals[i] + buffered[i] + since[i] for i in range(2)]
