@@ -4,6 +4,25 @@ Answers "what would this candidate policy have earned on the traffic we logged?"
 with an estimate, an interval and the diagnostics that say when not to trust it.
 Never imports ``banditroute``.
 
+Modules, each importing only modules listed above it (no import cycles)::
+
+    errors                      OPEError and its subclasses
+    log_join                    scan banditroute's Parquet logs, join decisions with outcomes
+    log_columns                 assemble the joined rounds into arrays (LogColumns)
+    feedback                    LoggedFeedback, the validated input of every estimator
+    logs                        the log reader's entry points (feedback_from_logs, join_logs, ...)
+    dsjson                      Vowpal Wabbit decision-service JSON as LoggedFeedback
+    policies                    target policies: resolve_target, one_hot, uniform
+    intervals                   per-round terms -> value, standard error, interval
+    diagnostics                 importance weights and their diagnostics
+    reward_models, vw_reward    cross-fitted reward models for DM / DR
+    base, ips, dr               the estimator template and the estimators
+    evaluate                    several policies x several estimators -> one table
+    gate_options, gate_result   the gate's options (GateOptions) and verdict (GateResult)
+    gate                        the promotion gate: measures the cells and decides
+    synthetic                   synthetic problems with a known policy value
+    cli                         ``python -m ope``
+
 Examples
 --------
 >>> import numpy as np
@@ -29,7 +48,7 @@ from ope.errors import (
     OPEError,
 )
 from ope.evaluate import evaluate
-from ope.gate import GateResult, Guardrail, gate
+from ope.gate import GateOptions, GateResult, Guardrail, gate
 from ope.feedback import LoggedFeedback
 from ope.intervals import Interval, RoundTerms, confidence_interval
 from ope.ips import IPS, SNIPS
@@ -47,6 +66,7 @@ __all__ = [
     "Diagnostics",
     "Estimate",
     "Estimator",
+    "GateOptions",
     "GateResult",
     "Guardrail",
     "IPS",

@@ -1,9 +1,11 @@
-"""The estimator template and the estimate it returns.
+"""The estimator template (:class:`Estimator`) and the estimate it returns (:class:`Estimate`).
 
 An estimator supplies one hook, ``_terms``, returning its per-round terms
 (:class:`ope.intervals.RoundTerms`); the base class validates the target, computes
 the diagnostics and turns the terms into a value and an interval with the one
-function :func:`ope.intervals.confidence_interval`.
+function :func:`ope.intervals.confidence_interval`. Only the base class calls the
+hook; other modules use the public methods (:meth:`Estimator.estimate`,
+:meth:`Estimator.terms`, :meth:`Estimator.validated_terms`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import numpy as np
 
 from ope.diagnostics import DiagnosticThresholds, Diagnostics, diagnose
 from ope.feedback import LoggedFeedback
-from ope.intervals import DEFAULT_BOOTSTRAP_UNITS, RoundTerms, _check, _interval
-from ope.policies import _resolve
+from ope.intervals import DEFAULT_BOOTSTRAP_UNITS, RoundTerms, check_interval_options, interval_from_influence
+from ope.policies import resolve_with_weights
 
 __all__ = ["Estimate", "Estimator"]
 
@@ -116,9 +118,42 @@ class Estimator(abc.ABC):
         >>> SNIPS().terms(fb, [[1.0, 0.0], [1.0, 0.0]]).value
         1.0
         """
-        target, weights = _resolve(target, feedback, weights=True)
+        target, weights = resolve_with_weights(target, feedback)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         return self._terms(feedback, target, weights, rng, {})
+
+    def validated_terms(
+        self, feedback: LoggedFeedback, target: np.ndarray, *, weights: np.ndarray, rng: np.random.Generator,
+        cache: dict,
+    ) -> RoundTerms:
+        """Per-round terms of a target the caller has already validated: no checks.
+
+        For callers that evaluate several targets or metrics with one generator and one
+        cache of reward-model fits (:func:`ope.gate`); others use :meth:`terms`.
+
+        Parameters
+        ----------
+        feedback : LoggedFeedback
+        target : numpy.ndarray, shape (n_rounds, n_actions)
+            As returned by :func:`ope.resolve_target`.
+        weights : numpy.ndarray, shape (n_rounds,)
+            ``importance_weights(feedback, target)`` (unclipped).
+        rng : numpy.random.Generator
+            Used as is (its stream advances).
+        cache : dict
+            Reward-model fits of model-based estimators, shared by calls on the same
+            ``feedback`` (keyed by model and folds); pass a new dict for new feedback.
+
+        Examples
+        --------
+        >>> from ope import IPS, LoggedFeedback, importance_weights
+        >>> fb = LoggedFeedback(actions=[0, 1], rewards=[1.0, 1.0], propensities=[0.5, 0.5], n_actions=2)
+        >>> target = np.array([[1.0, 0.0], [1.0, 0.0]])
+        >>> IPS().validated_terms(fb, target, weights=importance_weights(fb, target),
+        ...                       rng=np.random.default_rng(0), cache={}).base.tolist()
+        [2.0, 0.0]
+        """
+        return self._terms(feedback, target, weights, rng, cache)
 
     def per_round(self, feedback: LoggedFeedback, target: Any, *, seed: int | np.random.Generator | None = None) -> np.ndarray:
         """Linearised per-round values, shape (n_rounds,); their mean is the estimate.
@@ -144,6 +179,7 @@ class Estimator(abc.ABC):
         value_range: tuple[float, float] | None = None,
         bootstrap_units: int | None = DEFAULT_BOOTSTRAP_UNITS,
         thresholds: DiagnosticThresholds | None = None,
+        cache: dict | None = None,
     ) -> Estimate:
         """Estimate the target policy's value with an interval and diagnostics.
 
@@ -166,28 +202,23 @@ class Estimator(abc.ABC):
             Above this many rounds the bootstrap resamples random groups of rounds.
         thresholds : DiagnosticThresholds, optional
             When diagnostics become warnings.
+        cache : dict, optional
+            Reward-model fits shared between estimates on the same ``feedback`` (keyed by
+            model and folds): pass one dict to several calls to cross-fit each reward model
+            once, as :func:`ope.evaluate` does. Never share it across different feedback.
 
         Returns
         -------
         Estimate
         """
-        return self._estimate(
-            feedback, target, alpha=alpha, interval=interval, n_bootstrap=n_bootstrap, seed=seed,
-            value_range=value_range, bootstrap_units=bootstrap_units, thresholds=thresholds, cache={},
-        )
-
-    def _estimate(
-        self, feedback: LoggedFeedback, target: Any, *, alpha: float, interval: str, n_bootstrap: int,
-        seed: Any, value_range: Any, bootstrap_units: Any, thresholds: Any, cache: dict,
-    ) -> Estimate:
-        _check(interval, alpha, n_bootstrap, bootstrap_units)
-        target, weights = _resolve(target, feedback, weights=True)  # = importance_weights(feedback, target)
+        check_interval_options(interval, alpha, n_bootstrap, bootstrap_units)
+        target, weights = resolve_with_weights(target, feedback)  # = importance_weights(feedback, target)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         diag = diagnose(feedback, target, weights=weights, thresholds=thresholds)
-        terms = self._terms(feedback, target, weights, rng, cache)
+        terms = self._terms(feedback, target, weights, rng, {} if cache is None else cache)
         del weights  # freed here unless the terms hold it (SNIPS): lowers the interval's peak memory
         per_round = terms.influence()  # computed once: the interval and Estimate.per_round share it
-        ci = _interval(terms, per_round, interval, alpha, n_bootstrap, rng, value_range, bootstrap_units)
+        ci = interval_from_influence(terms, per_round, interval, alpha, n_bootstrap, rng, value_range, bootstrap_units)
         warnings = list(diag.warnings)
         if not np.isfinite(ci.value):
             warnings.append(f"{self.name} value is undefined (sum of importance weights is 0)")

@@ -22,9 +22,9 @@ import numpy as np
 
 from ope.errors import InvalidConfigError
 from ope.feedback import LoggedFeedback
-from ope.intervals import _sample_std
+from ope.intervals import sample_std
 
-__all__ = ["DiagnosticThresholds", "Diagnostics", "importance_weights", "diagnose"]
+__all__ = ["DiagnosticThresholds", "Diagnostics", "importance_weights", "diagnose", "at_logged_actions"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,12 +99,12 @@ def importance_weights(feedback: LoggedFeedback, target: np.ndarray) -> np.ndarr
     >>> importance_weights(fb, np.array([[1.0, 0.0], [0.5, 0.5]])).tolist()
     [2.0, 2.0]
     """
-    weights = _at_logged_actions(target, feedback.actions)
+    weights = at_logged_actions(target, feedback.actions)
     weights /= feedback.propensities
     return weights
 
 
-def _at_logged_actions(matrix: np.ndarray, actions: np.ndarray) -> np.ndarray:
+def at_logged_actions(matrix: np.ndarray, actions: np.ndarray) -> np.ndarray:
     """``matrix[i, actions[i]]`` as a new array, shape (n_rounds,).
 
     One gather through the flat index ``i * n_actions + a_i`` (``np.take`` on a
@@ -112,7 +112,7 @@ def _at_logged_actions(matrix: np.ndarray, actions: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> _at_logged_actions(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([1, 0])).tolist()
+    >>> at_logged_actions(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([1, 0])).tolist()
     [2.0, 3.0]
     """
     n, k = matrix.shape
@@ -180,7 +180,7 @@ def diagnose(
             "the estimate is dominated by a few rounds"
         )
     expected = 1.0 - deficiency if exact else 1.0
-    sd = _sample_std(w, mean_w) if n > 1 else 0.0
+    sd = sample_std(w, mean_w) if n > 1 else 0.0
     z = abs(mean_w - expected) / (sd / math.sqrt(n)) if sd > 0 else (0.0 if abs(mean_w - expected) < 1e-9 else math.inf)
     if z > limits.mean_weight_z and not (not exact and deficiency > 0):
         warnings.append(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ope.base import Estimator
-from ope.diagnostics import _at_logged_actions
+from ope.diagnostics import at_logged_actions
 from ope.errors import InvalidConfigError
 from ope.feedback import LoggedFeedback
 from ope.intervals import RoundTerms
@@ -73,7 +73,7 @@ class _ModelBased(Estimator):
     def _parts(self, feedback: LoggedFeedback, target: np.ndarray, rng, cache) -> tuple[np.ndarray, np.ndarray]:
         """(q_i(pi_e), r_i - q_i)."""
         q = self._predictions(feedback, rng, cache)
-        residual = _at_logged_actions(q, feedback.actions)  # first: its index is freed before direct exists
+        residual = at_logged_actions(q, feedback.actions)  # first: its index is freed before direct exists
         np.subtract(feedback.rewards, residual, out=residual)
         direct = np.einsum("ij,ij->i", target, q)
         return direct, residual

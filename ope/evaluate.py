@@ -1,4 +1,9 @@
-"""Evaluate several target policies with several estimators into one table."""
+"""Evaluate several target policies with several estimators into one table.
+
+:func:`evaluate` runs every (policy, estimator) pair with one seeded generator and one
+cache of reward-model fits, and returns a polars table with the columns of
+:data:`RESULT_SCHEMA`.
+"""
 
 from __future__ import annotations
 
@@ -126,7 +131,7 @@ def evaluate(
     rows = []
     for policy_name, target in policies.items():
         for est_name, estimator in named.items():
-            est = estimator._estimate(
+            est = estimator.estimate(
                 feedback, target, alpha=alpha, interval=interval, n_bootstrap=n_bootstrap, seed=rng,
                 value_range=value_range, bootstrap_units=bootstrap_units, thresholds=thresholds, cache=cache,
             )

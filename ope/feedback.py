@@ -1,4 +1,11 @@
-"""Logged bandit feedback: the validated input of every estimator."""
+"""Logged bandit feedback: the validated input of every estimator.
+
+:class:`LoggedFeedback` holds the logged actions, rewards and propensities (plus optional
+contexts, cohorts, logging distribution and outcome metrics), validated once at
+construction, and builds itself from Open Bandit Pipeline data (:meth:`~LoggedFeedback.from_obp`)
+or banditroute's logs (:meth:`~LoggedFeedback.from_logs`, reading through
+:mod:`ope.log_columns`, which does not depend on this module).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from ope.errors import InvalidFeedbackError
+from ope.log_columns import read_log_columns
 
 __all__ = ["LoggedFeedback"]
 
@@ -355,9 +363,7 @@ class LoggedFeedback:
         ...
         ope.errors.LogsNotFoundError: log_dir has no decisions/**/*.parquet files: /nonexistent
         """
-        from ope.logs import feedback_from_logs
-
-        return feedback_from_logs(
+        columns = read_log_columns(
             log_dir,
             wait_window=wait_window,
             default_reward=default_reward,
@@ -368,3 +374,4 @@ class LoggedFeedback:
             metrics=metrics,
             logging_distribution=logging_distribution,
         )
+        return cls(**columns.as_kwargs())

@@ -44,7 +44,8 @@ from scipy.special import ndtri
 
 from ope.errors import InvalidConfigError
 
-__all__ = ["RoundTerms", "Interval", "confidence_interval", "INTERVAL_METHODS", "DEFAULT_BOOTSTRAP_UNITS"]
+__all__ = ["RoundTerms", "Interval", "confidence_interval", "check_interval_options", "interval_from_influence",
+           "sample_std", "INTERVAL_METHODS", "DEFAULT_BOOTSTRAP_UNITS"]
 
 INTERVAL_METHODS = ("normal", "bootstrap", "bernstein")
 DEFAULT_BOOTSTRAP_UNITS = 20_000
@@ -135,15 +136,32 @@ class Interval:
     alpha: float
 
 
-def _sample_std(x: np.ndarray, mean: float) -> float:
+def sample_std(x: np.ndarray, mean: float) -> float:
     """``x.std(ddof=1)`` given ``mean == x.mean()``, bit for bit, without recomputing the mean
-    (numpy's own algorithm: one temporary, squared in place, pairwise sum)."""
+    (numpy's own algorithm: one temporary, squared in place, pairwise sum).
+
+    Examples
+    --------
+    >>> x = np.array([1.0, 2.0, 4.0])
+    >>> sample_std(x, float(x.mean())) == float(x.std(ddof=1))
+    True
+    """
     d = x - mean
     np.multiply(d, d, out=d)
     return math.sqrt(float(d.sum()) / (x.shape[0] - 1))
 
 
-def _check(method: str, alpha: float, n_bootstrap: int, max_units: int | None) -> None:
+def check_interval_options(method: str, alpha: float, n_bootstrap: int, max_units: int | None) -> None:
+    """Validate the options of :func:`confidence_interval` (raises naming the field and value).
+
+    Examples
+    --------
+    >>> check_interval_options("normal", 0.05, 1000, None)
+    >>> check_interval_options("normal", 1.5, 1000, None)
+    Traceback (most recent call last):
+    ...
+    ope.errors.InvalidConfigError: alpha must be in (0, 1), got 1.5
+    """
     if method not in INTERVAL_METHODS:
         raise InvalidConfigError("interval", f"interval must be one of {INTERVAL_METHODS}, got {method!r}")
     if not (isinstance(alpha, (float, int)) and 0.0 < alpha < 1.0):
@@ -239,21 +257,31 @@ def confidence_interval(
     >>> confidence_interval(x, method="bernstein", value_range=(0, 1)).ci_low < ci.ci_low
     True
     """
-    _check(method, alpha, n_bootstrap, max_units)
+    check_interval_options(method, alpha, n_bootstrap, max_units)
     terms = _as_terms(values)
-    return _interval(terms, terms.influence(), method, alpha, n_bootstrap, rng, value_range, max_units)
+    return interval_from_influence(terms, terms.influence(), method, alpha, n_bootstrap, rng, value_range, max_units)
 
 
-def _interval(
+def interval_from_influence(
     terms: RoundTerms, infl: np.ndarray, method: str, alpha: float, n_bootstrap: int,
     rng: Any, value_range: Any, max_units: int | None,
 ) -> Interval:
-    """:func:`confidence_interval` for checked arguments and precomputed ``terms.influence()``."""
+    """:func:`confidence_interval` for checked arguments (see :func:`check_interval_options`)
+    and a precomputed ``infl = terms.influence()``, so a caller that also keeps the per-round
+    values computes them once.
+
+    Examples
+    --------
+    >>> terms = RoundTerms(base=np.array([0.0, 1.0, 1.0, 2.0]))
+    >>> ci = interval_from_influence(terms, terms.influence(), "normal", 0.05, 1000, None, None, None)
+    >>> ci == confidence_interval(terms)
+    True
+    """
     value = terms.value
     n = terms.n
     if n > 1:
         mean = value if infl is terms.base else float(infl.mean())  # linear: the mean is the value
-        stderr = _sample_std(infl, mean) / math.sqrt(n)
+        stderr = sample_std(infl, mean) / math.sqrt(n)
     else:
         stderr = math.nan
     if method == "normal":

@@ -15,7 +15,7 @@ import numpy as np
 from ope.errors import InvalidTargetError
 from ope.feedback import LoggedFeedback
 
-__all__ = ["Policy", "resolve_target", "one_hot", "uniform"]
+__all__ = ["Policy", "resolve_target", "resolve_with_weights", "one_hot", "uniform"]
 
 _ROW_ATOL = 1e-6
 _BLOCK_CELLS = 1 << 17  # target cells per block of the validation pass: 1 MiB of float64
@@ -107,6 +107,21 @@ def resolve_target(policy: Any, feedback: LoggedFeedback) -> np.ndarray:
     ope.errors.InvalidTargetError: target rows must sum to 1, got sum 1.1 at round 0
     """
     return _resolve(policy, feedback, weights=False)[0]
+
+
+def resolve_with_weights(policy: Any, feedback: LoggedFeedback) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`resolve_target` and, from the same pass, the importance weights
+    ``w_i = target[i, a_i] / propensity_i`` (equal to :func:`ope.importance_weights`).
+
+    Examples
+    --------
+    >>> fb = LoggedFeedback(actions=[0, 1], rewards=[1.0, 0.0],
+    ...                     propensities=[0.5, 0.25], n_actions=2)
+    >>> target, weights = resolve_with_weights([[1.0, 0.0], [0.5, 0.5]], fb)
+    >>> weights.tolist()
+    [2.0, 2.0]
+    """
+    return _resolve(policy, feedback, weights=True)
 
 
 def _resolve(policy: Any, feedback: LoggedFeedback, *, weights: bool) -> tuple[np.ndarray, np.ndarray | None]:
