@@ -9,7 +9,6 @@
 from .evaluation.calibration import calibration_report, calibration_table
 from .config.profiles import BetaPrior, Budget, Objective, Profile
 from .decide.decision import Decision
-from .sim.demo import DemoResult, run_demo
 from .beliefs.drift import DriftConfig, PageHinkley
 from .errors import (BanditrouteError, ConfigError, InvalidOutcomeError, InvalidRequestError, LogError,
                      NoFeasibleProfileError, UnknownDecisionError)
@@ -18,7 +17,6 @@ from .policies.bank import BankPolicy, GreedyPolicy, ThompsonPolicy
 from .decide.request import TaskClassifier
 from .decide.router import Router
 from .config.settings import RouterConfig, load_config
-from .sim.simulator import Scenario, Simulator
 from .policies.vw import VWConfig, VWPolicy
 
 __version__ = "0.1.0"
@@ -27,6 +25,6 @@ __all__ = [
     "BanditrouteError", "BankPolicy", "BetaPrior", "Budget", "ConfigError", "Decision", "GreedyPolicy",
     "InvalidOutcomeError", "InvalidRequestError", "LogError", "LogWriter", "NoFeasibleProfileError",
     "Objective", "Profile", "Router", "RouterConfig", "TaskClassifier", "ThompsonPolicy",
-    "UnknownDecisionError", "load_config", "scan_table", "Scenario", "Simulator", "DemoResult", "run_demo",
+    "UnknownDecisionError", "load_config", "scan_table",
     "DriftConfig", "PageHinkley", "calibration_report", "calibration_table", "VWConfig", "VWPolicy",
 ]

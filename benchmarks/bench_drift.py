@@ -25,14 +25,15 @@ import platform
 import statistics
 
 import banditroute as br
+from banditroute.sim import DemoResult, Scenario, run_demo
 
 STRATEGIES = {"none": dict(discount=1.0, drift=None), "discount": dict(discount=0.997, drift=None),
               "drift": dict(discount=1.0, drift=br.DriftConfig())}
 
 
-def run(scenario, seed: int, strategy: dict, n_requests: int) -> br.DemoResult:
-    return br.run_demo(n_requests=n_requests, seed=seed, scenario=scenario, log_dir=None, progress=False,
-                       out=None, evaluate=False, report=None, **strategy)
+def run(scenario, seed: int, strategy: dict, n_requests: int) -> DemoResult:
+    return run_demo(n_requests=n_requests, seed=seed, scenario=scenario, log_dir=None, progress=False,
+                    out=None, evaluate=False, report=None, **strategy)
 
 
 def main() -> None:
@@ -43,9 +44,9 @@ def main() -> None:
                         help="also count drift detections on a stationary run of this many requests per seed")
     parser.add_argument("--json")
     args = parser.parse_args()
-    scenarios = {"demo (degrade+join)": br.Scenario.default(n_requests=args.requests),
-                 "non-stationary": br.Scenario.nonstationary(n_requests=args.requests),
-                 "stationary": br.Scenario.default(n_requests=args.requests).stationary()}
+    scenarios = {"demo (degrade+join)": Scenario.default(n_requests=args.requests),
+                 "non-stationary": Scenario.nonstationary(n_requests=args.requests),
+                 "stationary": Scenario.default(n_requests=args.requests).stationary()}
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                "requests": args.requests, "seeds": args.seeds, "rows": []}
     for scen_name, scenario in scenarios.items():
@@ -63,7 +64,7 @@ def main() -> None:
                     print(f"{'':>32}seed {seed}: " + ", ".join(f"{p}/{t} {c} after {n:,} outcomes"
                                                                for p, t, c, n in seed_events), flush=True)
     if args.false_alarm_requests:
-        stationary = br.Scenario.default(n_requests=args.false_alarm_requests).stationary()
+        stationary = Scenario.default(n_requests=args.false_alarm_requests).stationary()
         counts = [len(run(stationary, seed, STRATEGIES["drift"], args.false_alarm_requests).drift_events)
                   for seed in args.seeds]
         results["false_alarms"] = {"requests": args.false_alarm_requests, "detections": counts}

@@ -4,7 +4,7 @@ For a stationary and a drifting scenario and several seeds, every method routes 
 stream with the SAME outcome draws (the simulator's seed fixes the requests, and its outcome
 stream consumes the same random numbers whatever profile is executed: common random numbers),
 decided in concurrent batches of 16 with outcomes delayed 0-50 requests, as in the demo
-(``banditroute.sim.demo.run_demo``). Every learner is rewarded with the demo objective
+(``banditroute.sim.run_demo``). Every learner is rewarded with the demo objective
 (``DEMO_OBJECTIVE``: reward = quality - 10 * cost_usd - 2e-5 * latency_ms).
 
 Methods
@@ -71,8 +71,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     sys.exit("bench_regret.py needs MABWiser (and matplotlib for --plot): pip install -e '.[bench]'")
 
 import banditroute as br
-from banditroute.sim.demo import DEMO_OBJECTIVE
-from banditroute.sim.simulator import Outcomes, RequestBatch, Scenario, Simulator
+from banditroute.sim import DEMO_OBJECTIVE, Outcomes, RequestBatch, Scenario, Simulator
 from banditroute.policies.vw import VWConfig, VWPolicy
 
 OBJECTIVE = DEMO_OBJECTIVE

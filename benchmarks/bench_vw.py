@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 import banditroute as br
+from banditroute.sim import Scenario, Simulator
 from banditroute.policies.vw import VWConfig, VWPolicy
 
 OBJECTIVE = br.Objective(quality=1.0, cost=10.0, latency=2e-5)
@@ -46,12 +47,12 @@ def policies(exploration: float):
 
 
 def common(seed):
-    return {"task_types": list(br.Scenario.default().task_types), "objective": OBJECTIVE, "log_dir": None,
+    return {"task_types": list(Scenario.default().task_types), "objective": OBJECTIVE, "log_dir": None,
             "seed": seed}
 
 
 def run(make, scenario, n, seed):
-    sim = br.Simulator(scenario, seed=seed)
+    sim = Simulator(scenario, seed=seed)
     specs = {p.name: p for p in scenario.profiles}
 
     def profile(name):
@@ -97,8 +98,8 @@ def offline(n, seed=0) -> dict:
     from ope.dsjson import feedback_from_dsjson
     from ope.vw_reward import VWRegressor
 
-    scenario = br.Scenario.default(n_requests=n).stationary()
-    sim = br.Simulator(scenario, seed=seed)
+    scenario = Scenario.default(n_requests=n).stationary()
+    sim = Simulator(scenario, seed=seed)
     profiles = [br.Profile(p.name, cost_usd=p.cost_usd, latency_ms=p.latency_ms) for p in scenario.profiles]
     tmp = Path(tempfile.mkdtemp())
     router = br.Router(profiles, exploration=0.1, **{**common(seed), "log_dir": str(tmp / "logs")})
@@ -154,7 +155,7 @@ def main(argv=None) -> dict:
         out = offline(args.requests, args.seeds[0])
         print(json.dumps(out, indent=2))
         return out
-    scenario = br.Scenario.default(n_requests=args.requests)
+    scenario = Scenario.default(n_requests=args.requests)
     if args.stationary:
         scenario = scenario.stationary()
     results = {}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import banditroute as br
+from banditroute.sim import Scenario, run_demo
 
 
 def test_known_answers(seed):
@@ -24,8 +25,8 @@ def test_known_answers(seed):
 
 
 def test_stationary_run_is_calibrated(seed, tmp_path):
-    scenario = br.Scenario.default(n_requests=20_000).stationary()
-    br.run_demo(n_requests=20_000, seed=seed, scenario=scenario, log_dir=str(tmp_path), progress=False, out=None)
+    scenario = Scenario.default(n_requests=20_000).stationary()
+    run_demo(n_requests=20_000, seed=seed, scenario=scenario, log_dir=str(tmp_path), progress=False, out=None)
     report = br.calibration_report(tmp_path, cohorts=("profile", "task_type", "tenant"))
     assert report["overall"]["n"] >= 19_000
     assert report["overall"]["ece"] <= 0.03

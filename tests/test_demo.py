@@ -17,9 +17,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from banditroute.sim.demo import DemoResult, format_summary, run_demo
 from banditroute.errors import ConfigError
-from banditroute.sim.simulator import Scenario
+from banditroute.sim import DemoResult, Scenario, format_summary, run_demo
 
 
 BASE_SEED = int(os.environ.get("BR_TEST_SEED", "0"))

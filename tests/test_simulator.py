@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from banditroute.errors import ConfigError
-from banditroute.sim.simulator import Degradation, Scenario, SimProfile, Simulator
+from banditroute.sim import Degradation, Scenario, SimProfile, Simulator
 
 Z = 5.0
 

@@ -1,41 +1,18 @@
 """The main job on the embedded simulator: route live traffic, learn, and report.
 
-:func:`run_demo` plays a :class:`~banditroute.sim.simulator.Scenario` through a
+:func:`run_demo` plays a :class:`~banditroute.sim.scenario.Scenario` through a
 :class:`~banditroute.Router`: requests are decided in small concurrent batches, the chosen
 profiles are executed by the simulator, and outcomes come back to ``Router.record`` a random
 number of requests later. The router logs every decision and outcome to ``log_dir``.
 
-The run is compared, request by request, in *expected* reward (the simulator knows
-``E[reward | profile, request]``, which removes outcome noise) with
+This module holds the live phase; the rest of the demo is in its siblings:
 
-* the **oracle**: the best expected reward among the profiles that exist at that request;
-* a **static table**: the best profile per task type from a pre-deployment benchmark of the
-  initial profiles (``benchmark_runs`` runs per pair), never updated.
-
-The router's expected reward on a request is ``sum_k pmf[k] * E[reward | k, request]`` with
-its logged pmf, i.e. exactly what its decision earns on average. Realised reward (the
-objective's value of the outcomes that came back) is reported too.
-
-The per-window routing shares count the executed profiles. The two events are measured on
-the logged probabilities instead (the traffic share the router intended, without the noise of
-the draw):
-
-* **re-routing**: requests of the affected task type, after a degradation, until the degraded
-  profile's share (rolling mean over ``event_window`` such requests) falls below 10%;
-* **onboarding**: requests of the task types where a late profile is the best, after it
-  joins, until its share (same rolling mean) reaches 50%.
-
-After the live run (when logs are written), the demo evaluates two candidates on the logged
-traffic with :mod:`ope` and shows each estimate next to the simulator's true value for that
-candidate (the mean over the logged requests of ``sum_k pi(k | x) E[reward | k, x]``):
-
-* **cost-aware**: a Router with a more cost-averse objective (``COST_AWARE_OBJECTIVE``) run as
-  a *shadow* of production: it learns from every outcome, never decides, and its distribution
-  is logged with each decision (``shadow`` column), so it is evaluated exactly as it was;
-* **static table**: the pre-deployment benchmark table.
-
-It then runs the promotion gate (:func:`ope.gate.gate`) for the cost-aware candidate against
-the logged policy, per task type, and writes the HTML report (:mod:`banditroute.evaluation.report`).
+* :mod:`~banditroute.sim.demo_measures`: reward against the oracle and a static table, per
+  phase and window, and how fast the router re-routes and onboards;
+* :mod:`~banditroute.sim.demo_evaluation`: after the run, the candidates evaluated
+  off-policy on the logs, the promotion gate and the HTML report;
+* :mod:`~banditroute.sim.demo_result`: the :class:`~banditroute.sim.demo_result.DemoResult`
+  it returns; :mod:`~banditroute.sim.demo_summary`: the text it prints.
 
 >>> import io
 >>> r = run_demo(n_requests=2_000, seed=0, log_dir=None, progress=False, out=io.StringIO())
@@ -45,24 +22,26 @@ the logged policy, per task type, and writes the HTML report (:mod:`banditroute.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
-from ..config.profiles import Budget, Objective, Profile
-from ..errors import ConfigError
 from ..beliefs.drift import DriftConfig
+from ..config.profiles import Budget, Objective, Profile
 from ..decide.router import Router
-from .simulator import Scenario, Simulator
+from ..errors import ConfigError
+from .demo_evaluation import _evaluate_candidates
+from .demo_measures import _degradations, _onboardings, _phases, _windows
+from .demo_result import DemoResult
+from .demo_summary import format_summary
+from .scenario import Scenario
+from .simulator import Simulator
 
-__all__ = ["DEMO_OBJECTIVE", "COST_AWARE_OBJECTIVE", "SHARE_OFF", "SHARE_ON", "DemoResult", "run_demo",
-           "format_summary"]
+__all__ = ["DEMO_OBJECTIVE", "COST_AWARE_OBJECTIVE", "run_demo"]
 
 #: Quality 1 per good outcome, 10 per USD, 2e-5 per ms: the large profile's cost and latency
 #: (0.12 + 0.05) are a real trade-off against its reliability, so the best profile differs by
@@ -71,97 +50,7 @@ DEMO_OBJECTIVE = Objective(quality=1.0, cost=10.0, latency=2e-5)
 
 #: The shadow candidate's objective: four times as cost-averse as production.
 COST_AWARE_OBJECTIVE = Objective(quality=1.0, cost=40.0, latency=2e-5)
-#: Guardrails of the demo's gate (non-inferiority margins per request).
-DEMO_GUARDRAILS = {"quality": 0.02, "latency_ms": 100.0}
 _AUTO = "auto"
-
-SHARE_OFF = 0.10  # a degraded profile is "routed around" below this share
-SHARE_ON = 0.50   # a new profile is "onboarded" at this share where it is the best
-
-
-@dataclass(frozen=True, kw_only=True)
-class DemoResult:
-    """Numbers of one demo run (all rewards are per request, in objective units).
-
-    Attributes
-    ----------
-    phases : tuple of dict
-        One entry per stretch between events (``stationary``, ``after degradation``,
-        ``after join``) and ``overall``: ``start``, ``stop``, ``n``, ``router`` (expected),
-        ``router_realised``, ``oracle``, ``static``, ``ratio_to_oracle``, ``ratio_to_static``,
-        ``regret`` (sum of oracle - router over the phase).
-    windows : tuple of dict
-        Per window of requests: rewards, cumulative regret at its end, and ``share``
-        ``{task_type: {profile: share}}``.
-    degradations, onboardings : tuple of dict
-        The measured events (see the module docstring); ``reroute_requests`` and
-        ``onboarding_requests`` are None when the threshold was never crossed.
-    record_status : dict
-        How many ``record()`` calls returned each status.
-    candidates : tuple of dict
-        Off-policy evaluation after the run (empty without logs): per policy and estimator,
-        ``policy``, ``estimator``, ``value``, ``ci_low``, ``ci_high``, ``truth``.
-    gate : dict or None
-        The gate's verdict for the cost-aware candidate: ``candidate``, ``promote``, ``reasons``.
-    report_path : str or None
-        Where the HTML report was written.
-    drift_events : tuple of dict
-        The router's drift detections (profile, task type, change, statistic, and
-        ``n_updates``, the number of outcomes applied when it fired).
-    """
-
-    n_requests: int
-    seed: int
-    discount: float
-    drift: bool
-    exploration: float
-    batch_size: int
-    objective: dict
-    profiles: tuple
-    task_types: tuple
-    static_table: dict
-    phases: tuple
-    windows: tuple
-    degradations: tuple
-    onboardings: tuple
-    cumulative_regret: float
-    record_status: dict
-    log_dir: str | None
-    wall_time_s: float
-    candidates: tuple = ()
-    gate: dict | None = None
-    report_path: str | None = None
-    evaluation_time_s: float = 0.0
-    drift_events: tuple = ()
-
-    def phase(self, name: str) -> dict:
-        """The phase called ``name`` (``"stationary"``, ``"overall"``, ...)."""
-        for p in self.phases:
-            if p["name"] == name:
-                return p
-        raise KeyError(name)
-
-    def to_dict(self) -> dict:
-        """A JSON-serialisable dict of every field.
-
-        >>> import io, json
-        >>> r = run_demo(n_requests=500, seed=1, log_dir=None, progress=False, out=None)
-        >>> json.loads(json.dumps(r.to_dict()))["n_requests"]
-        500
-        """
-        return _jsonable(asdict(self))
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if not math.isfinite(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 class _Progress:
@@ -366,246 +255,3 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         out.write(format_summary(result))
         out.flush()
     return result
-
-
-# -- off-policy evaluation of candidates -------------------------------------------------------------
-def _evaluate_candidates(log_dir, *, ids, names, expected, per_request, static_table, router, seed,
-                         report) -> dict:
-    """Evaluate the shadow and static-table candidates on the logs, gate, and write the report."""
-    import ope
-    from ope.gate import default_reward_model, gate
-    from ope.logs import join_logs
-
-    from ..evaluation.candidates import load_feedback, resolve_policy
-    from ..evaluation.report import render_report, routing_share
-
-    fb = load_feedback(log_dir, cohorts=["task_type"])
-    logged_ids = join_logs(log_dir).select("row_index", "decision_id").collect().sort("row_index")
-    where = {d: i for i, d in enumerate(ids)}
-    req = np.array([where[d] for d in logged_ids.get_column("decision_id").to_list()])
-    cols = [names.index(a) for a in fb.action_names]
-    truth_matrix = np.nan_to_num(expected[req][:, cols])
-    table_spec = "table:" + ",".join(f"{t}={p}" for t, p in static_table.items())
-    policies = {
-        "logged": resolve_policy("logged", fb),
-        "cost-aware": resolve_policy("shadow:cost-aware", fb, log_dir=log_dir),
-        "static table": resolve_policy(table_spec, fb),
-    }
-    truths = {"logged": float(per_request["router"][req].mean()),
-              "cost-aware": float(np.einsum("ij,ij->i", policies["cost-aware"], truth_matrix).mean()),
-              "static table": float(per_request["static"][req].mean())}
-    estimators = {"IPS": ope.IPS(), "SNIPS": ope.SNIPS(), "DR": ope.DR(reward_model=default_reward_model())}
-    table = ope.evaluate(fb, policies, estimators, seed=seed)
-    rows = tuple({"policy": r["policy"], "estimator": r["estimator"], "value": r["value"], "ci_low": r["ci_low"],
-                  "ci_high": r["ci_high"], "truth": truths[r["policy"]], "ess": r["ess"]}
-                 for r in table.iter_rows(named=True))
-    verdict = gate(fb, candidate=policies["cost-aware"], baseline=policies["logged"], cohorts=["task_type"],
-                   guardrails=DEMO_GUARDRAILS, seed=seed)
-    report_path = None
-    if report is not None:
-        html = render_report(
-            title="banditroute demo: candidates evaluated on the logged traffic",
-            evaluation=table, truths=truths, gate_result=verdict, gate_label="(cost-aware vs logged)",
-            weights={k: ope.importance_weights(fb, v) for k, v in policies.items() if k != "logged"},
-            routing=routing_share(log_dir), beliefs=router.beliefs(),
-            notes=[f"{fb.n_rounds:,} logged decisions with outcomes in {log_dir}. Candidates: 'cost-aware' ran as "
-                   "a shadow (objective cost weight 40 instead of 10; evaluated with its logged distribution), "
-                   f"'static table' is the pre-deployment benchmark table ({table_spec[6:]})."])
-        Path(report).write_text(html, encoding="utf-8")
-        report_path = str(report)
-    return {"candidates": rows, "report_path": report_path,
-            "gate": {"candidate": "cost-aware", "baseline": "logged", "promote": verdict.promote,
-                     "reasons": list(verdict.reasons)}}
-
-
-# -- measurements ---------------------------------------------------------------------------------
-def _stats(per_request: dict, rows: slice, name: str) -> dict:
-    means = {k: float(v[rows].mean()) for k, v in per_request.items()}
-    return {"name": name, "start": rows.start, "stop": rows.stop, "n": rows.stop - rows.start, **means,
-            "ratio_to_oracle": _ratio(means["router"], means["oracle"]),
-            "ratio_to_static": _ratio(means["router"], means["static"]),
-            "regret": float((per_request["oracle"][rows] - per_request["router"][rows]).sum())}
-
-
-def _ratio(a: float, b: float) -> float | None:
-    """``a / b``, or None when the ratio means nothing (a baseline reward <= 0)."""
-    return a / b if b > 0 else None
-
-
-def _phases(per_request: dict, scenario: Scenario, n: int) -> tuple:
-    events = scenario.event_steps(n)
-    labels = {d.at_request: f"after {d.profile} degrades on {d.task_type}" for d in scenario.degradations}
-    labels.update({p.joins_at: f"after {p.name} joins" for p in scenario.profiles if p.joins_at})
-    bounds = [0, *events, n]
-    phases = [_stats(per_request, slice(a, b), "stationary" if a == 0 else labels[a])
-              for a, b in zip(bounds, bounds[1:])]
-    if len(phases) > 1:
-        phases.append(_stats(per_request, slice(0, n), "overall"))
-    else:
-        phases.append({**phases[0], "name": "overall"})
-    return tuple(phases)
-
-
-def _windows(per_request: dict, task: np.ndarray, chosen: np.ndarray, scenario: Scenario,
-             n_windows: int) -> tuple:
-    n = task.shape[0]
-    edges = np.unique(np.linspace(0, n, min(n_windows, n) + 1).round().astype(int))
-    regret = np.cumsum(per_request["oracle"] - per_request["router"])
-    n_profiles = len(scenario.profiles)
-    windows = []
-    for a, b in zip(edges, edges[1:]):
-        row = _stats(per_request, slice(int(a), int(b)), f"{a}-{b}")
-        row["cumulative_regret"] = float(regret[b - 1])
-        share = {}
-        for t, tname in enumerate(scenario.task_types):
-            picks = chosen[a:b][task[a:b] == t]
-            counts = np.bincount(picks, minlength=n_profiles)
-            share[tname] = {p: (float(c / picks.size) if picks.size else None)
-                            for p, c in zip(scenario.profile_names, counts)}
-        row["share"] = share
-        windows.append(row)
-    return tuple(windows)
-
-
-def _rolling(x: np.ndarray, w: int) -> np.ndarray:
-    """Causal rolling mean (shorter at the start)."""
-    c = np.cumsum(np.concatenate([[0.0], x]))
-    i = np.arange(1, x.size + 1)
-    lo = np.maximum(0, i - w)
-    return (c[i] - c[lo]) / (i - lo)
-
-
-def _degradations(sim: Simulator, scenario: Scenario, pmf, task, w: int) -> tuple:
-    n = task.shape[0]
-    found = []
-    for d in scenario.degradations:
-        if not 0 < d.at_request < n:
-            continue
-        k, t = sim.profile_names.index(d.profile), sim.task_types.index(d.task_type)
-        before = np.flatnonzero((task == t) & (np.arange(n) < d.at_request))[-500:]
-        after = np.flatnonzero((task == t) & (np.arange(n) >= d.at_request))
-        share = _rolling(pmf[after, k], w)
-        below = np.flatnonzero(share < SHARE_OFF)
-        hit = int(below[0]) if below.size else None
-        found.append({
-            "profile": d.profile, "task_type": d.task_type, "at_request": d.at_request,
-            "share_before": float(pmf[before, k].mean()) if before.size else None,
-            "reroute_requests": None if hit is None else hit + 1,
-            "reroute_all_requests": None if hit is None else int(after[hit] - d.at_request + 1),
-            "share_after_reroute": None if hit is None else float(pmf[after[hit + 1:], k].mean())
-            if hit + 1 < after.size else None,
-            "n_affected": int(after.size),
-        })
-    return tuple(found)
-
-
-def _onboardings(sim: Simulator, scenario: Scenario, objective, pmf, task, w: int) -> tuple:
-    n = task.shape[0]
-    found = []
-    for p in scenario.profiles:
-        if not 0 < p.joins_at < n:
-            continue
-        k = sim.profile_names.index(p.name)
-        best = np.nanargmax(sim.expected_reward_table(p.joins_at, objective), axis=0) == k
-        best_tasks = [t for t, b in zip(scenario.task_types, best) if b]
-        rows = np.flatnonzero(best[task] & (np.arange(n) >= p.joins_at))
-        share = _rolling(pmf[rows, k], w)
-        above = np.flatnonzero(share >= SHARE_ON)
-        hit = int(above[0]) if above.size else None
-        tail = rows[-max(1, rows.size // 5):] if rows.size else rows
-        found.append({
-            "profile": p.name, "at_request": p.joins_at, "best_for": best_tasks,
-            "onboarding_requests": None if hit is None else hit + 1,
-            "onboarding_all_requests": None if hit is None else int(rows[hit] - p.joins_at + 1),
-            "final_share": float(pmf[tail, k].mean()) if tail.size else None,
-            "n_best": int(rows.size),
-        })
-    return tuple(found)
-
-
-# -- report ---------------------------------------------------------------------------------------
-def _fmt(x, spec: str, none: str = "-") -> str:
-    return none if x is None else format(x, spec)
-
-
-def format_summary(r: DemoResult) -> str:
-    """The plain-text summary :func:`run_demo` prints.
-
-    >>> r = run_demo(n_requests=1_000, seed=0, log_dir=None, progress=False, out=None)
-    >>> print(format_summary(r).splitlines()[0])
-    banditroute demo: 1,000 requests, seed 0
-    """
-    o = r.objective
-    lines = [
-        f"banditroute demo: {r.n_requests:,} requests, seed {r.seed}",
-        f"objective: reward = {o['quality']:g}*quality - {o['cost']:g}*cost_usd - {o['latency']:g}*latency_ms",
-        f"router: Thompson sampling, discount {r.discount:g}, "
-        f"{'drift-triggered recalibration, ' if r.drift else ''}exploration {r.exploration:g}, "
-        f"batches of {r.batch_size} concurrent requests, outcomes delayed",
-        f"logs: {r.log_dir or '(not written)'}    wall time: {r.wall_time_s:.1f} s    "
-        f"record(): " + ", ".join(f"{k} {v:,}" for k, v in sorted(r.record_status.items())),
-        "",
-        "Static routing table (pre-deployment benchmark of the initial profiles, never updated):",
-        "  " + ", ".join(f"{t} -> {p}" for t, p in r.static_table.items()),
-        "",
-        "Mean reward per request (expected reward; 'realised' = observed outcomes)",
-    ]
-    head = f"  {'phase':<34}{'requests':>15}{'router':>8}{'realised':>9}{'oracle':>8}{'static':>8}" \
-           f"{'vs oracle':>10}{'vs static':>10}{'regret':>9}"
-    lines.append(head)
-    for p in r.phases:
-        lines.append(f"  {p['name']:<34}{p['start']:>7,}-{p['stop']:<7,}{p['router']:>8.3f}"
-                     f"{p['router_realised']:>9.3f}{p['oracle']:>8.3f}{p['static']:>8.3f}"
-                     f"{_fmt(p['ratio_to_oracle'], '.1%'):>10}{_fmt(p['ratio_to_static'], '.1%'):>10}"
-                     f"{p['regret']:>9.1f}")
-    lines += ["", "Per window", f"  {'requests':<17}{'router':>8}{'oracle':>8}{'static':>8}"
-              f"{'vs oracle':>10}{'cum. regret':>12}"]
-    for w in r.windows:
-        lines.append(f"  {w['start']:>7,}-{w['stop']:<9,}{w['router']:>8.3f}{w['oracle']:>8.3f}"
-                     f"{w['static']:>8.3f}{_fmt(w['ratio_to_oracle'], '.1%'):>10}{w['cumulative_regret']:>12.1f}")
-    lines += ["", "Routing share per task type (% of that task type's requests in the window "
-                  "executed on each profile)"]
-    width = max(8, *(len(p) + 2 for p in r.profiles))
-    for t in r.task_types:
-        lines.append(f"  {t:<17}" + "".join(f"{p:>{width}}" for p in r.profiles))
-        for w in r.windows:
-            cells = "".join(f"{_fmt(None if s is None else 100 * s, '.0f'):>{width}}"
-                            for s in w["share"][t].values())
-            lines.append(f"    {w['start']:>6,}-{w['stop']:<7,}" + cells)
-    lines += ["", "Events"]
-    for d in r.degradations:
-        lines.append(f"  {d['profile']} degrades on {d['task_type']} at request {d['at_request']:,} "
-                     f"(share there before: {_fmt(d['share_before'], '.0%')})")
-        if d["reroute_requests"] is None:
-            lines.append(f"    share never fell below {SHARE_OFF:.0%} ({d['n_affected']:,} {d['task_type']} requests)")
-        else:
-            lines.append(f"    routed around after {d['reroute_requests']:,} {d['task_type']} requests "
-                         f"({d['reroute_all_requests']:,} requests overall): share < {SHARE_OFF:.0%}, "
-                         f"then {_fmt(d['share_after_reroute'], '.1%')} on average")
-    for b in r.onboardings:
-        where = ", ".join(b["best_for"]) or "(no task type)"
-        lines.append(f"  {b['profile']} joins at request {b['at_request']:,}; best for {where}")
-        if b["onboarding_requests"] is None:
-            lines.append(f"    never reached a {SHARE_ON:.0%} share there ({b['n_best']:,} requests)")
-        else:
-            lines.append(f"    onboarded after {b['onboarding_requests']:,} requests of those task types "
-                         f"({b['onboarding_all_requests']:,} overall): share >= {SHARE_ON:.0%}; "
-                         f"final share {_fmt(b['final_share'], '.0%')}")
-    if not r.degradations and not r.onboardings:
-        lines.append("  (none: stationary scenario)")
-    if r.candidates:
-        lines += ["", f"Candidates evaluated off-policy on the logged traffic ({r.evaluation_time_s:.1f} s); "
-                      "true value = simulator's expected reward of the candidate on the logged requests",
-                  f"  {'policy':<14}{'estimator':<10}{'estimate':>9}  {'95% interval':<19}{'true':>8}  covered"]
-        for c in r.candidates:
-            covered = "yes" if c["ci_low"] <= c["truth"] <= c["ci_high"] else "no"
-            lines.append(f"  {c['policy']:<14}{c['estimator']:<10}{c['value']:>9.4f}  "
-                         f"[{c['ci_low']:.4f}, {c['ci_high']:.4f}]{c['truth']:>9.4f}  {covered}")
-    if r.gate is not None:
-        lines += ["", f"Promotion gate: {r.gate['candidate']} vs {r.gate['baseline']} (per task type; guardrails "
-                      + ", ".join(f"{k} {v:g}" for k, v in DEMO_GUARDRAILS.items()) + "): "
-                      + ("PROMOTE" if r.gate["promote"] else "REFUSE")]
-        lines += [f"  - {reason}" for reason in r.gate["reasons"]]
-    if r.report_path:
-        lines += ["", f"Report: {r.report_path}"]
-    return "\n".join(lines) + "\n"

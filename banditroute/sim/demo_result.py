@@ -1,0 +1,106 @@
+"""What one demo run measured: :class:`DemoResult`, and its JSON form.
+
+:func:`~banditroute.sim.demo.run_demo` returns it; :mod:`~banditroute.sim.demo_measures`
+defines the phases, windows and events it holds, and
+:func:`~banditroute.sim.demo_summary.format_summary` prints it.
+
+>>> from banditroute.sim import run_demo
+>>> r = run_demo(n_requests=500, seed=0, log_dir=None, progress=False, out=None)
+>>> r.phase("overall")["n"], r.candidates, r.gate
+(500, (), None)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["DemoResult"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoResult:
+    """Numbers of one demo run (all rewards are per request, in objective units).
+
+    Attributes
+    ----------
+    phases : tuple of dict
+        One entry per stretch between events (``stationary``, ``after degradation``,
+        ``after join``) and ``overall``: ``start``, ``stop``, ``n``, ``router`` (expected),
+        ``router_realised``, ``oracle``, ``static``, ``ratio_to_oracle``, ``ratio_to_static``,
+        ``regret`` (sum of oracle - router over the phase).
+    windows : tuple of dict
+        Per window of requests: rewards, cumulative regret at its end, and ``share``
+        ``{task_type: {profile: share}}``.
+    degradations, onboardings : tuple of dict
+        The measured events (see :mod:`~banditroute.sim.demo_measures`); ``reroute_requests`` and
+        ``onboarding_requests`` are None when the threshold was never crossed.
+    record_status : dict
+        How many ``record()`` calls returned each status.
+    candidates : tuple of dict
+        Off-policy evaluation after the run (empty without logs): per policy and estimator,
+        ``policy``, ``estimator``, ``value``, ``ci_low``, ``ci_high``, ``truth``.
+    gate : dict or None
+        The gate's verdict for the cost-aware candidate: ``candidate``, ``promote``, ``reasons``.
+    report_path : str or None
+        Where the HTML report was written.
+    drift_events : tuple of dict
+        The router's drift detections (profile, task type, change, statistic, and
+        ``n_updates``, the number of outcomes applied when it fired).
+    """
+
+    n_requests: int
+    seed: int
+    discount: float
+    drift: bool
+    exploration: float
+    batch_size: int
+    objective: dict
+    profiles: tuple
+    task_types: tuple
+    static_table: dict
+    phases: tuple
+    windows: tuple
+    degradations: tuple
+    onboardings: tuple
+    cumulative_regret: float
+    record_status: dict
+    log_dir: str | None
+    wall_time_s: float
+    candidates: tuple = ()
+    gate: dict | None = None
+    report_path: str | None = None
+    evaluation_time_s: float = 0.0
+    drift_events: tuple = ()
+
+    def phase(self, name: str) -> dict:
+        """The phase called ``name`` (``"stationary"``, ``"overall"``, ...)."""
+        for p in self.phases:
+            if p["name"] == name:
+                return p
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict of every field.
+
+        >>> import json
+        >>> from banditroute.sim import run_demo
+        >>> r = run_demo(n_requests=500, seed=1, log_dir=None, progress=False, out=None)
+        >>> json.loads(json.dumps(r.to_dict()))["n_requests"]
+        500
+        """
+        return _jsonable(asdict(self))
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x

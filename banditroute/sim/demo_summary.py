@@ -1,0 +1,102 @@
+"""The demo's printing: the plain-text summary of a :class:`~banditroute.sim.demo_result.DemoResult`.
+
+:func:`format_summary` turns the numbers into the tables ``banditroute demo`` prints: the
+static table, reward per phase and per window, routing shares per task type, the events,
+and (when the run evaluated) the candidates, the gate's verdict and the report's path.
+"""
+
+from __future__ import annotations
+
+from .demo_evaluation import DEMO_GUARDRAILS
+from .demo_measures import SHARE_OFF, SHARE_ON
+from .demo_result import DemoResult
+
+__all__ = ["format_summary"]
+
+
+def _fmt(x, spec: str, none: str = "-") -> str:
+    return none if x is None else format(x, spec)
+
+
+def format_summary(r: DemoResult) -> str:
+    """The plain-text summary :func:`~banditroute.sim.demo.run_demo` prints.
+
+    >>> from banditroute.sim import run_demo
+    >>> r = run_demo(n_requests=1_000, seed=0, log_dir=None, progress=False, out=None)
+    >>> print(format_summary(r).splitlines()[0])
+    banditroute demo: 1,000 requests, seed 0
+    """
+    o = r.objective
+    lines = [
+        f"banditroute demo: {r.n_requests:,} requests, seed {r.seed}",
+        f"objective: reward = {o['quality']:g}*quality - {o['cost']:g}*cost_usd - {o['latency']:g}*latency_ms",
+        f"router: Thompson sampling, discount {r.discount:g}, "
+        f"{'drift-triggered recalibration, ' if r.drift else ''}exploration {r.exploration:g}, "
+        f"batches of {r.batch_size} concurrent requests, outcomes delayed",
+        f"logs: {r.log_dir or '(not written)'}    wall time: {r.wall_time_s:.1f} s    "
+        f"record(): " + ", ".join(f"{k} {v:,}" for k, v in sorted(r.record_status.items())),
+        "",
+        "Static routing table (pre-deployment benchmark of the initial profiles, never updated):",
+        "  " + ", ".join(f"{t} -> {p}" for t, p in r.static_table.items()),
+        "",
+        "Mean reward per request (expected reward; 'realised' = observed outcomes)",
+    ]
+    head = f"  {'phase':<34}{'requests':>15}{'router':>8}{'realised':>9}{'oracle':>8}{'static':>8}" \
+           f"{'vs oracle':>10}{'vs static':>10}{'regret':>9}"
+    lines.append(head)
+    for p in r.phases:
+        lines.append(f"  {p['name']:<34}{p['start']:>7,}-{p['stop']:<7,}{p['router']:>8.3f}"
+                     f"{p['router_realised']:>9.3f}{p['oracle']:>8.3f}{p['static']:>8.3f}"
+                     f"{_fmt(p['ratio_to_oracle'], '.1%'):>10}{_fmt(p['ratio_to_static'], '.1%'):>10}"
+                     f"{p['regret']:>9.1f}")
+    lines += ["", "Per window", f"  {'requests':<17}{'router':>8}{'oracle':>8}{'static':>8}"
+              f"{'vs oracle':>10}{'cum. regret':>12}"]
+    for w in r.windows:
+        lines.append(f"  {w['start']:>7,}-{w['stop']:<9,}{w['router']:>8.3f}{w['oracle']:>8.3f}"
+                     f"{w['static']:>8.3f}{_fmt(w['ratio_to_oracle'], '.1%'):>10}{w['cumulative_regret']:>12.1f}")
+    lines += ["", "Routing share per task type (% of that task type's requests in the window "
+                  "executed on each profile)"]
+    width = max(8, *(len(p) + 2 for p in r.profiles))
+    for t in r.task_types:
+        lines.append(f"  {t:<17}" + "".join(f"{p:>{width}}" for p in r.profiles))
+        for w in r.windows:
+            cells = "".join(f"{_fmt(None if s is None else 100 * s, '.0f'):>{width}}"
+                            for s in w["share"][t].values())
+            lines.append(f"    {w['start']:>6,}-{w['stop']:<7,}" + cells)
+    lines += ["", "Events"]
+    for d in r.degradations:
+        lines.append(f"  {d['profile']} degrades on {d['task_type']} at request {d['at_request']:,} "
+                     f"(share there before: {_fmt(d['share_before'], '.0%')})")
+        if d["reroute_requests"] is None:
+            lines.append(f"    share never fell below {SHARE_OFF:.0%} ({d['n_affected']:,} {d['task_type']} requests)")
+        else:
+            lines.append(f"    routed around after {d['reroute_requests']:,} {d['task_type']} requests "
+                         f"({d['reroute_all_requests']:,} requests overall): share < {SHARE_OFF:.0%}, "
+                         f"then {_fmt(d['share_after_reroute'], '.1%')} on average")
+    for b in r.onboardings:
+        where = ", ".join(b["best_for"]) or "(no task type)"
+        lines.append(f"  {b['profile']} joins at request {b['at_request']:,}; best for {where}")
+        if b["onboarding_requests"] is None:
+            lines.append(f"    never reached a {SHARE_ON:.0%} share there ({b['n_best']:,} requests)")
+        else:
+            lines.append(f"    onboarded after {b['onboarding_requests']:,} requests of those task types "
+                         f"({b['onboarding_all_requests']:,} overall): share >= {SHARE_ON:.0%}; "
+                         f"final share {_fmt(b['final_share'], '.0%')}")
+    if not r.degradations and not r.onboardings:
+        lines.append("  (none: stationary scenario)")
+    if r.candidates:
+        lines += ["", f"Candidates evaluated off-policy on the logged traffic ({r.evaluation_time_s:.1f} s); "
+                      "true value = simulator's expected reward of the candidate on the logged requests",
+                  f"  {'policy':<14}{'estimator':<10}{'estimate':>9}  {'95% interval':<19}{'true':>8}  covered"]
+        for c in r.candidates:
+            covered = "yes" if c["ci_low"] <= c["truth"] <= c["ci_high"] else "no"
+            lines.append(f"  {c['policy']:<14}{c['estimator']:<10}{c['value']:>9.4f}  "
+                         f"[{c['ci_low']:.4f}, {c['ci_high']:.4f}]{c['truth']:>9.4f}  {covered}")
+    if r.gate is not None:
+        lines += ["", f"Promotion gate: {r.gate['candidate']} vs {r.gate['baseline']} (per task type; guardrails "
+                      + ", ".join(f"{k} {v:g}" for k, v in DEMO_GUARDRAILS.items()) + "): "
+                      + ("PROMOTE" if r.gate["promote"] else "REFUSE")]
+        lines += [f"  - {reason}" for reason in r.gate["reasons"]]
+    if r.report_path:
+        lines += ["", f"Report: {r.report_path}"]
+    return "\n".join(lines) + "\n"

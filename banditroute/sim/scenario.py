@@ -1,0 +1,254 @@
+"""The world a simulation plays: profiles, task types, traffic shape, delays and events.
+
+A :class:`Scenario` is a frozen description, validated once at construction: the profiles
+(:class:`SimProfile`: cost, latency and true reliability per task type, and when each joins),
+the task-type mix, prompt sizes, tenants, how late outcomes arrive, and mid-run
+:class:`Degradation` events. It draws nothing; :class:`~banditroute.sim.simulator.Simulator`
+plays it from a seed.
+
+The built-in workloads are its constructors: :meth:`Scenario.default` (the demo's: a
+degradation and a late profile), :meth:`Scenario.nonstationary` (gradual, abrupt and
+recovering drift) and :meth:`Scenario.stationary` (any scenario without its events).
+
+>>> s = Scenario.default(n_requests=1000)
+>>> s.profile_names, s.event_steps(1000)
+(('small', 'medium', 'large', 'medium-v2'), (400, 700))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from ..errors import ConfigError
+from ._checks import _check_float, _check_int, _check_reliability
+
+__all__ = ["TASK_TYPES", "SimProfile", "Degradation", "Scenario"]
+
+#: The task types of the built-in scenarios.
+TASK_TYPES = ("chat", "code", "math", "summarize")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimProfile:
+    """The truth about one profile.
+
+    Parameters
+    ----------
+    name : str
+        Profile name, as the router knows it.
+    cost_usd, latency_ms : float
+        Mean cost and latency of one request over the traffic (the configured values).
+    reliability : mapping of task type to float in [0, 1]
+        True probability of a good outcome in production, per task type.
+    benchmark_reliability : mapping of task type to float, optional
+        Probability of a good outcome on the pre-deployment benchmark suite, when it differs
+        from production (benchmarks are rarely production traffic); ``reliability`` otherwise.
+    joins_at : int
+        Index of the first request for which the profile exists (0: from the start).
+
+    >>> SimProfile(name="s", cost_usd=0.001, latency_ms=300, reliability={"chat": 0.9}).joins_at
+    0
+    """
+
+    name: str
+    cost_usd: float
+    latency_ms: float
+    reliability: Mapping[str, float]
+    benchmark_reliability: Mapping[str, float] | None = None
+    joins_at: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError("profile.name", self.name, "must be a non-empty string")
+        where = f"profiles[{self.name}]"
+        _check_float(f"{where}.cost_usd", self.cost_usd, lo=0.0)
+        _check_float(f"{where}.latency_ms", self.latency_ms, lo=0.0)
+        _check_reliability(f"{where}.reliability", self.reliability)
+        if self.benchmark_reliability is not None:
+            _check_reliability(f"{where}.benchmark_reliability", self.benchmark_reliability)
+        _check_int(f"{where}.joins_at", self.joins_at)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Degradation:
+    """From request ``at_request`` on, ``profile`` succeeds on ``task_type`` with ``reliability``.
+
+    >>> Degradation(profile="large", task_type="code", at_request=100, reliability=0.4).reliability
+    0.4
+    """
+
+    profile: str
+    task_type: str
+    at_request: int
+    reliability: float
+
+    def __post_init__(self) -> None:
+        _check_int("degradation.at_request", self.at_request)
+        _check_float("degradation.reliability", self.reliability, lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """A routing workload: profiles, task types, traffic shape, delays and events.
+
+    Parameters
+    ----------
+    profiles : tuple of SimProfile
+        At least one must exist from request 0. Every ``reliability`` names every task type.
+    task_types : tuple of str
+    task_mix : tuple of float
+        Probability of each task type (aligned with ``task_types``; sums to 1).
+    tenants : tuple of str
+        Tenants, drawn uniformly; realism only, they do not change outcomes.
+    mean_prompt_tokens : float
+        Mean prompt size; sizes are log-normal with log-sd ``prompt_tokens_sigma``.
+    prompt_tokens_sigma, cost_noise, latency_noise : float
+        Log-scale standard deviations (noise factors have mean 1).
+    max_delay_requests : int
+        An outcome arrives ``d ~ Uniform{0..max_delay_requests}`` requests after its request.
+    degradations : tuple of Degradation
+    quality : {"binary", "graded"}
+        Bernoulli 0/1 quality, or a Beta-distributed grade in [0, 1] with the same mean.
+
+    Examples
+    --------
+    >>> s = Scenario.default(n_requests=10_000)
+    >>> [p.name for p in s.profiles], s.event_steps(10_000)
+    (['small', 'medium', 'large', 'medium-v2'], (4000, 7000))
+    >>> s.stationary().event_steps(10_000)
+    ()
+    """
+
+    profiles: tuple[SimProfile, ...]
+    task_types: tuple[str, ...] = TASK_TYPES
+    task_mix: tuple[float, ...] = (0.30, 0.25, 0.20, 0.25)
+    tenants: tuple[str, ...] = ("acme", "globex", "initech", "umbrella")
+    mean_prompt_tokens: float = 600.0
+    prompt_tokens_sigma: float = 0.5
+    cost_noise: float = 0.2
+    latency_noise: float = 0.3
+    max_delay_requests: int = 50
+    degradations: tuple[Degradation, ...] = ()
+    quality: Literal["binary", "graded"] = "binary"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.profiles, tuple) or not self.profiles:
+            raise ConfigError("scenario.profiles", self.profiles, "must be a non-empty tuple of SimProfile")
+        if not isinstance(self.task_types, tuple) or not self.task_types:
+            raise ConfigError("scenario.task_types", self.task_types, "must be a non-empty tuple of str")
+        if len(set(self.task_types)) != len(self.task_types):
+            raise ConfigError("scenario.task_types", self.task_types, "must be unique")
+        names = [p.name for p in self.profiles]
+        if len(set(names)) != len(names):
+            raise ConfigError("scenario.profiles", names, "must have unique names")
+        if all(p.joins_at > 0 for p in self.profiles):
+            raise ConfigError("scenario.profiles", names, "must include a profile with joins_at=0")
+        tasks = set(self.task_types)
+        for p in self.profiles:
+            for attr in ("reliability", "benchmark_reliability"):
+                rel = getattr(p, attr)
+                if rel is not None and set(rel) != tasks:
+                    raise ConfigError(f"profiles[{p.name}].{attr}", sorted(rel),
+                                      f"must name exactly the task types {sorted(tasks)}")
+        if len(self.task_mix) != len(self.task_types):
+            raise ConfigError("scenario.task_mix", self.task_mix, "must have one entry per task type")
+        for i, w in enumerate(self.task_mix):
+            _check_float(f"scenario.task_mix[{i}]", w, lo=0.0)
+        if abs(sum(self.task_mix) - 1.0) > 1e-9:
+            raise ConfigError("scenario.task_mix", self.task_mix, "must sum to 1")
+        if not isinstance(self.tenants, tuple) or not self.tenants:
+            raise ConfigError("scenario.tenants", self.tenants, "must be a non-empty tuple of str")
+        _check_float("scenario.mean_prompt_tokens", self.mean_prompt_tokens, lo=1.0)
+        for attr in ("prompt_tokens_sigma", "cost_noise", "latency_noise"):
+            _check_float(f"scenario.{attr}", getattr(self, attr), lo=0.0, hi=3.0)
+        _check_int("scenario.max_delay_requests", self.max_delay_requests)
+        for d in self.degradations:
+            if d.profile not in names:
+                raise ConfigError("degradation.profile", d.profile, f"must be one of {names}")
+            if d.task_type not in tasks:
+                raise ConfigError("degradation.task_type", d.task_type, f"must be one of {sorted(tasks)}")
+        if self.quality not in ("binary", "graded"):
+            raise ConfigError("scenario.quality", self.quality, "must be 'binary' or 'graded'")
+
+    # -- constructors -------------------------------------------------------------------------
+    @classmethod
+    def default(cls, *, n_requests: int = 50_000, benchmark_gap: bool = True) -> "Scenario":
+        """The demo's workload: three profiles, four task types, two mid-run events.
+
+        ``small`` (cheap, fast) is best for chat, ``medium`` for summarize, ``large`` (costly,
+        slow) for code and math, under the demo objective (quality 1, 10 per USD, 2e-5 per ms).
+        At 40% of ``n_requests``, ``large`` degrades on code (0.88 -> 0.45); at 70%,
+        ``medium-v2`` joins and is best for code, math and summarize.
+
+        With ``benchmark_gap`` the pre-deployment benchmark is easier than production and
+        compresses the gaps between profiles (small and medium look almost as good as large
+        on code and math), as public benchmarks often do; without it the benchmark measures
+        production reliability exactly.
+        """
+        _check_int("n_requests", n_requests, lo=1)
+        t_degrade, t_join = int(0.4 * n_requests), int(0.7 * n_requests)
+
+        def rel(chat, code, math_, summ):
+            return dict(zip(TASK_TYPES, (chat, code, math_, summ)))
+
+        bench = benchmark_gap
+        profiles = (
+            SimProfile(name="small", cost_usd=0.0004, latency_ms=400,
+                       reliability=rel(0.88, 0.45, 0.30, 0.80),
+                       benchmark_reliability=rel(0.90, 0.70, 0.62, 0.90) if bench else None),
+            SimProfile(name="medium", cost_usd=0.0030, latency_ms=1100,
+                       reliability=rel(0.90, 0.66, 0.50, 0.86),
+                       benchmark_reliability=rel(0.91, 0.86, 0.84, 0.90) if bench else None),
+            SimProfile(name="large", cost_usd=0.0120, latency_ms=2500,
+                       reliability=rel(0.93, 0.88, 0.85, 0.88),
+                       benchmark_reliability=rel(0.94, 0.90, 0.89, 0.92) if bench else None),
+            SimProfile(name="medium-v2", cost_usd=0.0020, latency_ms=800,
+                       reliability=rel(0.88, 0.84, 0.80, 0.90), joins_at=t_join),
+        )
+        return cls(profiles=profiles,
+                   degradations=(Degradation(profile="large", task_type="code",
+                                             at_request=t_degrade, reliability=0.45),))
+
+    @classmethod
+    def nonstationary(cls, *, n_requests: int = 50_000) -> "Scenario":
+        """Drift of three kinds on the default profiles (no profile joins):
+
+        - gradual: ``medium`` on summarize slides from 0.86 to 0.56 in ten steps between 15%
+          and 45% of the run;
+        - abrupt: ``large`` on code drops from 0.88 to 0.45 at 40%;
+        - recovery: ``large`` on code is back to 0.88 at 70%.
+
+        >>> [(d.profile, d.at_request, d.reliability) for d in
+        ...  Scenario.nonstationary(n_requests=1000).degradations if d.task_type == "code"]
+        [('large', 400, 0.45), ('large', 700, 0.88)]
+        """
+        _check_int("n_requests", n_requests, lo=1)
+        base = cls.default(n_requests=n_requests).stationary()
+        gradual = [Degradation(profile="medium", task_type="summarize", at_request=int((0.15 + 0.03 * i) * n_requests),
+                               reliability=round(0.86 - 0.03 * (i + 1), 4)) for i in range(10)]
+        events = gradual + [Degradation(profile="large", task_type="code", at_request=int(0.4 * n_requests),
+                                        reliability=0.45),
+                            Degradation(profile="large", task_type="code", at_request=int(0.7 * n_requests),
+                                        reliability=0.88)]
+        return replace(base, degradations=tuple(sorted(events, key=lambda d: d.at_request)))
+
+    def stationary(self) -> "Scenario":
+        """The same world without events: no degradation, only the profiles present at start.
+
+        >>> [p.name for p in Scenario.default().stationary().profiles]
+        ['small', 'medium', 'large']
+        """
+        return replace(self, degradations=(),
+                       profiles=tuple(p for p in self.profiles if p.joins_at == 0))
+
+    # -- reading --------------------------------------------------------------------------------
+    @property
+    def profile_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.profiles)
+
+    def event_steps(self, n_requests: int) -> tuple[int, ...]:
+        """Sorted request indices in ``(0, n_requests)`` where the world changes."""
+        steps = {d.at_request for d in self.degradations} | {p.joins_at for p in self.profiles}
+        return tuple(sorted(s for s in steps if 0 < s < n_requests))
