@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 import banditroute as br
+from banditroute.sim import Scenario, Simulator
 import ope
 from banditroute.policies import vw_binding as vw
-from banditroute.logs.dsjson import add_export_parser, dsjson_line, export_dsjson
+from banditroute.cli import export
+from banditroute.logs.dsjson import dsjson_line, export_dsjson
 from banditroute.policies.vw import VWConfig, VWPolicy, _hashed, action_namespaces, shared_namespaces
 from ope.dsjson import feedback_from_dsjson
 
@@ -22,7 +24,7 @@ def logged(tmp_path_factory):
     """A Thompson router (exploration 0.1) on the simulator, logging to disk; one profile is
     allow-listed to two tenants, so some decisions have a masked profile."""
     log_dir = tmp_path_factory.mktemp("logs")
-    sim = br.Simulator(br.Scenario.default(n_requests=6000).stationary(), seed=11)
+    sim = Simulator(Scenario.default(n_requests=6000).stationary(), seed=11)
     profiles = [br.Profile(p.name, cost_usd=p.cost_usd, latency_ms=p.latency_ms,
                            allow={"tenant": ["acme", "globex"]} if p.name == "medium" else None,
                            tags=("big",) if p.name == "large" else ())
@@ -166,7 +168,7 @@ def test_unlabelled_lines_are_skipped_and_bad_lines_named():
 def test_export_command(logged, tmp_path, capsys):
     log_dir, path, _, _ = logged
     parser = argparse.ArgumentParser(prog="banditroute")
-    add_export_parser(parser.add_subparsers(dest="command"))
+    export.add_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "x.json"
     args = parser.parse_args(["export", "--format", "dsjson", "--logs", str(log_dir), "--out", str(out), "--json"])
     assert args.run(args) == 0

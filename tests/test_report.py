@@ -16,9 +16,9 @@ import pytest
 import ope
 from ope.gate import default_reward_model
 from banditroute import Budget, Profile, Router
-from banditroute.sim.demo import DEMO_OBJECTIVE, run_demo
-from banditroute.evaluation.candidates import add_promote_parser, add_report_parser, load_feedback, resolve_policy
-from banditroute.sim.simulator import Scenario, Simulator
+from banditroute.cli import promote, report
+from banditroute.evaluation.candidates import load_feedback, resolve_policy
+from banditroute.sim import DEMO_OBJECTIVE, Scenario, Simulator, run_demo
 
 ROUTES = """[router]
 task_types = ["chat", "code", "math", "summarize"]
@@ -52,8 +52,8 @@ def demo_run(tmp_path_factory):
 def cli(argv):
     parser = argparse.ArgumentParser(prog="banditroute")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_promote_parser(sub)
-    add_report_parser(sub)
+    promote.add_parser(sub)
+    report.add_parser(sub)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -135,7 +135,7 @@ def test_a_retried_batch_is_counted_once(redis_server, seed):
     rng = np.random.default_rng(seed)
     router, shared = replica(redis_server.url)
     feed(router, 12, rng)
-    with router._lock:
+    with router.lock:
         alpha, beta = router.evidence()
     shared._unsent = [alpha - shared._base[0], beta - shared._base[1]]
     shared._base = [alpha, beta]
@@ -143,9 +143,9 @@ def test_a_retried_batch_is_counted_once(redis_server, seed):
     shared._push()
     batch = shared.n_batches
     # the reply was "lost": the same batch goes again
-    shared._inflight = ("replayed", alpha.copy(), beta.copy(), router._seq)
+    shared._inflight = ("replayed", alpha.copy(), beta.copy(), router.log_position)
     shared._push()
-    shared._inflight = ("replayed", alpha.copy(), beta.copy(), router._seq)
+    shared._inflight = ("replayed", alpha.copy(), beta.copy(), router.log_position)
     shared._push()
     assert shared.n_batches == batch + 2
     fresh, fresh_shared = replica(redis_server.url, seed=3)

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 import banditroute as br
+from banditroute.sim import Scenario, Simulator
 import ope
 from banditroute.policies import vw_binding as vw
 from banditroute.policies.vw import VWConfig, VWPolicy
@@ -189,7 +190,7 @@ def test_importing_does_not_need_the_binding():
 @pytest.fixture(scope="module")
 def simulator_feedback():
     """Logged traffic of a Thompson router (exploration 0.1) on the embedded simulator."""
-    sim = br.Simulator(br.Scenario.default(n_requests=4000).stationary(), seed=3)
+    sim = Simulator(Scenario.default(n_requests=4000).stationary(), seed=3)
     profiles = [br.Profile(p.name, cost_usd=p.cost_usd, latency_ms=p.latency_ms) for p in sim.scenario.profiles]
     router = br.Router(profiles, task_types=list(sim.task_types), exploration=0.1,
                        objective=br.Objective(quality=1.0, cost=10.0, latency=2e-5), seed=3)

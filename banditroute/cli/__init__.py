@@ -1,4 +1,5 @@
-"""The ``banditroute`` command: argument parsers that call the library."""
+"""The ``banditroute`` command: one module per subcommand (its parser and a small function
+calling the library), :mod:`~banditroute.cli.main` building the top parser and dispatching."""
 
 from .main import main
 

@@ -1,6 +1,9 @@
-"""``banditroute promote`` and ``banditroute report``: the gate and the report from the command line.
+"""Candidate and baseline policies on the logs: SPECs resolved to action distributions.
 
-Candidate and baseline policies are given as SPECs (a superset of ``python -m ope``'s):
+A policy to evaluate (by ``banditroute promote``, ``banditroute report`` or the demo) is given
+as a SPEC (a superset of ``python -m ope``'s) and resolved against the joined logs
+(:func:`load_feedback`) into an (n_rounds, n_profiles) action distribution
+(:func:`resolve_policy`):
 
 ==========================  =====================================================================
 ``logged`` (or ``logging``)  the logging policy itself: the probabilities logged with each decision
@@ -23,10 +26,8 @@ Candidate and baseline policies are given as SPECs (a superset of ``python -m op
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,8 +36,7 @@ import polars as pl
 
 from ..errors import ConfigError
 
-__all__ = ["SPEC_HELP", "parse_named", "load_feedback", "resolve_policy", "add_promote_parser",
-           "add_report_parser", "run_promote", "run_report"]
+__all__ = ["SPEC_HELP", "parse_named", "load_feedback", "resolve_policy"]
 
 SPEC_HELP = ("logged | uniform | always:PROFILE | table:TASK=PROFILE,...[,*=PROFILE] | config[:ROUTES.toml] | "
              "router:SAVED.pkl | shadow:NAME | file:PATH.npy")
@@ -167,116 +167,3 @@ def resolve_policy(spec: str, fb, *, log_dir: str | Path | None = None, config: 
     if spec.startswith("file:"):
         return np.load(spec.split(":", 1)[1])
     raise ConfigError("policy", spec, f"must be one of: {SPEC_HELP}")
-
-
-# -- command line -----------------------------------------------------------------------------------
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--logs", required=True, help="log directory (decisions/ and outcomes/)")
-    p.add_argument("--config", default=None, help="routes TOML (spec 'config', and beliefs for the report)")
-    p.add_argument("--baseline", default="logged", metavar="SPEC", help="baseline policy (default: logged)")
-    p.add_argument("--cohort", action="append", default=[], metavar="COLUMN",
-                   help="cohort column: task_type, tenant, profile or any context key (repeatable)")
-    p.add_argument("--estimator", default="dr", choices=["dr", "sndr", "ips", "snips"])
-    p.add_argument("--margin", type=float, default=0.0, help="required improvement of the reward (default 0)")
-    p.add_argument("--cohort-margin", type=float, default=None,
-                   help="non-inferiority margin of the reward in each cohort (default |margin|)")
-    p.add_argument("--guardrail", action="append", default=[], metavar="METRIC=MARGIN",
-                   help="non-inferiority margin: quality=0.02, cost_usd=0.001, latency_ms=100 (repeatable)")
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--min-n", type=int, default=100)
-    p.add_argument("--min-ess", type=float, default=100.0)
-    p.add_argument("--max-weight", type=float, default=500.0)
-    p.add_argument("--wait-window-s", type=float, default=None)
-    p.add_argument("--default-reward", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-
-
-def add_promote_parser(subparsers) -> argparse.ArgumentParser:
-    """``banditroute promote``: print the gate's verdict; exit 0 (promote) or 3 (refuse)."""
-    p = subparsers.add_parser("promote", help="run the promotion gate on the logs: exit 0 promote, 3 refuse")
-    _common(p)
-    p.add_argument("--candidate", required=True, metavar="SPEC", help=SPEC_HELP)
-    p.add_argument("--json", action="store_true", help="print the verdict, reasons and table as JSON")
-    p.set_defaults(run=run_promote)
-    return p
-
-
-def add_report_parser(subparsers) -> argparse.ArgumentParser:
-    """``banditroute report``: write one self-contained HTML report."""
-    p = subparsers.add_parser("report", help="write a self-contained HTML report of the logs, candidates and gate")
-    _common(p)
-    p.add_argument("--candidate", action="append", default=[], metavar="NAME=SPEC", help=SPEC_HELP + " (repeatable)")
-    p.add_argument("--gate", default=None, metavar="NAME", help="candidate to gate (default: the first)")
-    p.add_argument("--router", default=None, help="saved router for the beliefs (instead of replaying --config)")
-    p.add_argument("--out", default="report.html")
-    p.set_defaults(run=run_report)
-    return p
-
-
-def _guardrails(items: Sequence[str]) -> dict:
-    out = {}
-    for item in items:
-        metric, sep, margin = item.partition("=")
-        try:
-            out[metric] = float(margin)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ConfigError("--guardrail", item, "must be METRIC=MARGIN")
-    return out
-
-
-def _gate_kwargs(args) -> dict:
-    return dict(estimator=args.estimator, margin=args.margin, cohort_margin=args.cohort_margin,
-                guardrails=_guardrails(args.guardrail), cohorts=list(args.cohort), alpha=args.alpha,
-                min_n=args.min_n, min_ess=args.min_ess, max_weight=args.max_weight, seed=args.seed)
-
-
-def _errors(fn):
-    def wrapped(args) -> int:
-        from ope.errors import OPEError
-
-        try:
-            return fn(args)
-        except OPEError as exc:
-            print(f"banditroute {args.command}: error: {exc}", file=sys.stderr)
-            return 2 if isinstance(exc, ValueError) else 1
-    wrapped.__doc__ = fn.__doc__
-    wrapped.__name__ = fn.__name__
-    return wrapped
-
-
-@_errors
-def run_promote(args) -> int:
-    """Handler of ``banditroute promote``: 0 promote, 3 refuse."""
-    from ope.gate import gate
-
-    fb = load_feedback(args.logs, cohorts=args.cohort, wait_window_s=args.wait_window_s,
-                       default_reward=args.default_reward)
-    where = dict(log_dir=args.logs, config=args.config, wait_window_s=args.wait_window_s,
-                 default_reward=args.default_reward)
-    candidate = resolve_policy(parse_named(args.candidate)[1], fb, **where)
-    baseline = resolve_policy(parse_named(args.baseline)[1], fb, **where)
-    result = gate(fb, candidate=candidate, baseline=baseline, **_gate_kwargs(args))
-    if args.json:
-        print(json.dumps({"candidate": args.candidate, "baseline": args.baseline, **result.to_dict()}, indent=2))
-    else:
-        print(f"candidate {args.candidate} vs baseline {args.baseline} on {fb.n_rounds:,} logged rounds")
-        print(result.summary())
-    return 0 if result.promote else 3
-
-
-@_errors
-def run_report(args) -> int:
-    """Handler of ``banditroute report``."""
-    from .report import build_report
-
-    if not args.candidate:
-        raise ConfigError("--candidate", None, "give at least one NAME=SPEC")
-    html = build_report(
-        args.logs, candidates=dict(parse_named(c) for c in args.candidate), baseline=args.baseline,
-        config=args.config, router=args.router, gate_candidate=args.gate, gate_kwargs=_gate_kwargs(args),
-        wait_window_s=args.wait_window_s, default_reward=args.default_reward)
-    Path(args.out).write_text(html, encoding="utf-8")
-    print(f"wrote {args.out}")
-    return 0

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from .candidates import load_feedback, resolve_policy
+
 __all__ = ["interval_plot", "histogram", "stacked_area", "routing_share", "render_report", "build_report"]
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -325,7 +327,6 @@ def build_report(log_dir: str | Path, *, candidates: Mapping[str, Any], baseline
     import ope
     from ope.gate import default_reward_model, gate
 
-    from .candidates import load_feedback, resolve_policy
     from ..decide.router import Router
 
     gate_kwargs = dict(gate_kwargs or {})

@@ -1,5 +1,7 @@
 """Export joined logs as Vowpal Wabbit decision-service JSON (DSJSON) lines.
 
+The ``banditroute export`` command (:mod:`banditroute.cli.export`) calls :func:`export_dsjson`.
+
 One line per decision with a counted outcome, in VW's conventions (checked against the
 binding's own DSJSON parser)::
 
@@ -37,7 +39,7 @@ from ..config.profiles import Profile
 from ..errors import ConfigError, LogError
 from ..policies.vw import action_namespaces, shared_namespaces
 
-__all__ = ["dsjson_line", "export_dsjson", "ExportResult", "add_export_parser"]
+__all__ = ["dsjson_line", "export_dsjson", "ExportResult"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -180,48 +182,3 @@ def export_dsjson(log_dir: str | os.PathLike, out: str | os.PathLike, *, profile
     if tmp is not None:
         os.replace(tmp, target)
     return ExportResult(n_written=n_written, n_skipped=n_skipped, path=str(out))
-
-
-def add_export_parser(subparsers) -> None:
-    """Add ``banditroute export`` to the CLI's subparsers.
-
-    >>> import argparse
-    >>> parser = argparse.ArgumentParser(prog="banditroute")
-    >>> add_export_parser(parser.add_subparsers(dest="command"))
-    >>> args = parser.parse_args(["export", "--format", "dsjson", "--logs", "logs", "--out", "x.json"])
-    >>> args.format, args.run.__name__
-    ('dsjson', '_export')
-    """
-    p = subparsers.add_parser("export", help="export joined logs for other tools (DSJSON for Vowpal Wabbit)")
-    p.add_argument("--format", required=True, choices=["dsjson"], help="output format")
-    p.add_argument("--logs", required=True, help="log directory")
-    p.add_argument("--out", required=True, help="output file ('-' for stdout)")
-    p.add_argument("--config", help="routes TOML file: adds the profiles' cost/latency/tags as action features")
-    p.add_argument("--default-reward", type=float, default=None,
-                   help="reward of decisions without an outcome (default: skip them)")
-    p.add_argument("--wait-window-s", type=float, default=None, help="count outcomes only within this many seconds")
-    p.add_argument("--duplicates", choices=["first", "last", "mean"], default="first",
-                   help="how several outcomes of one decision combine (default first)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(run=_export)
-
-
-def _export(args) -> int:
-    profiles: Sequence[Profile] = ()
-    if args.config:
-        from ..config.settings import load_config
-
-        profiles = load_config(args.config)[0]
-    if args.wait_window_s is not None and not args.wait_window_s >= 0:
-        raise ConfigError("--wait-window-s", args.wait_window_s, "must be >= 0")
-    window = None if args.wait_window_s is None else dt.timedelta(seconds=args.wait_window_s)
-    result = export_dsjson(args.logs, args.out, profiles=profiles, wait_window=window,
-                           default_reward=args.default_reward, duplicates=args.duplicates)
-    summary = {"written": result.n_written, "skipped": result.n_skipped, "out": result.path}
-    stream = sys.stderr if args.out == "-" else sys.stdout
-    if args.json:
-        print(json.dumps(summary), file=stream)
-    else:
-        print(f"wrote {result.n_written} DSJSON lines to {result.path} ({result.n_skipped} skipped: no reward)",
-              file=stream)
-    return 0

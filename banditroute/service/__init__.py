@@ -1,1 +1,4 @@
-"""The HTTP service: the ASGI app, group commit, replicas (shared state, forwarding), metrics."""
+"""The HTTP service: the ASGI app and its handlers (``app``), the request/response primitives
+(``asgi``), a replica's settings (``config``) and wiring (``replica``), group commit,
+replicas sharing state (``shared_state``) and forwarding outcomes (``forwarding``), metrics
+and the OpenAPI description. ``banditroute serve`` (:mod:`banditroute.cli.serve`) runs it."""

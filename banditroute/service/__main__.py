@@ -1,7 +1,7 @@
-"""``python -m banditroute.service --config routes.toml ...`` (the same options as ``serve``)."""
+"""``python -m banditroute.service --config routes.toml ...`` (the same options as ``banditroute serve``)."""
 
 import sys
 
-from .app import main
+from ..cli.serve import main
 
 sys.exit(main())

@@ -1,0 +1,66 @@
+"""The options ``promote`` and ``report`` share: the logs, the baseline, the gate's settings.
+
+>>> import argparse
+>>> p = argparse.ArgumentParser()
+>>> add_gate_arguments(p)
+>>> args = p.parse_args(["--logs", "logs", "--guardrail", "quality=0.02", "--cohort", "task_type"])
+>>> kwargs = gate_kwargs(args)
+>>> kwargs["guardrails"], kwargs["cohorts"], kwargs["estimator"]
+({'quality': 0.02}, ['task_type'], 'dr')
+>>> parse_guardrails(["quality"])
+Traceback (most recent call last):
+...
+banditroute.errors.ConfigError: --guardrail must be METRIC=MARGIN, got 'quality'
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from ..errors import ConfigError
+
+__all__ = ["add_gate_arguments", "gate_kwargs", "parse_guardrails"]
+
+
+def add_gate_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the log, baseline and gate options to a subcommand's parser."""
+    p.add_argument("--logs", required=True, help="log directory (decisions/ and outcomes/)")
+    p.add_argument("--config", default=None, help="routes TOML (spec 'config', and beliefs for the report)")
+    p.add_argument("--baseline", default="logged", metavar="SPEC", help="baseline policy (default: logged)")
+    p.add_argument("--cohort", action="append", default=[], metavar="COLUMN",
+                   help="cohort column: task_type, tenant, profile or any context key (repeatable)")
+    p.add_argument("--estimator", default="dr", choices=["dr", "sndr", "ips", "snips"])
+    p.add_argument("--margin", type=float, default=0.0, help="required improvement of the reward (default 0)")
+    p.add_argument("--cohort-margin", type=float, default=None,
+                   help="non-inferiority margin of the reward in each cohort (default |margin|)")
+    p.add_argument("--guardrail", action="append", default=[], metavar="METRIC=MARGIN",
+                   help="non-inferiority margin: quality=0.02, cost_usd=0.001, latency_ms=100 (repeatable)")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--min-n", type=int, default=100)
+    p.add_argument("--min-ess", type=float, default=100.0)
+    p.add_argument("--max-weight", type=float, default=500.0)
+    p.add_argument("--wait-window-s", type=float, default=None)
+    p.add_argument("--default-reward", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def parse_guardrails(items: Sequence[str]) -> dict[str, float]:
+    """``["quality=0.02", ...]`` as ``{"quality": 0.02, ...}``."""
+    out = {}
+    for item in items:
+        metric, sep, margin = item.partition("=")
+        try:
+            out[metric] = float(margin)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError("--guardrail", item, "must be METRIC=MARGIN")
+    return out
+
+
+def gate_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`ope.gate.gate` given on the command line."""
+    return dict(estimator=args.estimator, margin=args.margin, cohort_margin=args.cohort_margin,
+                guardrails=parse_guardrails(args.guardrail), cohorts=list(args.cohort), alpha=args.alpha,
+                min_n=args.min_n, min_ess=args.min_ess, max_weight=args.max_weight, seed=args.seed)

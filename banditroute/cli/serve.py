@@ -1,0 +1,83 @@
+"""``banditroute serve``: serve the router over HTTP with uvicorn (needs the ``service`` extra).
+
+Each uvicorn worker is one replica (:mod:`banditroute.service.replica`) built by
+:func:`banditroute.service.app.app_from_env` from the settings this command puts in the
+environment. :func:`main` is ``python -m banditroute.service`` (the same options).
+
+>>> import argparse
+>>> args = add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(["--config", "routes.toml"])
+>>> args.host, args.port, args.workers, args.log_dir
+('127.0.0.1', 8080, 1, 'logs')
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+
+from ..errors import BanditrouteError, ConfigError
+from .errors import report_error
+
+__all__ = ["add_parser", "run", "main"]
+
+
+def add_parser(subparsers):
+    """Add ``serve`` to the CLI's subparsers (``run=run``)."""
+    p = subparsers.add_parser("serve", help="serve the router over HTTP (needs the 'service' extra)")
+    p.add_argument("--config", required=True, help="routes TOML file")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--log-dir", default="logs", help="decision log directory (default logs)")
+    p.add_argument("--token", default=None, help="bearer token (default: $BANDITROUTE_TOKEN; none disables auth)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes, each a replica (default 1)")
+    p.add_argument("--redis-url", default=None, help="share posteriors through Redis (default: $BANDITROUTE_REDIS_URL)")
+    p.add_argument("--redis-namespace", default="banditroute", help="key prefix in Redis (default banditroute)")
+    p.add_argument("--sync-interval-ms", type=float, default=100.0, help="shared-state sync period (default 100)")
+    p.add_argument("--max-body-bytes", type=int, default=65536, help="request body limit (default 65536)")
+    p.add_argument("--commit-interval-ms", type=float, default=1.0, help="group commit period (default 1)")
+    p.add_argument("--max-commits-in-flight", type=int, default=8, help="overlapping group commits (default 8)")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args) -> int:
+    """Validate the settings, then run uvicorn until SIGINT/SIGTERM (graceful: flushes)."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("serve", None, "needs the service extra: pip install 'banditroute[service]'") from None
+    from ..service.app import APP_FACTORY, ENV_CONFIG
+    from ..service.config import ServiceConfig
+    from ..service.replica import preflight
+
+    cfg = ServiceConfig(config=args.config, log_dir=args.log_dir, token=args.token or os.environ.get("BANDITROUTE_TOKEN"),
+                        max_body_bytes=args.max_body_bytes, commit_interval_ms=args.commit_interval_ms,
+                        max_commits_in_flight=args.max_commits_in_flight,
+                        redis_url=args.redis_url or os.environ.get("BANDITROUTE_REDIS_URL"),
+                        redis_namespace=args.redis_namespace, sync_interval_ms=args.sync_interval_ms)
+    if isinstance(args.workers, bool) or args.workers < 1:
+        raise ConfigError("--workers", args.workers, "must be >= 1")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError("--port", args.port, "must be in [0, 65535]")
+    preflight(cfg)
+    os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(APP_FACTORY, factory=True, host=args.host, port=args.port,
+                workers=args.workers, loop="auto", http="auto", access_log=False,
+                timeout_graceful_shutdown=10, log_level="warning")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m banditroute.service --config routes.toml ...`` (same options as ``serve``)."""
+    parser = argparse.ArgumentParser(prog="banditroute-serve")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.run(args)
+    except BanditrouteError as exc:
+        return report_error(exc, command="serve")

@@ -1,0 +1,139 @@
+"""The HTTP layer under the service's handlers: plain ASGI requests and responses, JSON bodies
+read within a size limit, and the one error envelope every 4xx/5xx carries::
+
+    {"error": {"status": 422, "code": "invalid_request", "field": "context.task_type",
+               "message": "context.task_type must be one of ['chat', 'code'], got 'poetry'"}}
+
+>>> envelope(404, "not_found", "path", "path '/x' is not served here").body
+b'{"error": {"status": 404, "code": "not_found", "field": "path", "message": "path \\'/x\\' is not served here"}}'
+>>> check_keys({"context": {}, "extra": 1}, required=("context",))
+Traceback (most recent call last):
+...
+banditroute.service.asgi.ApiError: 'extra' is not a known field (known: ['context'])
+"""
+
+from __future__ import annotations
+
+import json
+
+__all__ = ["ApiError", "Request", "Response", "envelope", "ok", "encode_compact", "read_json", "check_keys",
+           "check_portable"]
+
+
+class ApiError(Exception):
+    """An error response: HTTP status, machine code, offending field and message."""
+
+    def __init__(self, status: int, code: str, field: str | None, message: str):
+        super().__init__(message)
+        self.status, self.code, self.field, self.message = status, code, field, message
+
+
+class Response:
+    """What a handler returns: status, body bytes, media type and extra headers."""
+
+    __slots__ = ("status", "body", "media_type", "headers")
+
+    def __init__(self, status: int, body: bytes, media_type: str = "application/json", headers=None):
+        self.status, self.body, self.media_type, self.headers = status, body, media_type, headers
+
+    async def send(self, send) -> None:
+        """Send this response over the ASGI ``send`` channel."""
+        headers = [(b"content-type", self.media_type.encode()), (b"content-length", str(len(self.body)).encode())]
+        if self.headers:
+            headers += [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def envelope(status: int, code: str, field: str | None, message: str, headers=None) -> Response:
+    """The error envelope as a response."""
+    body = json.dumps({"error": {"status": status, "code": code, "field": field, "message": message}})
+    return Response(status, body.encode(), headers=headers)
+
+
+class Request:
+    """The parts of an ASGI HTTP request the handlers use."""
+
+    __slots__ = ("scope", "receive", "headers", "path", "method")
+
+    def __init__(self, scope, receive):
+        self.scope, self.receive = scope, receive
+        self.path, self.method = scope["path"], scope["method"]
+        headers = {}
+        for key, value in scope["headers"]:
+            headers.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
+        self.headers = headers
+
+    async def stream(self):
+        """The body's chunks; a client that disconnects first gets a 400."""
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ApiError(400, "client_disconnected", "body", "the client disconnected before sending the body")
+            if message.get("body"):
+                yield message["body"]
+            if not message.get("more_body", False):
+                return
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# built once: json.dumps/json.loads with options build an encoder/decoder on every call
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_UNICODE = json.JSONEncoder(ensure_ascii=False)
+
+
+def encode_compact(payload) -> bytes:
+    """``payload`` as compact JSON bytes (the body of every 200)."""
+    return _COMPACT.encode(payload).encode()
+
+
+def ok(payload) -> Response:
+    """A 200 response with ``payload`` as compact JSON."""
+    return Response(200, encode_compact(payload))
+
+
+async def read_json(request: Request, *, limit: int) -> dict:
+    """The request body as a JSON object of at most ``limit`` bytes (else 400, 413 or 422)."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        if not length.isdigit():
+            raise ApiError(400, "invalid_header", "content-length", "content-length must be a non-negative integer")
+        raise ApiError(413, "body_too_large", "body", f"body must be at most {limit} bytes, got {length}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", "body", f"body must be at most {limit} bytes")
+        chunks.append(chunk)
+    try:
+        body = _DECODER.decode(b"".join(chunks).decode("utf-8"))  # JSON over HTTP is UTF-8 (RFC 8259)
+    except (ValueError, RecursionError) as exc:
+        reason = "is nested too deeply" if isinstance(exc, RecursionError) else f"is not valid JSON ({exc})"
+        raise ApiError(400, "invalid_json", "body", f"body {reason}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "body", f"body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def check_keys(body: dict, *, required: tuple, optional: tuple = ()) -> None:
+    """422 for a missing required key or an unknown one."""
+    for key in required:
+        if key not in body:
+            raise ApiError(422, "invalid_request", key, f"{key} is required")
+    for key in body:
+        if key not in required and key not in optional:
+            raise ApiError(422, "invalid_request", str(key)[:64],
+                           f"{str(key)[:64]!r} is not a known field (known: {sorted(required + optional)})")
+
+
+def check_portable(value, *, field: str) -> None:
+    """Reject values the log cannot store (lone surrogates) or nesting too deep to encode."""
+    try:
+        _UNICODE.encode(value).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError, ValueError, TypeError):
+        raise ApiError(422, "invalid_request", field,
+                       f"{field} must be finite JSON of valid UTF-8 text, nested at most ~900 deep") from None

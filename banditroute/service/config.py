@@ -1,0 +1,77 @@
+"""The settings of one service replica (:class:`ServiceConfig`), validated once.
+
+>>> cfg = ServiceConfig(config="routes.toml", token="s3cret-token")
+>>> cfg.max_body_bytes, cfg.commit_interval_ms
+(65536, 1.0)
+>>> ServiceConfig(config="routes.toml", max_body_bytes=0)
+Traceback (most recent call last):
+...
+banditroute.errors.ConfigError: max_body_bytes must be an integer >= 1, got 0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config.profiles import check_number
+from ..errors import ConfigError
+
+__all__ = ["ServiceConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceConfig:
+    """Settings of one service replica.
+
+    Parameters
+    ----------
+    config : str
+        Routes TOML file.
+    log_dir : str
+        Root of the decision log.
+    token : str or None
+        Bearer token required on ``/v1/*`` and ``/metrics``; None disables auth.
+    max_body_bytes : int
+        Larger request bodies get 413.
+    commit_interval_ms : float
+        At most one group commit starts per interval.
+    max_commits_in_flight : int
+        Group commits writing at the same time.
+    redis_url : str or None
+        Share posterior state through Redis (see :mod:`banditroute.service.shared_state`).
+    redis_namespace : str
+    sync_interval_ms : float
+        Period of the shared-state sync.
+    """
+
+    config: str
+    log_dir: str = "logs"
+    token: str | None = None
+    max_body_bytes: int = 65536
+    commit_interval_ms: float = 1.0
+    max_commits_in_flight: int = 8
+    redis_url: str | None = None
+    redis_namespace: str = "banditroute"
+    sync_interval_ms: float = 100.0
+
+    def __post_init__(self) -> None:
+        for name in ("config", "log_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(name, getattr(self, name), "must be a non-empty path")
+        if self.token is not None and (not isinstance(self.token, str) or len(self.token) < 8):
+            raise ConfigError("token", "<hidden>", "must be a string of at least 8 characters")
+        for name in ("max_body_bytes", "max_commits_in_flight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, value, "must be an integer >= 1")
+        check_number("commit_interval_ms", self.commit_interval_ms, lo=0.0)
+        check_number("sync_interval_ms", self.sync_interval_ms, lo=0.0, lo_open=True)
+
+    def shared_state(self):
+        """The :class:`~banditroute.service.shared_state.SharedStateConfig`, or None without Redis."""
+        if self.redis_url is None:
+            return None
+        from .shared_state import SharedStateConfig
+
+        return SharedStateConfig(url=self.redis_url, namespace=self.redis_namespace,
+                                 interval_s=self.sync_interval_ms / 1e3)

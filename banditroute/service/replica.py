@@ -1,0 +1,151 @@
+"""One service replica (one process, e.g. one worker of ``serve --workers N``): its router,
+log writer, group commit, metrics, shared state and peer link, wired together, started and
+stopped. Knows nothing of HTTP: :mod:`banditroute.service.app` maps requests to it.
+
+The replica's log writer uses group durability, a journal (one fdatasync'ed append per
+commit, compacted into Parquet parts in a background process) and no automatic flush: only
+the :class:`~banditroute.service.group_commit.GroupCommit` writes, so a response can wait
+for exactly the commit holding its rows.
+
+>>> from banditroute.service.config import ServiceConfig
+>>> preflight(ServiceConfig(config="/nonexistent/routes.toml"))
+Traceback (most recent call last):
+...
+banditroute.errors.ConfigError: config cannot be read (No such file or directory), got '/nonexistent/routes.toml'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..logs.store import LogWriter
+from .config import ServiceConfig
+from .forwarding import PeerLink
+from .group_commit import GroupCommit
+from .metrics import Metrics
+
+__all__ = ["Replica", "start_replica", "preflight"]
+
+#: Records an outcome forwarded by another replica on this host: ``(replica, body) -> (status, body bytes)``.
+ForwardedHandler = Callable[["Replica", object], Awaitable[tuple[int, bytes]]]
+
+
+class Replica:
+    """The state of one replica behind the endpoints (built and started by :func:`start_replica`).
+
+    Parameters
+    ----------
+    cfg : ServiceConfig
+    router : Router
+        Built with a log directory; the replica gives it its own log writer.
+    handle_forwarded : async callable(replica, body) -> (status, body bytes)
+        Records an outcome forwarded by another replica as the HTTP endpoint would.
+
+    Attributes
+    ----------
+    router, log, commit, metrics, peers
+        The router, its log writer, the group commit, the metrics and the peer link.
+    shared : SharedState or None
+        The shared posterior state (None without Redis).
+    writer_id : str
+        The log writer's id; the replica's decision ids start with it.
+    """
+
+    def __init__(self, cfg: ServiceConfig, *, router, handle_forwarded: ForwardedHandler):
+        self.cfg = cfg
+        self.router = router
+        # the router's own writer would flush on its thresholds: the committer flushes instead
+        # commits go to the journal (one append + fdatasync), compacted into Parquet parts later
+        self.log = LogWriter(router.config.log_dir, durability="group", auto_flush=False, journal=True,
+                             journal_compactor="process")
+        router.use_log_writer(self.log)
+        self.writer_id = self.log.writer_id
+        self.commit = GroupCommit(self.log, interval_s=cfg.commit_interval_ms / 1e3,
+                                  max_in_flight=cfg.max_commits_in_flight)
+        self.metrics = Metrics(router.profiles, replica=self.writer_id)
+        self.shared = None
+        shared_cfg = cfg.shared_state()
+        if shared_cfg is not None:
+            from .shared_state import SharedState
+
+            self.shared = SharedState(router, config=shared_cfg)
+        self._authorization = None if cfg.token is None else f"Bearer {cfg.token}".encode()
+        self.peers = PeerLink(self.writer_id, cfg.token, lambda body: handle_forwarded(self, body))
+
+    @property
+    def requires_auth(self) -> bool:
+        """Whether requests must carry the bearer token."""
+        return self._authorization is not None
+
+    def authorized(self, authorization: str) -> bool:
+        """Whether an ``Authorization`` header value carries the service's token (always, without one)."""
+        if self._authorization is None:
+            return True
+        return hmac.compare_digest(authorization.encode("latin-1"), self._authorization)
+
+    def gauges(self) -> list:
+        """``(name, help, value)`` of the replica's gauges and counters beyond the request metrics."""
+        out = [("banditroute_commits_total", "Group commits written (one fdatasync'ed journal append each).",
+                self.commit.n_commits),
+               ("banditroute_outcomes_forwarded_total", "Outcomes forwarded to the replica that issued the decision.",
+                self.peers.n_forwarded),
+               ("banditroute_outcomes_received_forwarded_total", "Outcomes other replicas forwarded here.",
+                self.peers.n_received)]
+        if self.shared is not None:
+            s = self.shared
+            out += [("banditroute_shared_state_up", "1 if the last sync with Redis succeeded.", int(s.up)),
+                    ("banditroute_shared_state_buffered_evidence",
+                     "Evidence (outcomes) recorded here and not yet pushed to Redis.", s.buffered_evidence),
+                    ("banditroute_shared_state_sync_failures_total", "Sync rounds that failed.", s.n_failures),
+                    ("banditroute_shared_state_regressions_total", "Pulls refused because Redis totals went down.",
+                     s.n_regressions),
+                    ("banditroute_shared_state_adopted_outcomes_total",
+                     "Outcomes of dead replicas (logged, never pushed) this replica pushed to Redis.", s.n_adopted)]
+        return out
+
+    async def start(self) -> None:
+        """Pull the shared state (when configured), then start the committer and the peer link."""
+        if self.shared is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.shared.start)
+        self.commit.start()
+        await self.peers.start()
+
+    async def stop(self) -> None:
+        """Close the peer link, commit what is waiting (flushing the log), push the last increments."""
+        await self.peers.close()
+        await self.commit.close()
+        if self.shared is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.shared.stop)
+
+
+async def start_replica(cfg: ServiceConfig, *, router=None, handle_forwarded: ForwardedHandler) -> Replica:
+    """Build (the router from ``cfg.config`` unless given) and start one replica."""
+    from ..decide.router import Router
+
+    # The event loop must not wait the default 5 ms for the GIL while a commit thread
+    # encodes: that wait would be added to every request's latency.
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+    if router is None:
+        router = Router.from_config(cfg.config, log_dir=cfg.log_dir, durability="group")
+    if router.log_writer is None:
+        raise ConfigError("log_dir", None, "must be set: the service acknowledges only logged requests")
+    replica = Replica(cfg, router=router, handle_forwarded=handle_forwarded)
+    await replica.start()
+    return replica
+
+
+def preflight(cfg: ServiceConfig) -> None:
+    """Fail fast, before starting workers, on a bad routes file or shared-state setting; create the log directory."""
+    from ..decide.router import Router
+
+    router = Router.from_config(cfg.config, log_dir=None)
+    if cfg.redis_url is not None:
+        from .shared_state import SharedState
+
+        SharedState(router, config=cfg.shared_state())
+    Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
