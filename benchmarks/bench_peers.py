@@ -113,7 +113,7 @@ def mab_ts(data: Data, seed: int):
 def linear_router(data: Data, seed: int) -> br.Router:
     router = br.Router(data.profiles, objective=br.Objective(quality=1.0), policy="linear", n_draws=N_DRAWS,
                        features={f: 1.0 for f in data.features}, seed=seed)
-    learner, w = router._learner, np.ones(1)
+    learner, w = router.policy, np.ones(1)
     for ctx, k, r in zip(data.hist_contexts, data.hist_arm.tolist(), data.hist_reward.tolist()):
         learner.learn_task(ctx, w, k, float(r), 1.0 / N_ARMS)  # the same history as MABWiser's fit
     learner.refresh()
@@ -284,11 +284,11 @@ def one_run(run: int, data: Data, args, tmp: str) -> dict:
     res["ours_pmf_cached"] = latency(router.probabilities, [ctx] * 500, 50)
 
     def recompute(c):
-        router._cache.clear()  # the pmf from the bank, as decide() computes it after an update
+        router._pipeline.clear_cache()  # (a benchmark's reach-in) the pmf from the bank, as decide() computes it after an update
         return router.probabilities(c)
 
     def redraw(c):
-        router._belief.dirty_[:] = True  # every cell changed: M fresh Beta draws per profile, then the pmf
+        router._belief.dirty_[:] = True  # (a benchmark's reach-in)  # every cell changed: M fresh Beta draws per profile, then the pmf
         router._belief.refresh()
         return router.probabilities(c)
 
@@ -319,7 +319,7 @@ def one_run(run: int, data: Data, args, tmp: str) -> dict:
     res["mab_lints_predict"] = latency(lints.predict, rows, args.warmup)
     lin = linear_router(data, seed)
     res["ours_linear_decide"] = latency(lin.decide, calls, args.warmup)
-    learner, w, mask = lin._learner, np.ones(1), np.ones(N_ARMS, dtype=bool)
+    learner, w, mask = lin.policy, np.ones(1), np.ones(N_ARMS, dtype=bool)
     res["ours_linear_distribution"] = latency(lambda c: learner.distribution(c, w, mask), calls, args.warmup)
     stub = br.Router(data.profiles, learner=_ConstantLearner(), seed=seed)
     res["ours_stub_learner_decide"] = latency(stub.decide, calls, args.warmup)

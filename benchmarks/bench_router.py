@@ -107,7 +107,7 @@ def bench_memory(tasks, log_dir, rng):
             router.record(d.id, quality=1.0)
         if (i + 1) % 20 == 0:
             router.flush()
-            readings.append(((i + 1) * 10_000, rss_mb(), len(router._pending)))
+            readings.append(((i + 1) * 10_000, rss_mb(), router.n_pending))
     return readings
 
 

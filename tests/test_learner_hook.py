@@ -59,7 +59,7 @@ def test_learner_round_trips_with_the_router(seed):
     d = router.decide({"tenant": "x"})
     clone = pickle.loads(pickle.dumps(router))
     assert clone.record(d.id, quality=1.0) == "applied"
-    assert clone._learner.calls[-1][1:] == (router.profiles.index(d.profile), 1.0, d.propensity)
+    assert clone.policy.learner.calls[-1][1:] == (router.profiles.index(d.profile), 1.0, d.propensity)
 
 
 def test_bad_learner_output_is_an_error(seed):

@@ -50,7 +50,7 @@ def test_linear_beats_beta_when_reliability_depends_on_a_feature(seed):
 def test_linear_propensities_are_exact(seed, tmp_path):
     router = make("linear", seed, log_dir=tmp_path, refresh_every=10**9)
     run(router, 300, np.random.default_rng(seed))  # learns (bank frozen: refresh_every is huge)
-    router._learner.refresh()
+    router.policy.refresh()
     ctx = {"task_type": "chat", "prompt_tokens": 2500.0}
     n = 20_000
     decisions = router.decide_batch([ctx] * n)
@@ -68,7 +68,7 @@ def test_linear_replay_and_pickle(seed, tmp_path):
     live.flush()
     fresh = make("linear", seed)
     fresh.replay(tmp_path)
-    assert np.allclose(fresh._learner.A_, live._learner.A_) and np.allclose(fresh._learner.b_, live._learner.b_)
+    assert np.allclose(fresh.policy.A_, live.policy.A_) and np.allclose(fresh.policy.b_, live.policy.b_)
     clone = pickle.loads(pickle.dumps(live))
     ctx = {"task_type": "chat", "prompt_tokens": 300.0}
     assert clone.probabilities(ctx) == live.probabilities(ctx)
@@ -87,7 +87,7 @@ def test_linear_from_toml(tmp_path):
     path.write_text('[router]\npolicy = "linear"\nfeatures = { prompt_tokens = 1000.0 }\n'
                     '[[profiles]]\nname = "a"\n[[profiles]]\nname = "b"\n')
     router = br.Router.from_config(path, seed=0)
-    assert router.config.features == (("prompt_tokens", 1000.0),) and router._learner.dim == 2
+    assert router.config.features == (("prompt_tokens", 1000.0),) and router.policy.dim == 2
     path.write_text('[router]\npolicy = "linear"\nfeatures = ["prompt_tokens"]\n[[profiles]]\nname = "a"\n')
     with pytest.raises(br.ConfigError, match=r"routes\.toml: router\.features must be a table of field = scale"):
         br.Router.from_config(path)

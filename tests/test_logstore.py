@@ -54,7 +54,7 @@ def test_several_writers_side_by_side(profiles, tmp_path):
 
 def test_group_mode_writes_on_threshold_and_flush(profiles, tmp_path):
     router = br.Router(profiles, log_dir=tmp_path, seed=0)
-    router._log.group_rows = 100
+    router.log_writer.group_rows = 100
     router.decide_batch([{}] * 250)
     assert br.scan_table(tmp_path, "decisions").collect().height == 250  # batch pushed past the threshold
     router.decide({})
@@ -92,7 +92,7 @@ CHILD = textwrap.dedent("""
     router = br.Router([br.Profile("a"), br.Profile("b"), br.Profile("c")], task_types=["x", "y"],
                        log_dir=log_dir, durability=mode, log_journal=journal, seed=0)
     if journal:
-        router._log._journal.segment_rows = 500  # compactions happen during the run, and get killed too
+        router.log_writer._journal.segment_rows = 500  # compactions happen during the run, and get killed too
     i = 0
     while True:
         batch = []

@@ -13,7 +13,7 @@ import polars as pl
 __all__ = ["plan_frame"]
 
 
-def plan_frame(router, frame: pl.DataFrame):
+def plan_frame(pipeline, rng: np.random.Generator, frame: pl.DataFrame):
     """Vectorised resolution of a DataFrame of contexts: ``(texts, tasks, entries, ks)``, or
     None when a row needs the general path (task model, explicit task_probs, nested or
     non-string columns, a decision timeout, or an invalid row whose error it reports)."""
@@ -21,10 +21,11 @@ def plan_frame(router, frame: pl.DataFrame):
     if n == 0:
         return [], [], [], []
     schema = frame.schema
-    if ("task_probs" in schema or router.config.decision_timeout_ms is not None or router._rollout.active
-            or router._learner is not None
+    tasks_space = pipeline.tasks
+    if ("task_probs" in schema or pipeline.config.decision_timeout_ms is not None or pipeline.rollout.active
+            or not pipeline.cacheable
             or any(dtype.is_nested() for dtype in schema.values())
-            or ("task_type" not in schema and (len(router.config.task_types) > 1 or router._tasks.task_model))):
+            or ("task_type" not in schema and (len(tasks_space.names) > 1 or tasks_space.task_model))):
         return None
     for name, dtype in schema.items():
         if dtype.is_float() and not frame.get_column(name).is_finite().fill_null(True).all():
@@ -32,17 +33,17 @@ def plan_frame(router, frame: pl.DataFrame):
     if "task_type" in schema:
         if schema["task_type"] != pl.String:
             return None
-        tasks = frame.get_column("task_type").replace_strict(router._tasks.index, default=None, return_dtype=pl.Int64)
+        tasks = frame.get_column("task_type").replace_strict(tasks_space.index, default=None, return_dtype=pl.Int64)
         if tasks.null_count():
             return None
         tasks = tasks.to_numpy()
     else:
         tasks = np.zeros(n, dtype=np.int64)
-    failing = np.zeros((n, len(router._names)), dtype=bool)
-    for i, key, allowed in router._allow:  # group rows by (task, failed allow-lists)
+    failing = np.zeros((n, len(pipeline.names)), dtype=bool)
+    for i, key, allowed in pipeline.feasibility.rules:  # group rows by (task, failed allow-lists)
         ok = frame.get_column(key).is_in(list(allowed)).fill_null(False).to_numpy() if key in schema else np.zeros(n, bool)
         failing[:, i] |= ~ok
-    n_tasks, n_profiles = len(router.config.task_types), failing.shape[1]
+    n_tasks, n_profiles = len(tasks_space.names), failing.shape[1]
     if n_profiles + int(n_tasks).bit_length() < 63:  # one int64 key per row: a 1-d unique is much cheaper
         key = tasks.astype(np.int64) | (failing.astype(np.int64) << (np.arange(n_profiles) + int(n_tasks).bit_length())).sum(axis=1)
         _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
@@ -50,9 +51,9 @@ def plan_frame(router, frame: pl.DataFrame):
         _, first, inverse = np.unique(np.column_stack([tasks, failing]), axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     rows = [{k: v for k, v in frame.row(int(j), named=True).items() if v is not None} for j in first]
-    group_entries = [router._entry(int(tasks[j]), row) for j, row in zip(first, rows)]
+    group_entries = [pipeline.entry(int(tasks[j]), row) for j, row in zip(first, rows)]
     cdf = np.array([e.cdf for e in group_entries])[inverse]
-    x = router._rng.random(n) * cdf[:, -1]
+    x = rng.random(n) * cdf[:, -1]
     ks = (cdf <= x[:, None]).sum(axis=1).tolist()
     texts = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series().to_list()
     return texts, tasks.tolist(), [group_entries[g] for g in inverse.tolist()], ks

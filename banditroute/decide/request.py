@@ -16,6 +16,8 @@ banditroute.errors.InvalidRequestError: context.task_type must be one of ['chat'
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -94,6 +96,54 @@ class TaskSpace:
         self.names = list(task_types)
         self.index = {t: i for i, t in enumerate(self.names)}
         self.task_model = task_model
+        self._derive()
+
+    def _derive(self) -> None:
+        eye = np.eye(len(self.names))
+        self._one_hot = list(eye)
+        self._one_hot_lists = [row.tolist() for row in eye]
+        self._one_hot_views = [MappingProxyType(dict(zip(self.names, row))) for row in self._one_hot_lists]
+
+    # A task is the index of a known task type (int: the common, fast case) or a posterior
+    # (array). These are the only places that tell the two apart.
+    def probs(self, task) -> np.ndarray:
+        """The task-type posterior as an array of shape (n_task_types,)."""
+        return self._one_hot[task] if type(task) is int else task
+
+    def as_list(self, task) -> list:
+        """The posterior as a list (the log's ``task_probs``)."""
+        return self._one_hot_lists[task] if type(task) is int else task.tolist()
+
+    def as_lists(self, tasks: list) -> list:
+        """:meth:`as_list` of many tasks (a C-level map when every task is an index)."""
+        if all(type(t) is int for t in tasks):
+            return list(map(self._one_hot_lists.__getitem__, tasks))
+        return list(map(self.as_list, tasks))
+
+    def view(self, task) -> Mapping:
+        """The posterior as a read-only ``{task_type: p}`` (the decision's ``task_probs``)."""
+        if type(task) is int:
+            return self._one_hot_views[task]
+        return MappingProxyType(dict(zip(self.names, task.tolist())))
+
+    def views(self, tasks: list) -> list:
+        if all(type(t) is int for t in tasks):
+            return list(map(self._one_hot_views.__getitem__, tasks))
+        return list(map(self.view, tasks))
+
+    @staticmethod
+    def key(task):
+        """A hashable cache key of the task."""
+        return task if type(task) is int else task.tobytes()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_one_hot_views")  # read-only mapping views do not pickle
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._derive()
 
     def parse(self, context) -> tuple[str, int | np.ndarray]:
         """Validate one context; return its JSON text and its task (an index, or a posterior)."""

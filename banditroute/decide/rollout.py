@@ -25,7 +25,6 @@ policy). A Router candidate also learns from every applied outcome.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -33,7 +32,7 @@ import numpy as np
 from ..config.profiles import check_number
 from ..errors import ConfigError
 
-__all__ = ["Rollout", "RolloutControls"]
+__all__ = ["Rollout"]
 
 
 class Rollout:
@@ -42,29 +41,36 @@ class Rollout:
     def __init__(self):
         self.shadows: dict[str, object] = {}
         self.canary: tuple[str, object, float] | None = None
+        self._learners: set[str] = set()  # candidates that learn from production's outcomes
 
     @property
     def active(self) -> bool:
         return bool(self.shadows) or self.canary is not None
 
-    def add_shadow(self, name: str, policy) -> None:
+    def add_shadow(self, name: str, policy, *, learns: bool = False) -> None:
+        """``learns``: the candidate learns from every applied outcome (``learn_elsewhere``)."""
         _check_policy(name, policy)
         if name in self.shadows or (self.canary and self.canary[0] == name):
             raise ConfigError("name", name, "is already a shadow or canary policy")
         self.shadows[name] = policy
+        if learns:
+            self._learners.add(name)
 
     def remove_shadow(self, name: str) -> None:
         if name not in self.shadows:
             raise ConfigError("name", name, f"is not a shadow policy (shadows: {sorted(self.shadows)})")
         del self.shadows[name]
+        self._learners.discard(name)
 
-    def start_canary(self, name: str, policy, fraction: float) -> None:
+    def start_canary(self, name: str, policy, fraction: float, *, learns: bool = False) -> None:
         _check_policy(name, policy)
         if self.canary is not None:
             raise ConfigError("canary", self.canary[0], "is already running: promote or roll it back first")
         if name in self.shadows:
             raise ConfigError("name", name, "is already a shadow policy")
         self.canary = (name, policy, check_number("fraction", fraction, lo=0.0, hi=1.0))
+        if learns:
+            self._learners.add(name)
 
     def set_fraction(self, fraction: float) -> None:
         if self.canary is None:
@@ -76,6 +82,7 @@ class Rollout:
         if self.canary is None:
             raise ConfigError("canary", None, "is not running")
         canary, self.canary = self.canary, None
+        self._learners.discard(canary[0])
         return canary
 
     def candidates(self):
@@ -83,6 +90,15 @@ class Rollout:
         yield from self.shadows.values()
         if self.canary is not None:
             yield self.canary[1]
+
+    def learners(self):
+        """The candidates that learn from production's applied outcomes."""
+        return [policy for name, policy in self._all() if name in self._learners]
+
+    def _all(self):
+        yield from self.shadows.items()
+        if self.canary is not None:
+            yield self.canary[:2]
 
     def apply(self, context: Mapping, production: np.ndarray, names: list[str]) -> tuple[np.ndarray, str]:
         """The pmf to draw from (production, or the canary mixture) and the shadow column's JSON."""
@@ -115,62 +131,3 @@ def _pmf(name: str, policy, context: Mapping, names: list[str]) -> np.ndarray:
     if not np.all(out >= 0) or abs(out.sum() - 1.0) > 1e-9:
         raise ConfigError(f"{name}.probabilities", dict(probs), "must be non-negative and sum to 1")
     return out / out.sum()
-
-
-class RolloutControls:
-    """The Router's rollout commands (mixed into :class:`~banditroute.decide.router.Router`).
-
-    Every command is recorded as an event row (who, what, why) in the log's ``events`` table
-    and flushed at once.
-    """
-
-    def add_shadow(self, name: str, policy, *, who: str = "", why: str = "") -> None:
-        """Compute ``policy``'s distribution on every request and log it (column ``shadow``)
-        next to the decision, without changing what is executed."""
-        with self._lock:
-            self._rollout.add_shadow(name, policy)
-            self._event("shadow_start", name, None, who, why)
-
-    def remove_shadow(self, name: str, *, who: str = "", why: str = "") -> None:
-        with self._lock:
-            self._rollout.remove_shadow(name)
-            self._event("shadow_stop", name, None, who, why)
-
-    def start_canary(self, name: str, policy, *, fraction: float, who: str, why: str) -> None:
-        """Let ``policy`` decide a ``fraction`` of traffic; the logged propensity is the mixture
-        probability, exactly. Recorded as an event (who, what, why) in the log."""
-        with self._lock:
-            self._rollout.start_canary(name, policy, fraction)
-            self._event("canary_start", name, fraction, who, why)
-
-    def set_canary_fraction(self, fraction: float, *, who: str, why: str) -> None:
-        with self._lock:
-            self._rollout.set_fraction(fraction)
-            self._event("canary_fraction", self._rollout.canary[0], fraction, who, why)
-
-    def promote(self, *, who: str, why: str):
-        """Promote the canary: it decides all traffic from now on (fraction 1). Returns it."""
-        with self._lock:
-            self._rollout.set_fraction(1.0)
-            name, policy, _ = self._rollout.canary
-            self._event("promote", name, 1.0, who, why)
-            return policy
-
-    def rollback(self, *, who: str, why: str) -> None:
-        """Stop the canary: production decides all traffic again."""
-        with self._lock:
-            name, _, fraction = self._rollout.stop_canary()
-            self._event("rollback", name, fraction, who, why)
-
-    def _event(self, event: str, policy: str, fraction, who: str, why: str) -> None:
-        for field, value in (("who", who), ("why", why)):
-            if not isinstance(value, str):
-                raise ConfigError(field, value, "must be a string")
-        if self._log is not None:
-            seq = self._seq
-            self._seq += 1
-            self._log.append("events", (time.time_ns() // 1000, self._writer_id, seq, event, policy,
-                                        None if fraction is None else float(fraction), who, why,
-                                        self._policy_version))
-            self._log.flush()  # rare and important: durable at once
-

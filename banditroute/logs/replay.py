@@ -26,6 +26,8 @@ import numpy as np
 import polars as pl
 
 from ..errors import ConfigError
+from ..config.profiles import Profile
+from ..policies.base import Feedback
 from .store import scan_table
 
 __all__ = ["replay", "applied_outcomes"]
@@ -48,20 +50,17 @@ def replay(router, log_dir: str | os.PathLike) -> int:
     Profiles found in the log but missing from the router are added with the router's prior.
     Returns the number of outcomes applied.
     """
-    belief = router._belief
-    if belief.n_updates_:
-        raise ConfigError("router", f"{belief.n_updates_} updates",
+    if router.n_updates:
+        raise ConfigError("router", f"{router.n_updates} updates",
                           "must be fresh (replay would count its updates twice)")
     rows = applied_outcomes(log_dir)
-    from ..config.profiles import Profile
-
     for name in rows.get_column("profile").unique(maintain_order=True).to_list():
         if name not in router.profiles:
             router.add_profile(Profile(name))
     index = {name: i for i, name in enumerate(router.profiles)}
     task_index = {t: i for i, t in enumerate(router.task_types)}
     n_tasks = len(task_index)
-    learner = router._learner
+    learns = router.policy.learns
     for profile, quality, reward, task_types, task_probs, context, propensity in rows.select(
             "profile", "quality", "reward", "task_types", "task_probs", "context", "propensity").iter_rows():
         w = np.zeros(n_tasks)
@@ -69,11 +68,8 @@ def replay(router, log_dir: str | os.PathLike) -> int:
             if t not in task_index:
                 raise ConfigError("task_types", t, f"is in the log but not among the router's {router.task_types}")
             w[task_index[t]] = p
-        router._learn_outcome(index[profile], w, quality, log_events=False)
-        if learner is not None:  # the same calls record() made
-            if hasattr(learner, "learn_task"):
-                learner.learn_task(json.loads(context), w, index[profile], reward, propensity)
-            else:
-                learner.learn(json.loads(context), index[profile], reward, propensity)
-    belief.refresh()
+        k = index[profile]
+        feedback = Feedback(json.loads(context), w, k, quality, reward, propensity) if learns else None
+        router.learn(k, w, quality, feedback, log_events=False)  # the same updates record() made
+    router.refresh()
     return rows.height

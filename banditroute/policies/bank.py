@@ -1,9 +1,9 @@
-"""Routing policies: the shared template and the Thompson-sampling hook.
+"""Bank policies: Thompson sampling and greedy over the Beta beliefs' bank of posterior draws.
 
 A bank policy sees each request through ``M`` posterior scenarios of every profile's
-reliability. The base class owns the steps every policy shares: the reliability floor, the
-utility from the objective, the feasibility mask, the share of scenarios each profile wins,
-and the exploration floor. A subclass supplies one hook, :meth:`BankPolicy.quality_draws`.
+reliability. :class:`BankPolicy` proposes the share of scenarios each profile wins, after its
+reliability floor; the template of :class:`~banditroute.policies.base.Policy` adds the
+exploration floor. A subclass supplies one hook, :meth:`BankPolicy.quality_draws`.
 
 For a task-type posterior ``p`` and scenario ``m``::
 
@@ -23,20 +23,25 @@ The pmf is the probability with which the router executes each profile, exactly.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 
 import numpy as np
+
+from .base import Policy, PolicyQuery, PolicySetup
 
 __all__ = ["BankPolicy", "ThompsonPolicy", "GreedyPolicy"]
 
 
-class BankPolicy(ABC):
+class BankPolicy(Policy):
     """Template for policies that decide by the share of posterior scenarios each profile wins.
 
     Parameters
     ----------
+    belief : BetaBelief, optional
+        The router's reliability beliefs (read, never updated, by the policy); a subclass with
+        draws of its own needs none.
     exploration : float in [0, 1)
-        Exploration floor ``eps``: every feasible profile gets at least ``eps / n_feasible``.
+        Exploration floor ``eps`` of :meth:`distribution` (the router passes its own).
     reliability_floor : float or None
         A profile is excluded for a request when its reliability, under the request's
         task-type posterior, is below this floor with probability above ``floor_confidence``.
@@ -44,55 +49,58 @@ class BankPolicy(ABC):
         See ``reliability_floor``.
     """
 
-    def __init__(self, *, exploration: float = 0.0, reliability_floor: float | None = None,
+    exact = True
+    cacheable = True
+    learns = False  # reads the router's Beta beliefs, which the router updates
+
+    def __init__(self, belief=None, *, exploration: float = 0.0, reliability_floor: float | None = None,
                  floor_confidence: float = 0.95):
+        self.belief = belief
         self.exploration = float(exploration)
         self.reliability_floor = reliability_floor
         self.floor_confidence = float(floor_confidence)
+
+    @classmethod
+    def build(cls, setup: PolicySetup) -> "BankPolicy":
+        cfg = setup.config
+        return cls(setup.belief, exploration=cfg.exploration, reliability_floor=cfg.reliability_floor,
+                   floor_confidence=cfg.floor_confidence)
 
     @abstractmethod
     def quality_draws(self, task) -> np.ndarray:
         """Reliability scenarios of shape (n_scenarios, n_profiles) for a task-type index or a
         task-type posterior of shape (n_task_types,)."""
 
-    @property
-    @abstractmethod
-    def version(self) -> int:
-        """Changes whenever :meth:`quality_draws` would return something else."""
+    def propose(self, query: PolicyQuery) -> tuple[np.ndarray, np.ndarray]:
+        """Scenarios won per profile (their share is the pmf before the exploration floor)."""
+        q = self.quality_draws(query.task)
+        feasible = query.feasible
+        below = np.zeros(feasible.shape, dtype=bool)
+        if self.reliability_floor is not None:
+            below = feasible & ((q < self.reliability_floor).mean(axis=0) > self.floor_confidence)
+            feasible = feasible & ~below
+        n_profiles = feasible.shape[0]
+        u = q * query.quality_weight - query.offset
+        if int(feasible.sum()) < n_profiles:
+            u = np.where(feasible, u, -np.inf)
+        return np.bincount(u.argmax(axis=1), minlength=n_profiles).astype(np.float64), below
 
     def distribution(self, task, feasible: np.ndarray, offset: np.ndarray,
                      quality_weight: float) -> tuple[np.ndarray | None, np.ndarray]:
-        """Return ``(pmf, below_floor)`` for one request.
+        """Return ``(pmf, below_floor)`` for one request, with this policy's ``exploration``.
 
         ``feasible`` is the boolean mask of shape (n_profiles,) left by budgets and allow-lists,
         ``offset`` the per-profile cost and latency penalty ``w_c * cost_usd + w_l * latency_ms``.
         ``pmf`` is None when the floor leaves no profile feasible.
         """
-        q = self.quality_draws(task)
-        below = np.zeros(feasible.shape, dtype=bool)
-        if self.reliability_floor is not None:
-            below = feasible & ((q < self.reliability_floor).mean(axis=0) > self.floor_confidence)
-            feasible = feasible & ~below
-        n_feasible = int(feasible.sum())
-        if n_feasible == 0:
-            return None, below
-        n_profiles = feasible.shape[0]
-        if n_feasible == 1:
-            return feasible.astype(np.float64), below
-        u = q * quality_weight - offset
-        if n_feasible < n_profiles:
-            u = np.where(feasible, u, -np.inf)
-        share = np.bincount(u.argmax(axis=1), minlength=n_profiles) / u.shape[0]
-        eps = self.exploration
-        return (1.0 - eps) * share + (eps / n_feasible) * feasible, below
+        task_probs = None if isinstance(task, (int, np.integer)) else task  # bank policies read only ``task``
+        return self.pmf(PolicyQuery(task, task_probs, feasible, {}, offset, quality_weight, self.exploration))
 
 
-class ThompsonPolicy(BankPolicy):
+class ThompsonPolicy(BankPolicy, name="thompson"):
     """Thompson sampling over a :class:`~banditroute.beliefs.beta.BetaBelief` draw bank."""
 
-    def __init__(self, belief, **kwargs):
-        super().__init__(**kwargs)
-        self.belief = belief
+    version_prefix = "ts-beta"
 
     def quality_draws(self, task) -> np.ndarray:
         return self.belief.quality_draws(task)
@@ -102,7 +110,7 @@ class ThompsonPolicy(BankPolicy):
         return self.belief.version_
 
 
-class GreedyPolicy(BankPolicy):
+class GreedyPolicy(BankPolicy, name="greedy"):
     """Exploit the posterior means (one scenario), with the exploration floor on top.
 
     A useful candidate for offline evaluation: what would pure exploitation have earned?
@@ -115,9 +123,7 @@ class GreedyPolicy(BankPolicy):
     [0.95, 0.05]
     """
 
-    def __init__(self, belief, **kwargs):
-        super().__init__(**kwargs)
-        self.belief = belief
+    version_prefix = "greedy-beta"
 
     def quality_draws(self, task) -> np.ndarray:
         mean = self.belief.mean()  # (K, T)

@@ -40,11 +40,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..errors import InvalidRequestError
+from .base import Feedback, Policy, PolicyQuery, PolicySetup
 
 __all__ = ["LinearTS"]
 
 
-class LinearTS:
+class LinearTS(Policy, name="linear"):
     """Bayesian linear regression of the reward per profile, decided through a draw bank.
 
     Parameters
@@ -102,9 +103,22 @@ class LinearTS:
         """The bank of coefficient draws, shape (n_profiles, n_draws, dim) (a float32 view)."""
         return self.bank_.transpose(1, 2, 0)
 
-    #: :meth:`distribution` always returns a share of draws over the feasible profiles: the
-    #: router need not re-check it on every decision
-    returns_valid_pmf = True
+    version_prefix = "ts-linear"
+    #: :meth:`distribution` always returns a share of draws over the feasible profiles
+    exact = True
+    supports_drift = False  # its statistics forget through ``discount`` instead
+
+    @classmethod
+    def build(cls, setup: PolicySetup) -> "LinearTS":
+        cfg = setup.config
+        return cls(len(cfg.profiles), cfg.task_types, cfg.features, n_draws=cfg.n_draws, discount=cfg.discount,
+                   refresh_every=cfg.refresh_every, seed=setup.seed)
+
+    def propose(self, query: PolicyQuery) -> tuple[np.ndarray, np.ndarray]:
+        return self.distribution(query.context, query.task_probs, query.feasible), np.zeros_like(query.feasible)
+
+    def update(self, feedback: Feedback) -> None:
+        self.learn_task(feedback.context, feedback.task_probs, feedback.k, feedback.reward, feedback.propensity)
 
     def distribution(self, context: Mapping, task_probs: np.ndarray, feasible: np.ndarray) -> np.ndarray:
         """Share of the bank's draws each feasible profile wins for this request (ties go to
@@ -126,7 +140,7 @@ class LinearTS:
 
     def learn_task(self, context: Mapping, task_probs: np.ndarray, k: int, reward: float, propensity: float) -> None:
         """One outcome with the task posterior the decision used: a rank-one update of profile
-        ``k``'s sufficient statistics (the router calls this when a learner defines it)."""
+        ``k``'s sufficient statistics (the router's :meth:`update` calls this)."""
         x = self.featurize(context, task_probs)
         if self.discount < 1.0:
             prior = np.eye(self.dim) * self.prior_precision

@@ -29,7 +29,6 @@ State persists through VW's own serialisation (``serialize()`` bytes), also when
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -40,11 +39,12 @@ import numpy as np
 from . import vw_binding as vw
 from ..config.profiles import Budget, Profile, check_number
 from ..errors import ConfigError, InvalidOutcomeError
+from .base import Feedback, Policy, PolicyQuery
+from .vw_features import _hashed, action_namespaces, shared_namespaces
 
 __all__ = ["VWConfig", "VWPolicy", "shared_namespaces", "action_namespaces"]
 
 _SEED_BOUND = 2**31 - 1
-_SKIP = ("task_type", "task_probs")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,60 +130,7 @@ class VWConfig:
         return out + list(self.extra_args)
 
 
-def shared_namespaces(context: Mapping, task_probs: Mapping[str, float] | None = None) -> dict:
-    """The request's features as DSJSON-style namespaces ``{"s": {...}, "t": {...}}``.
-
-    ``s`` keeps numeric, string and boolean fields (``task_type``, ``task_probs``, keys starting
-    with ``_`` (VW's JSON parser ignores them), nulls and nested values are left out); ``t``
-    holds ``task_probs`` if given, else the context's ``task_probs`` or its ``task_type`` label.
-
-    >>> shared_namespaces({"task_type": "code", "tenant": "acme", "prompt_tokens": 812, "x": None})
-    {'s': {'tenant': 'acme', 'prompt_tokens': 812}, 't': {'code': 1.0}}
-    """
-    s = {k: v for k, v in context.items()
-         if k not in _SKIP and not k.startswith("_") and isinstance(v, (int, float, str)) and not
-         (isinstance(v, float) and not math.isfinite(v))}
-    if task_probs is None:
-        task_probs = context.get("task_probs")
-        if not isinstance(task_probs, Mapping):
-            label = context.get("task_type")
-            task_probs = {label: 1.0} if isinstance(label, str) else {}
-    t = {str(k): float(p) for k, p in task_probs.items() if p}
-    return {"s": s, "t": t}
-
-
-def action_namespaces(profile: Profile) -> dict:
-    """A profile's features as a DSJSON-style namespace ``{"a": {...}}``.
-
-    >>> action_namespaces(Profile("small", cost_usd=0.0004, latency_ms=400, tags=("eu",)))
-    {'a': {'id': 'small', 'cost_usd': 0.0004, 'latency_ms': 400.0, 'tageu': 1}}
-    """
-    a: dict = {"id": profile.name, "cost_usd": profile.cost_usd, "latency_ms": profile.latency_ms}
-    a.update({f"tag{t}": 1 for t in profile.tags})
-    return {"a": a}
-
-
-def _hashed(hasher: vw.FeatureHasher, namespaces: Mapping[str, Mapping]) -> dict:
-    """DSJSON-style namespaces as ``{namespace: (indices, values)}``, hashed as VW's JSON parser."""
-    out = {}
-    for ns, feats in namespaces.items():
-        idx, val = [], []
-        for key, value in feats.items():
-            if isinstance(value, str):
-                idx.append(hasher.index(ns, key + value))
-                val.append(1.0)
-            elif isinstance(value, bool):
-                if value:
-                    idx.append(hasher.index(ns, key))
-                    val.append(1.0)
-            elif value:
-                idx.append(hasher.index(ns, key))
-                val.append(float(value))
-        out[ns] = (idx, val)
-    return out
-
-
-class VWPolicy:
+class VWPolicy(Policy):
     """Vowpal Wabbit ``--cb_explore_adf`` policy over profiles; a Router ``learner``.
 
     Parameters
@@ -236,7 +183,13 @@ class VWPolicy:
             self._buffer.add_action(_hashed(self._hasher, action_namespaces(p)))
         self._lock = threading.RLock()
 
-    # -- the Router's learner protocol ----------------------------------------------------------
+    # -- the Policy interface (inside a Router) -------------------------------------------------
+    def propose(self, query: PolicyQuery) -> tuple[np.ndarray, np.ndarray]:
+        return self.distribution(query.context, query.task_probs, query.feasible), np.zeros_like(query.feasible)
+
+    def update(self, feedback: Feedback) -> None:
+        self.learn(feedback.context, feedback.k, feedback.reward, feedback.propensity)
+
     @property
     def profiles(self) -> list[str]:
         """Profile names, in action order."""

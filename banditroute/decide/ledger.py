@@ -1,0 +1,93 @@
+"""The ledger: a router's writer identity, the sequence of its log rows, and the ids it issued.
+
+Every row a router logs (decision, outcome, event) takes the next sequence number of its
+writer; a decision's id is ``"<writer>-<seq>"``. The ledger also knows which ids were issued
+here (by this writer, or by the writers of the state it was loaded from), so an outcome for an
+id it never issued is refused rather than logged.
+
+>>> ledger = Ledger(None)
+>>> first, ids = ledger.next_ids(2)
+>>> ids == [f"{ledger.writer_id}-0", f"{ledger.writer_id}-1"], ledger.issued(ids[1]), ledger.issued(f"{ledger.writer_id}-2")
+(True, True, False)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import ConfigError
+from ..logs.store import LogWriter
+
+__all__ = ["Ledger", "open_log"]
+
+
+def open_log(config) -> LogWriter | None:
+    """The log writer a router's settings ask for (a new writer id), or None without ``log_dir``."""
+    if config.log_dir is None:
+        return None
+    return LogWriter(config.log_dir, durability=config.durability, journal=config.log_journal)
+
+
+class Ledger:
+    """Sequences a router's log rows through its :class:`~banditroute.logs.store.LogWriter`
+    (or only numbers them, without a log)."""
+
+    def __init__(self, writer: LogWriter | None, *, policy_version: str = "", issued: dict[str, int] | None = None):
+        self.writer = writer
+        self.policy_version = policy_version  # stamped on decision and event rows
+        self.writer_id = writer.writer_id if writer is not None else os.urandom(6).hex()
+        self.seq = 0
+        self._issued = dict(issued or {})  # earlier writers -> how many rows they had sequenced
+        self._issued[self.writer_id] = 0
+
+    def next_seq(self) -> int:
+        seq = self.seq
+        self.seq = seq + 1
+        return seq
+
+    def next_ids(self, n: int) -> tuple[int, list[str]]:
+        """Sequence ``n`` decisions: their first sequence number and their ids."""
+        first = self.seq
+        self.seq = first + n
+        return first, list(map(f"{self.writer_id}-".__add__, map(str, range(first, first + n))))
+
+    def issued(self, decision_id: str) -> bool:
+        """Whether ``decision_id`` was issued by this writer or one whose state this one holds."""
+        writer, _, seq = decision_id.rpartition("-")
+        issued = self._issued.get(writer)
+        return issued is not None and seq.isdigit() and int(seq) < (self.seq if writer == self.writer_id else issued)
+
+    def use_writer(self, writer: LogWriter) -> None:
+        """Log through ``writer`` from now on (before anything was sequenced)."""
+        if not isinstance(writer, LogWriter):
+            raise ConfigError("writer", writer, "must be a LogWriter")
+        if self.seq:
+            raise ConfigError("writer", writer.writer_id, "must be set before the first decision")
+        self._issued.pop(self.writer_id, None)
+        self.writer = writer
+        self.writer_id = writer.writer_id
+        self._issued[self.writer_id] = 0
+
+    def reopened(self, writer: LogWriter | None) -> "Ledger":
+        """A ledger for a new writer that still accepts the ids this one issued."""
+        return Ledger(writer, policy_version=self.policy_version, issued={**self._issued, self.writer_id: self.seq})
+
+    # -- rows ---------------------------------------------------------------------------------
+    def outcome(self, decision_id: str, quality, cost_usd, latency_ms, reward, status: str) -> None:
+        if self.writer is not None:
+            self.writer.append("outcomes", (decision_id, time.time_ns() // 1000, self.writer_id, self.next_seq(),
+                                            quality, cost_usd, latency_ms, reward, status))
+
+    def event(self, event: str, policy: str, fraction, who: str, why: str) -> None:
+        """An event row (rollout command, drift), flushed at once: rare and important."""
+        if self.writer is not None:
+            self.writer.append("events", (time.time_ns() // 1000, self.writer_id, self.next_seq(), event, policy,
+                                          None if fraction is None else float(fraction), who, why,
+                                          self.policy_version))
+            self.writer.flush()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["writer"] = None
+        return state

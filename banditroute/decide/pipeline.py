@@ -1,0 +1,168 @@
+"""The decision pipeline: from a validated context to the exact distribution it is drawn from.
+
+For one request::
+
+    context -> task-type posterior (TaskSpace) -> feasibility mask (Feasibility)
+            -> policy proposal -> reliability floor -> exploration floor -> pmf (Policy.pmf)
+            -> rollout stage (shadow pmfs logged; canary mixture drawn from) -> fallback, timeout
+
+The result is an :class:`Entry`: the pmf with everything logged beside it. A policy that
+declares itself ``cacheable`` is asked once per (task, failing allow-lists) key until its
+``version`` changes; the entries are shared by every decision drawn from them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import numpy as np
+import polars as pl
+
+from ..errors import ConfigError, NoFeasibleProfileError
+from .feasibility import Feasibility
+from ..policies.base import PolicyQuery
+
+__all__ = ["Entry", "DecisionPipeline"]
+
+_CACHE_SIZE = 4096
+
+
+class Entry:
+    """A decision distribution for one (task, feasibility) key, and what is logged with it."""
+
+    __slots__ = ("pmf", "pmf_list", "cdf", "probs", "excluded", "excluded_json", "fallback_reason", "shadow_json",
+                 "expected")
+
+    def __init__(self, pmf, names, excluded, expected, fallback_reason=None, shadow_json=None, excluded_json=None):
+        self.pmf = pmf
+        self.expected = expected  # posterior mean reliability of each profile for this request
+        self.pmf_list = pmf.tolist()
+        self.cdf = np.cumsum(pmf).tolist()
+        # Read-only views: shared by every Decision drawn from this entry, safe from callers.
+        self.probs = MappingProxyType(dict(zip(names, self.pmf_list)))
+        self.excluded = MappingProxyType(excluded)
+        self.excluded_json = excluded_json or json.dumps(excluded, separators=(",", ":"))
+        self.fallback_reason = fallback_reason
+        self.shadow_json = shadow_json
+
+
+class DecisionPipeline:
+    """The steps of one decision over a router's configuration, task space, beliefs, policy and
+    rollout stage (each owned elsewhere; the pipeline owns the cache)."""
+
+    def __init__(self, config, tasks, belief, policy, rollout):
+        self.tasks = tasks
+        self.belief = belief
+        self.policy = policy
+        self.rollout = rollout
+        self.configure(config)
+
+    def configure(self, config) -> None:
+        """Derive the per-profile arrays of a (new) configuration and empty the cache."""
+        self.config = config
+        obj = config.objective
+        self.names = [p.name for p in config.profiles]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.offset = np.array([obj.cost * p.cost_usd + obj.latency * p.latency_ms for p in config.profiles])
+        self.feasibility = Feasibility(config.profiles, config.budget)
+        self._cache: dict = {}
+        self._cache_version = -1
+
+    @property
+    def cacheable(self) -> bool:
+        return self.policy.cacheable
+
+    def resolve(self, context) -> tuple[str, object, Entry]:
+        """Validate a context; return its JSON text, its task and the entry to draw from."""
+        text, task = self.tasks.parse(context)
+        ceiling = self.config.decision_timeout_ms
+        start = time.perf_counter() if ceiling is not None else 0.0
+        entry = self.entry(task, context)
+        if self.rollout.active:
+            pmf, shadow = self.rollout.apply(context, entry.pmf, self.names)
+            entry = Entry(pmf, self.names, dict(entry.excluded), entry.expected, entry.fallback_reason, shadow)
+        if ceiling is not None:
+            elapsed_ms = (time.perf_counter() - start) * 1e3
+            if elapsed_ms > ceiling:
+                entry = self.fallback({}, f"decision took {elapsed_ms:.3f} ms > decision_timeout_ms {ceiling:g}")
+        return text, task, entry
+
+    def action_distribution(self, contexts, profiles) -> np.ndarray:
+        """The pmf of each context (no draw, nothing logged) as an array of shape
+        (n_contexts, len(profiles)); see ``Router.action_distribution``."""
+        if isinstance(contexts, pl.DataFrame):
+            contexts = [{k: v for k, v in row.items() if v is not None} for row in contexts.iter_rows(named=True)]
+        columns = [self.index.get(p, -1) for p in profiles]
+        missing = sorted(set(self.names) - set(profiles))
+        entries = [self.resolve(c)[2] for c in contexts]
+        out = np.zeros((len(entries), len(profiles)))
+        if not entries:
+            return out
+        pmf = np.stack([e.pmf for e in entries])
+        if missing and pmf[:, [self.index[m] for m in missing]].max() > 0:
+            raise ConfigError("profiles", missing, "must include every profile the router can play")
+        known = [j for j, c in enumerate(columns) if c >= 0]
+        out[:, known] = pmf[:, [columns[j] for j in known]]
+        return out
+
+    def entry(self, task, context: Mapping) -> Entry:
+        """The production entry (before the rollout stage) for a task and a context."""
+        failing, mask = self.feasibility.of(context)
+        if not self.policy.cacheable:
+            return self._compute(task, mask, failing, context)
+        if self._cache_version != self.policy.version:
+            self._cache.clear()
+            self._cache_version = self.policy.version
+        key = (self.tasks.key(task), failing)
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._compute(task, mask, failing, context)
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = entry
+        return entry
+
+    def clear_cache(self) -> None:
+        """Forget the cached entries (they are recomputed on the next decision)."""
+        self._cache.clear()
+
+    def _compute(self, task, mask, failing, context) -> Entry:
+        cfg = self.config
+        excluded = self.feasibility.excluded(context, failing)
+        query = PolicyQuery(task, self.tasks.probs(task), mask, context, self.offset, cfg.objective.quality,
+                            cfg.exploration)
+        pmf, below = self.policy.pmf(query)
+        for i in np.flatnonzero(below):
+            excluded[self.names[i]] = (f"reliability below floor {cfg.reliability_floor:g} with "
+                                       f"probability > {cfg.floor_confidence:g}")
+        if pmf is None:
+            return self.fallback(excluded, "no feasible profile")
+        static = not failing and not below.any()  # the usual case: the exclusions' JSON is made once
+        return Entry(pmf, self.names, excluded, self.expected(task),
+                     excluded_json=self.feasibility.static_excluded_json if static else None)
+
+    def expected(self, task) -> list:
+        """Posterior mean reliability of every profile under the request's task posterior
+        (logged with the decision as ``expected_quality``: the router's prediction, for calibration)."""
+        means = self.belief.mean()
+        return (means[:, task] if type(task) is int else means @ task).tolist()
+
+    def fallback(self, excluded: dict, why: str) -> Entry:
+        """The entry that plays the configured fallback profile (or the error without one)."""
+        fallback = self.config.fallback
+        if fallback is None:
+            detail = "; ".join(f"{k}: {v}" for k, v in excluded.items())
+            raise NoFeasibleProfileError("profiles", None, f"has no feasible profile for this request ({detail}) "
+                                         "and no fallback is configured")
+        pmf = np.zeros(len(self.names))
+        pmf[self.index[fallback]] = 1.0
+        return Entry(pmf, self.names, excluded, [None] * len(self.names), fallback_reason=why)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = {}  # entries hold read-only views that do not pickle; recomputed on demand
+        state["_cache_version"] = -1
+        return state

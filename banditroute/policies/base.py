@@ -1,0 +1,160 @@
+"""The one interface of every routing policy: a template that turns a policy's proposal into
+the exact pmf the router draws from and logs.
+
+A policy supplies one hook, :meth:`Policy.propose`: non-negative weights over the feasible
+profiles of one request (and the profiles its own reliability floor excludes). The base class
+owns the steps every policy shares, in :meth:`Policy.pmf`:
+
+1. drop the profiles the policy excluded from the feasible set;
+2. check the weights (unless the policy declares ``exact``: valid by construction);
+3. normalise them and mix in the exploration floor, over the feasible profiles::
+
+       pmf[k] = (1 - eps) * w[k] / sum(w)  +  eps * 1[k feasible] / n_feasible
+
+A policy that learns supplies :meth:`Policy.update` (one outcome) and, when it keeps per-profile
+state, :meth:`Policy.add_profile`. What a policy can do is declared as class attributes
+(``exact``, ``cacheable``, ``learns``, ``supports_drift``), never probed. A subclass with a ``name`` is
+registered (``class ThompsonPolicy(BankPolicy, name="thompson")``) and can be chosen with
+``Router(policy=name)``; it then builds itself from the router's settings in :meth:`Policy.build`.
+
+>>> import numpy as np
+>>> class Cheapest(Policy):
+...     exact = True
+...     def propose(self, query):
+...         w = np.where(query.offset == query.offset[query.feasible].min(), 1.0, 0.0) * query.feasible
+...         return w, np.zeros_like(query.feasible)
+>>> q = PolicyQuery(0, np.ones(1), np.array([True, True, False]), {}, np.array([2.0, 1.0, 0.0]), 1.0, 0.1)
+>>> pmf, below = Cheapest().pmf(q)
+>>> pmf.tolist()
+[0.05, 0.9500000000000001, 0.0]
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["Policy", "PolicyQuery", "Feedback", "PolicySetup", "registered"]
+
+_REGISTRY: dict[str, type["Policy"]] = {}
+
+
+class PolicyQuery(NamedTuple):
+    """One request as a policy sees it."""
+
+    task: object  #: the task type's index (int), or the task-type posterior (array)
+    task_probs: np.ndarray  #: the task-type posterior, shape (n_task_types,)
+    feasible: np.ndarray  #: boolean mask of the profiles budgets and allow-lists leave
+    context: Mapping  #: the request's (validated) context
+    offset: np.ndarray  #: per-profile penalty ``w_c * cost_usd + w_l * latency_ms``
+    quality_weight: float  #: ``w_q``
+    exploration: float  #: the router's exploration floor ``eps``
+
+
+class Feedback(NamedTuple):
+    """One applied outcome, as a policy learns from it."""
+
+    context: Mapping
+    task_probs: np.ndarray
+    k: int  #: index of the executed profile
+    quality: float
+    reward: float
+    propensity: float
+
+
+class PolicySetup(NamedTuple):
+    """What a registered policy is built from (see :meth:`Policy.build`)."""
+
+    config: object  #: the router's :class:`~banditroute.config.settings.RouterConfig`
+    belief: object  #: the router's :class:`~banditroute.beliefs.beta.BetaBelief`
+    seed: object  #: a ``numpy.random.SeedSequence`` for the policy's own draws
+
+
+class Policy(ABC):
+    """Base class of routing policies (see the module docstring)."""
+
+    #: registry name (``Router(policy=name)``); None for policies handed over as objects
+    name: ClassVar[str | None] = None
+    #: the policy version's prefix in the log (``policy_version``) when built by name
+    version_prefix: ClassVar[str] = "policy"
+    #: ``propose`` returns valid weights by construction (non-negative, zero outside the
+    #: feasible profiles, not all zero): they are not re-checked on every decision
+    exact: ClassVar[bool] = False
+    #: the pmf depends only on (task, feasible set) until :attr:`version` changes: the router
+    #: caches it per key
+    cacheable: ClassVar[bool] = False
+    #: works with drift recalibration of the Beta beliefs
+    supports_drift: ClassVar[bool] = True
+    #: keeps a model of its own that :meth:`update` teaches (the router then keeps each pending
+    #: decision's context and propensity for it); False for policies reading the shared beliefs
+    learns: ClassVar[bool] = True
+
+    def __init_subclass__(cls, *, name: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.name = name
+        if name is not None:
+            if name in _REGISTRY:
+                raise TypeError(f"a policy named {name!r} is already registered ({_REGISTRY[name].__name__})")
+            _REGISTRY[name] = cls
+
+    @classmethod
+    def build(cls, setup: PolicySetup) -> "Policy":
+        """The policy for a router's settings (registered policies override this)."""
+        raise NotImplementedError(f"{cls.__name__} is not built from router settings")
+
+    @abstractmethod
+    def propose(self, query: PolicyQuery) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(weights, below)``: non-negative weights of shape (n_profiles,), zero outside
+        ``query.feasible`` and outside ``~below``, and the boolean mask ``below`` of feasible
+        profiles the policy's own reliability floor excludes (all False without one)."""
+
+    def update(self, feedback: Feedback) -> None:
+        """Learn from one applied outcome (policies that read shared beliefs need not)."""
+
+    def add_profile(self, profile) -> None:
+        """A profile was added to the router (appended as the last index)."""
+
+    @property
+    def version(self) -> int:
+        """Changes whenever :meth:`propose` could return something else for the same query
+        (read only when ``cacheable``)."""
+        return 0
+
+    def pmf(self, query: PolicyQuery) -> tuple[np.ndarray | None, np.ndarray]:
+        """The exact distribution over profiles for one request, and the floor's exclusions.
+
+        The pmf is None when no profile is left feasible."""
+        if not query.feasible.any():
+            return None, query.feasible
+        weights, below = self.propose(query)
+        feasible = query.feasible & ~below if below.any() else query.feasible
+        n_feasible = int(feasible.sum())
+        if n_feasible == 0:
+            return None, below
+        if n_feasible == 1:
+            return feasible.astype(np.float64), below
+        weights = np.asarray(weights, dtype=np.float64)
+        if not self.exact:
+            _check(type(self).__name__, weights, feasible)
+        total = weights.sum()
+        eps = query.exploration
+        if eps == 0.0:
+            return weights / total, below
+        return (1.0 - eps) * (weights / total) + (eps / n_feasible) * feasible, below
+
+
+def registered() -> dict[str, type[Policy]]:
+    """The policies that can be chosen by name, ``{name: class}``."""
+    return dict(_REGISTRY)
+
+
+def _check(owner: str, weights: np.ndarray, feasible: np.ndarray) -> None:
+    if (weights.shape != feasible.shape or not np.all(np.isfinite(weights)) or np.any(weights < 0)
+            or np.any(weights[~feasible] > 0) or not weights.sum() > 0):
+        raise ConfigError(f"{owner}.propose", weights.tolist(),
+                          "must return non-negative weights over the feasible profiles, not all zero")
