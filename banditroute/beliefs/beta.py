@@ -31,6 +31,8 @@ import numpy as np
 import polars as pl
 from scipy.special import betaincinv
 
+from ..errors import ConfigError
+
 __all__ = ["BetaBelief"]
 
 
@@ -110,7 +112,13 @@ class BetaBelief:
         self.refresh()
 
     def set_evidence(self, alpha_evidence: np.ndarray, beta_evidence: np.ndarray) -> None:
-        """Replace the evidence beyond the prior (e.g. with state merged across replicas)."""
+        """Replace the evidence beyond the prior (e.g. with state merged across replicas): two
+        finite, non-negative arrays of shape (n_profiles, n_task_types)."""
+        alpha_evidence = np.asarray(alpha_evidence, dtype=np.float64)
+        beta_evidence = np.asarray(beta_evidence, dtype=np.float64)
+        for name, ev in (("alpha_evidence", alpha_evidence), ("beta_evidence", beta_evidence)):
+            if ev.shape != self.shape or not np.all(np.isfinite(ev)) or np.any(ev < 0):
+                raise ConfigError(name, ev.shape, f"must be a finite, non-negative array of shape {self.shape}")
         alpha = self.alpha0_ + alpha_evidence
         beta = self.beta0_ + beta_evidence
         self.dirty_ |= (alpha != self.alpha_) | (beta != self.beta_)

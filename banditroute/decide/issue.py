@@ -15,6 +15,7 @@ from itertools import repeat
 import numpy as np
 import polars as pl
 
+from ..logs.rows import DecisionRow
 from .decision import Decision, make_decision
 from .frame import plan_frame
 from .pending import PendingDecision
@@ -45,10 +46,10 @@ class Issuer:
         self.pending.add(did, _pending(PendingDecision, (k, task, ts, text, propensity) if self.keep_context
                                        else (k, task, ts, None, None)))
         if ledger.writer is not None:
-            ledger.writer.append("decisions", (did, ts, ledger.writer_id, seq, ledger.policy_version, text,
-                                               tasks.names, tasks.as_list(task), names, entry.pmf_list, name,
-                                               propensity, entry.excluded_json, entry.fallback_reason,
-                                               entry.shadow_json, entry.expected[k]))
+            ledger.writer.append(DecisionRow(did, ts, ledger.writer_id, seq, ledger.policy_version, text, tasks.names,
+                                             tasks.as_list(task), names, entry.pmf_list, name, propensity,
+                                             entry.excluded_json, entry.fallback_reason, entry.shadow_json,
+                                             entry.expected[k]))
         return make_decision((did, name, propensity, entry.probs, tasks.view(task), ledger.policy_version,
                               entry.excluded, entry.fallback_reason))
 
@@ -84,7 +85,7 @@ class Issuer:
         fallback = [e.fallback_reason for e in entries]
         version = ledger.policy_version
         if ledger.writer is not None:
-            ledger.writer.append_columns("decisions", [
+            ledger.writer.append_columns(DecisionRow, [
                 ids, [ts] * n, [ledger.writer_id] * n, range(first, first + n), [version] * n,
                 texts, [space.names] * n, space.as_lists(tasks), [names] * n,
                 [e.pmf_list for e in entries], chosen, propensities, [e.excluded_json for e in entries], fallback,

@@ -17,6 +17,7 @@ import os
 import time
 
 from ..errors import ConfigError
+from ..logs.rows import EventRow, OutcomeRow
 from ..logs.store import LogWriter
 
 __all__ = ["Ledger", "open_log"]
@@ -69,22 +70,26 @@ class Ledger:
         self.writer_id = writer.writer_id
         self._issued[self.writer_id] = 0
 
-    def reopened(self, writer: LogWriter | None) -> "Ledger":
-        """A ledger for a new writer that still accepts the ids this one issued."""
-        return Ledger(writer, policy_version=self.policy_version, issued={**self._issued, self.writer_id: self.seq})
+    def reopen(self, writer: LogWriter | None) -> None:
+        """Continue under a new writer (e.g. a loaded router): the ids issued so far stay known."""
+        self._issued[self.writer_id] = self.seq
+        self.writer = writer
+        self.writer_id = writer.writer_id if writer is not None else os.urandom(6).hex()
+        self.seq = 0
+        self._issued[self.writer_id] = 0
 
     # -- rows ---------------------------------------------------------------------------------
     def outcome(self, decision_id: str, quality, cost_usd, latency_ms, reward, status: str) -> None:
         if self.writer is not None:
-            self.writer.append("outcomes", (decision_id, time.time_ns() // 1000, self.writer_id, self.next_seq(),
-                                            quality, cost_usd, latency_ms, reward, status))
+            self.writer.append(OutcomeRow(decision_id, time.time_ns() // 1000, self.writer_id, self.next_seq(),
+                                          quality, cost_usd, latency_ms, reward, status))
 
     def event(self, event: str, policy: str, fraction, who: str, why: str) -> None:
         """An event row (rollout command, drift), flushed at once: rare and important."""
         if self.writer is not None:
-            self.writer.append("events", (time.time_ns() // 1000, self.writer_id, self.next_seq(), event, policy,
-                                          None if fraction is None else float(fraction), who, why,
-                                          self.policy_version))
+            self.writer.append(EventRow(time.time_ns() // 1000, self.writer_id, self.next_seq(), event, policy,
+                                        None if fraction is None else float(fraction), who, why,
+                                        self.policy_version))
             self.writer.flush()
 
     def __getstate__(self) -> dict:

@@ -74,6 +74,15 @@ class Outcomes:
         if feedback is not None:
             self.policy.update(feedback)
 
+    def learn_elsewhere(self, profile: str, task_probs, quality: float) -> None:
+        """An outcome of a decision made elsewhere: ``task_probs`` maps task types to weights."""
+        names = [p.name for p in self.config.profiles]
+        if profile not in names:
+            return
+        w = np.array([task_probs.get(t, 0.0) for t in self.config.task_types])
+        if w.sum() > 0:
+            self.learn(names.index(profile), w / w.sum(), quality, None)
+
     def _recalibrate(self, k: int, t: int, kind: str, stat: float, log_event: bool) -> None:
         drift = self.config.drift
         self.belief.shrink(k, t, drift.keep)

@@ -36,9 +36,13 @@ __all__ = ["Rollout"]
 
 
 class Rollout:
-    """The shadow candidates and the canary of one router."""
+    """The shadow candidates and the canary of one router.
 
-    def __init__(self):
+    The commands with ``who`` and ``why`` (``add_shadow``, ``start_canary``, ...) are recorded
+    as event rows through ``log_event`` (rare and important: flushed at once)."""
+
+    def __init__(self, log_event=None):
+        self._log_event = log_event  # (event, policy, fraction, who, why) -> None: the log's events table
         self.shadows: dict[str, object] = {}
         self.canary: tuple[str, object, float] | None = None
         self._learners: set[str] = set()  # candidates that learn from production's outcomes
@@ -84,6 +88,31 @@ class Rollout:
         canary, self.canary = self.canary, None
         self._learners.discard(canary[0])
         return canary
+
+    # -- commands: validated, applied, recorded as events ----------------------------------------
+    def command(self, event: str, name: str | None, *, who: str, why: str, policy=None,
+                fraction: float | None = None, learns: bool = False):
+        """Apply one rollout command and record it; returns the promoted policy for ``promote``."""
+        for field, value in (("who", who), ("why", why)):
+            if not isinstance(value, str):
+                raise ConfigError(field, value, "must be a string")
+        result = None
+        if event == "shadow_start":
+            self.add_shadow(name, policy, learns=learns)
+        elif event == "shadow_stop":
+            self.remove_shadow(name)
+        elif event == "canary_start":
+            self.start_canary(name, policy, fraction, learns=learns)
+        elif event in ("canary_fraction", "promote"):
+            self.set_fraction(1.0 if event == "promote" else fraction)
+            name, result, fraction = self.canary
+        elif event == "rollback":
+            name, _, fraction = self.stop_canary()
+        else:
+            raise ConfigError("event", event, "is not a rollout command")
+        if self._log_event is not None:
+            self._log_event(event, name, fraction, who, why)
+        return result
 
     def candidates(self):
         """Every candidate policy, shadow and canary."""

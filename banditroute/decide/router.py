@@ -110,10 +110,10 @@ class Router:
         self._policy: Policy = (as_policy(learner) if learner is not None else
                                 registered()[cfg.policy].build(PolicySetup(cfg, self._belief, seeds[2])))
         self._learner_name = None if learner is None else type(learner).__name__.lower()
-        self._rollout = Rollout()
+        self._ledger = Ledger(open_log(cfg), policy_version=self._version())
+        self._rollout = Rollout(self._ledger.event)
         self._pipeline = DecisionPipeline(cfg, self._tasks, self._belief, self._policy, self._rollout)
         self._pending = PendingWindow(wait_window_s=cfg.wait_window_s, max_pending=cfg.max_pending)
-        self._ledger = Ledger(open_log(cfg), policy_version=self._version())
         self._issuer = Issuer(self._pipeline, self._pending, self._ledger, self._rng, keep_context=self._policy.learns)
         self._outcomes = Outcomes(cfg, self._tasks, self._belief, self._drift, self._policy, self._pending,
                                   self._ledger, self._rollout)
@@ -283,12 +283,7 @@ class Router:
     def learn_elsewhere(self, profile: str, task_probs: Mapping[str, float], quality: float) -> None:
         """Learn from an outcome of a decision made elsewhere (as a shadow or canary candidate)."""
         with self._lock:
-            k = self._pipeline.index.get(profile)
-            if k is None:
-                return
-            w = np.array([task_probs.get(t, 0.0) for t in self.config.task_types])
-            if w.sum() > 0:
-                self.learn(k, w / w.sum(), quality)
+            self._outcomes.learn_elsewhere(profile, task_probs, quality)
 
     def issued(self, decision_id: str) -> bool:
         """Whether this router issued ``decision_id`` (its outcome can be recorded here)."""
@@ -321,13 +316,7 @@ class Router:
 
     def set_evidence(self, alpha_evidence: np.ndarray, beta_evidence: np.ndarray) -> None:
         """Replace the evidence beyond the prior (e.g. by state merged across replicas)."""
-        alpha_evidence = np.asarray(alpha_evidence, dtype=np.float64)
-        beta_evidence = np.asarray(beta_evidence, dtype=np.float64)
         with self._lock:
-            shape = self._belief.shape
-            for name, ev in (("alpha_evidence", alpha_evidence), ("beta_evidence", beta_evidence)):
-                if ev.shape != shape or not np.all(np.isfinite(ev)) or np.any(ev < 0):
-                    raise ConfigError(name, ev.shape, f"must be a finite, non-negative array of shape {shape}")
             self._belief.set_evidence(alpha_evidence, beta_evidence)
 
     # -- rollout: shadow and canary candidates (each command is an event row in the log) ------
@@ -335,45 +324,33 @@ class Router:
         """Compute ``policy``'s distribution on every request and log it (column ``shadow``)
         next to the decision, without changing what is executed."""
         with self._lock:
-            _check_who_why(who, why)
-            self._rollout.add_shadow(name, policy, learns=isinstance(policy, Router))
-            self._ledger.event("shadow_start", name, None, who, why)
+            self._rollout.command("shadow_start", name, policy=policy, who=who, why=why,
+                                  learns=isinstance(policy, Router))
 
     def remove_shadow(self, name: str, *, who: str = "", why: str = "") -> None:
         with self._lock:
-            _check_who_why(who, why)
-            self._rollout.remove_shadow(name)
-            self._ledger.event("shadow_stop", name, None, who, why)
+            self._rollout.command("shadow_stop", name, who=who, why=why)
 
     def start_canary(self, name: str, policy, *, fraction: float, who: str, why: str) -> None:
         """Let ``policy`` decide a ``fraction`` of traffic; the logged propensity is the mixture
         probability, exactly. Recorded as an event (who, what, why) in the log."""
         with self._lock:
-            _check_who_why(who, why)
-            self._rollout.start_canary(name, policy, fraction, learns=isinstance(policy, Router))
-            self._ledger.event("canary_start", name, fraction, who, why)
+            self._rollout.command("canary_start", name, policy=policy, fraction=fraction, who=who, why=why,
+                                  learns=isinstance(policy, Router))
 
     def set_canary_fraction(self, fraction: float, *, who: str, why: str) -> None:
         with self._lock:
-            _check_who_why(who, why)
-            self._rollout.set_fraction(fraction)
-            self._ledger.event("canary_fraction", self._rollout.canary[0], fraction, who, why)
+            self._rollout.command("canary_fraction", None, fraction=fraction, who=who, why=why)
 
     def promote(self, *, who: str, why: str):
         """Promote the canary: it decides all traffic from now on (fraction 1). Returns it."""
         with self._lock:
-            _check_who_why(who, why)
-            self._rollout.set_fraction(1.0)
-            name, policy, _ = self._rollout.canary
-            self._ledger.event("promote", name, 1.0, who, why)
-            return policy
+            return self._rollout.command("promote", None, who=who, why=why)
 
     def rollback(self, *, who: str, why: str) -> None:
         """Stop the canary: production decides all traffic again."""
         with self._lock:
-            _check_who_why(who, why)
-            name, _, fraction = self._rollout.stop_canary()
-            self._ledger.event("rollback", name, fraction, who, why)
+            self._rollout.command("rollback", None, who=who, why=why)
 
     # -- state and the log ----------------------------------------------------------------------
     def replay(self, log_dir: str | os.PathLike) -> int:
@@ -419,8 +396,7 @@ class Router:
         router = persistence.load(path, cls)
         if log_dir is not ...:
             router.config = replace(router.config, log_dir=None if log_dir is None else str(log_dir))
-        router._ledger = router._ledger.reopened(open_log(router.config))
-        router._issuer.ledger = router._outcomes.ledger = router._ledger
+        router._ledger.reopen(open_log(router.config))  # own class: continue under a new writer id
         return router
 
     def __getstate__(self) -> dict:
@@ -432,10 +408,3 @@ class Router:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
-
-
-
-def _check_who_why(who, why) -> None:
-    for field, value in (("who", who), ("why", why)):
-        if not isinstance(value, str):
-            raise ConfigError(field, value, "must be a string")

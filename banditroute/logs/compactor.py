@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from banditroute.logs.journal import serve_compactions
-from banditroute.logs.store import compact_segment
+from banditroute.logs.parts import compact_segment
 
 
 def main(argv: list[str]) -> int:

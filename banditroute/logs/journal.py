@@ -7,12 +7,9 @@ writer's current *segment* and ``fdatasync``\\ s it: what the commit acknowledge
 A segment is *compacted* into ordinary Parquet parts (one per table and date, named
 ``part-<writer>-j<segment>.parquet``) when it reaches ``segment_rows`` rows or
 ``segment_s`` seconds, when the writer closes, and, for segments left behind by a process
-that died, when any writer opens the log directory.
-
-Layout::
-
-    <log_dir>/_journal/<writer>-<segment>.jsonl
-    <log_dir>/_journal/<writer>.lock         (held while the writer lives)
+that died, when any writer opens the log directory. The files and their format are
+:mod:`banditroute.logs.segments`; this module is the writer's side (:class:`Journal`, its
+compactor thread or process) and the locks that tell a live writer from a dead one.
 
 Exactly once: the part names are derived from the segment, so compacting a segment again
 (after a crash between writing its parts and deleting it) rewrites the same files with the
@@ -21,24 +18,21 @@ deleted; a segment whose lock can be taken belongs to a dead process and may be 
 Readers (:func:`banditroute.scan_table`) see the rows of segments not yet compacted too,
 and never a row twice: a segment's rows are skipped for every (table, date) whose part exists.
 
-A torn last line (the process died while writing it, so it was never acknowledged) is
-ignored; an unreadable line followed by readable ones is corruption and raises
-:class:`~banditroute.errors.LogError`.
-
 >>> import tempfile
->>> directory = Path(tempfile.mkdtemp())
->>> path = directory / "w1-00000000.jsonl"
->>> _ = path.write_bytes(b'{"outcomes": [[1]]}\\n{"outcomes": [[2]]}\\n{"outc')
->>> [line["outcomes"] for line in read_segment(path)]
-[[[1]], [[2]]]
+>>> log_dir = tempfile.mkdtemp()
+>>> j = Journal(log_dir, "w1", lambda writer, segment, path: None)
+>>> j.append({"outcomes": [["d0"]]}, 1)
+>>> [segment[:2] for segment in live_segments(log_dir)]
+[('w1', 0)]
+>>> j.close()
+>>> live_segments(log_dir)
+[]
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -47,8 +41,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import ConfigError, LogError
-
-_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+from .durable import datasync, fsync_dir, make_dirs, write_all
+from .segments import (JOURNAL_DIR, encode_commit, journal_dir, live_segments, lock_path, part_name, read_segment,
+                       segment_columns, segment_path)
 
 try:
     import fcntl
@@ -57,73 +52,10 @@ except ImportError:  # not POSIX (Windows): no journal; the Parquet-per-flush lo
 
 _log = logging.getLogger("banditroute.logs.journal")
 
-__all__ = ["Journal", "read_segment", "segment_columns", "journal_dir", "live_segments", "recover", "fsync_dir",
-           "make_dirs", "writer_lock", "forget_writer"]
-
-JOURNAL_DIR = "_journal"
-_SEGMENT = re.compile(r"^(?P<writer>[A-Za-z0-9_.]+)-(?P<segment>\d{8})\.jsonl$")
-
-
-def journal_dir(log_dir: str | os.PathLike) -> Path:
-    return Path(log_dir) / JOURNAL_DIR
-
-
-def part_name(writer: str, segment: int) -> str:
-    """The Parquet part name of a segment's rows (the same in every table and date)."""
-    return f"part-{writer}-j{segment:08d}.parquet"
-
-
-def _plain(value):
-    """JSON fallback for numpy scalars (np.float64 already is a float)."""
-    item = getattr(value, "item", None)
-    if item is None:
-        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-    return item()
-
-
-def read_segment(path: Path) -> list[dict]:
-    """The commits (one dict of table -> column lists each) of a segment, in order."""
-    # the last piece is b"" when the file ends with a newline; otherwise a torn, unacknowledged write
-    lines = path.read_bytes().split(b"\n")[:-1]
-    out, bad = [], None
-    for i, line in enumerate(lines):
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            bad = i if bad is None else bad
-            continue
-        if bad is not None:
-            raise LogError("journal", str(path), f"line {bad + 1} is unreadable and later lines are not")
-    return out
-
-
-def segment_columns(commits: list[dict], table: str, n_columns: int) -> list[list]:
-    """Concatenate one table's column lists across a segment's commits."""
-    columns = [[] for _ in range(n_columns)]
-    for commit in commits:
-        cols = commit.get(table)
-        if cols:
-            for acc, col in zip(columns, cols):
-                acc.extend(col)
-    return columns
-
-
-def live_segments(log_dir: str | os.PathLike) -> list[tuple[str, int, Path]]:
-    """(writer, segment, path) of every journal segment present, oldest first per writer."""
-    root = journal_dir(log_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        m = _SEGMENT.match(path.name)
-        if m:
-            found.append((m["writer"], int(m["segment"]), path))
-    return sorted(found)
-
-
-def _lock_path(log_dir: str | os.PathLike, writer: str) -> Path:
-    """The file a live writer keeps locked (see :func:`writer_lock`)."""
-    return journal_dir(log_dir) / f"{writer}.lock"
+__all__ = ["Journal", "writer_lock", "forget_writer", "recover", "serve_compactions",
+           # the segment format and durable file steps, kept importable from here
+           "JOURNAL_DIR", "journal_dir", "part_name", "read_segment", "segment_columns", "live_segments",
+           "fsync_dir", "make_dirs"]
 
 
 def _take_lock(path: Path) -> tuple[str, int | None]:
@@ -145,39 +77,15 @@ def _take_lock(path: Path) -> tuple[str, int | None]:
     return "dead", fd
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_dirs(directory: Path) -> None:
-    """Create ``directory`` and its missing parents, fsyncing the parent of each one created:
-    a directory's entry must survive a machine crash as well as the files put in it."""
-    missing = []
-    d = Path(directory)
-    while not d.is_dir():
-        missing.append(d)
-        d = d.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir()
-        except FileExistsError:  # made meanwhile by another writer, who syncs its parent
-            continue
-        fsync_dir(d.parent)
-
-
 class _Segment:
     __slots__ = ("number", "path", "fd", "rows", "opened")
 
     def __init__(self, root: Path, writer: str, number: int):
         self.number = number
-        self.path = root / f"{writer}-{number:08d}.jsonl"
+        self.path = segment_path(root, writer, number)
         # Created under a hidden name and locked before it gets its real name: recovery only
         # looks at real names, so it can never take (and delete) a segment being born.
-        tmp = root / f".{writer}-{number:08d}.tmp"
+        tmp = segment_path(root, writer, number, temporary=True)
         self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours until compacted and deleted
         os.rename(tmp, self.path)
@@ -232,7 +140,7 @@ class Journal:
         self.n_compacted = 0
         # held for the writer's lifetime: another process on this log directory can tell a live
         # writer from a dead one (see writer_lock)
-        self._alive_fd = os.open(_lock_path(log_dir, writer), os.O_WRONLY | os.O_CREAT, 0o644)
+        self._alive_fd = os.open(lock_path(log_dir, writer), os.O_WRONLY | os.O_CREAT, 0o644)
         fcntl.flock(self._alive_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._thread = threading.Thread(target=self._compactor, name=f"banditroute-journal-{writer}", daemon=True)
         self._thread.start()
@@ -240,14 +148,14 @@ class Journal:
     # -- writing ---------------------------------------------------------------------------------
     def append(self, commit: dict[str, list[list]], n_rows: int) -> None:
         """Append one commit (table -> column lists) and fdatasync it; on return it is durable."""
-        line = json.dumps(commit, separators=(",", ":"), default=_plain).encode("utf-8", "surrogatepass") + b"\n"
+        line = encode_commit(commit)
         with self._lock:
             try:
                 seg = self._current
                 if seg is None:
                     seg = self._current = _Segment(self.root, self.writer, self._take_number())
-                _write_all(seg.fd, line)
-                _datasync(seg.fd)
+                write_all(seg.fd, line)
+                datasync(seg.fd)
             except OSError as exc:
                 # a half-written line must stay the last of its segment: start a new one
                 self._rotate()
@@ -342,19 +250,12 @@ class Journal:
         self._thread.join()
         self._stop_child()
         if self._alive_fd is not None:
-            os.unlink(_lock_path(self.log_dir, self.writer))
+            os.unlink(lock_path(self.log_dir, self.writer))
             os.close(self._alive_fd)
             self._alive_fd = None
         if self.error is not None:
             error, self.error = self.error, None
             raise error
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 @contextmanager
@@ -371,7 +272,7 @@ def writer_lock(log_dir: str | os.PathLike, writer: str):
     if fcntl is None:
         yield "absent"
         return
-    state, fd = _take_lock(_lock_path(log_dir, writer))
+    state, fd = _take_lock(lock_path(log_dir, writer))
     try:
         yield state
     finally:
@@ -382,7 +283,7 @@ def writer_lock(log_dir: str | os.PathLike, writer: str):
 def forget_writer(log_dir: str | os.PathLike, writer: str) -> None:
     """Delete a dead writer's lock file (call inside :func:`writer_lock` once its rows are adopted)."""
     try:
-        os.unlink(_lock_path(log_dir, writer))
+        os.unlink(lock_path(log_dir, writer))
     except FileNotFoundError:
         pass
 

@@ -29,10 +29,21 @@ the next writer opens the directory. :func:`scan_table` reads the journal's rows
 service commits this way: a commit costs a fraction of a millisecond instead of a Parquet
 encoding per table.
 
+Rows are the record types of :mod:`banditroute.logs.rows` (one per table, their fields the
+table's columns); this module re-exports the schemas derived from them, and the reader
+(:func:`scan_table`, :mod:`banditroute.logs.scan`) and part writing (:func:`write_parts`,
+:func:`compact_segment`, :mod:`banditroute.logs.parts`).
+
 >>> import tempfile
->>> w = LogWriter(tempfile.mkdtemp(), durability="sync")
+>>> from banditroute.logs.rows import OutcomeRow
+>>> log_dir = tempfile.mkdtemp()
+>>> w = LogWriter(log_dir, durability="sync")
 >>> w.durability
 'sync'
+>>> w.append(OutcomeRow("w-0", 1_700_000_000_000_000, "w", 0, quality=1.0, cost_usd=None,
+...                     latency_ms=2.5, reward=0.9, status="applied"))
+>>> scan_table(log_dir, "outcomes").collect().get_column("status").to_list()
+['applied']
 """
 
 from __future__ import annotations
@@ -44,171 +55,23 @@ import threading
 import time
 import uuid
 import weakref
-from itertools import chain
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
-from . import journal as _journal
 from ..errors import ConfigError, LogError
+from .durable import make_dirs
+from .frames import TableBuffer
+from .journal import Journal, recover
+from .parts import compact_segment, write_parts
+from .rows import DECISION_SCHEMA, EVENT_SCHEMA, OUTCOME_SCHEMA, SCHEMA_VERSION, TABLES, Row, TableDef, table_def
+from .scan import scan_table
 
-__all__ = ["LogWriter", "DECISION_SCHEMA", "OUTCOME_SCHEMA", "EVENT_SCHEMA", "SCHEMA_VERSION", "scan_table"]
+__all__ = ["LogWriter", "DECISION_SCHEMA", "OUTCOME_SCHEMA", "EVENT_SCHEMA", "SCHEMA_VERSION", "scan_table",
+           "compact_segment", "write_parts"]
 
-SCHEMA_VERSION = 2  # 2: decisions gained `shadow` and `expected_quality` (nullable); the `events` table
-_TS = pl.Datetime("us", "UTC")
-
-DECISION_SCHEMA = {
-    "decision_id": pl.String,
-    "ts": _TS,
-    "writer": pl.String,
-    "seq": pl.Int64,
-    "policy_version": pl.String,
-    "context": pl.String,
-    "task_types": pl.List(pl.String),
-    "task_probs": pl.List(pl.Float64),
-    "profiles": pl.List(pl.String),
-    "probabilities": pl.List(pl.Float64),
-    "profile": pl.String,
-    "propensity": pl.Float64,
-    "excluded": pl.String,
-    "fallback_reason": pl.String,
-    "shadow": pl.String,
-    "expected_quality": pl.Float64,
-    "schema_version": pl.Int32,
-}
-
-OUTCOME_SCHEMA = {
-    "decision_id": pl.String,
-    "ts": _TS,
-    "writer": pl.String,
-    "seq": pl.Int64,
-    "quality": pl.Float64,
-    "cost_usd": pl.Float64,
-    "latency_ms": pl.Float64,
-    "reward": pl.Float64,
-    "status": pl.String,
-    "schema_version": pl.Int32,
-}
-
-EVENT_SCHEMA = {
-    "ts": _TS,
-    "writer": pl.String,
-    "seq": pl.Int64,
-    "event": pl.String,
-    "policy": pl.String,
-    "fraction": pl.Float64,
-    "who": pl.String,
-    "why": pl.String,
-    "policy_version": pl.String,
-    "schema_version": pl.Int32,
-}
-
-_SCHEMAS = {"decisions": DECISION_SCHEMA, "outcomes": OUTCOME_SCHEMA, "events": EVENT_SCHEMA}
-# Row tuples handed to append() carry every column but schema_version, with ts in epoch us.
-_ROW_SCHEMAS = {name: {c: (pl.Int64 if c == "ts" else t) for c, t in s.items() if c != "schema_version"}
-                for name, s in _SCHEMAS.items()}
-
-
-def scan_table(log_dir: str | os.PathLike, table: str) -> pl.LazyFrame:
-    """Lazily scan every part of ``table`` ("decisions", "outcomes" or "events") under ``log_dir``.
-
-    >>> import tempfile
-    >>> scan_table(tempfile.mkdtemp(), "outcomes").collect().columns[:3]
-    ['decision_id', 'ts', 'writer']
-    """
-    if table not in _SCHEMAS:
-        raise ConfigError("table", table, "must be 'decisions', 'outcomes' or 'events'")
-    # The journal first, then the parts: a segment compacted in between shows up as parts, and
-    # its rows are skipped below for every date whose part exists (never missed, never twice).
-    pending = []
-    for writer, number, path in _journal.live_segments(log_dir):
-        try:
-            pending.append((writer, number, _journal.read_segment(path)))
-        except FileNotFoundError:
-            continue  # compacted meanwhile: its parts exist by now
-    root = Path(log_dir) / table
-    parts = sorted(root.glob("date=*/part-*.parquet"))
-    frames = []
-    if parts:
-        frames.append(pl.scan_parquet([str(p) for p in parts], hive_partitioning=False,
-                                      missing_columns="insert", extra_columns="ignore", schema=_SCHEMAS[table]))
-    if pending:
-        present = {(p.parent.name, p.name) for p in parts}
-        for writer, number, commits in pending:
-            frame = _journal_frame(table, commits)
-            if frame is None:
-                continue
-            name = _journal.part_name(writer, number)
-            dates = frame.get_column("ts").dt.date()
-            done = [d for d in dates.unique().to_list() if (f"date={d.isoformat()}", name) in present]
-            if done:
-                frame = frame.filter(~dates.is_in(done))
-            frames.append(frame.lazy())
-    if not frames:
-        return pl.LazyFrame(schema=_SCHEMAS[table])
-    return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
-
-
-def _journal_frame(table: str, commits: list) -> pl.DataFrame | None:
-    """One table's rows of a journal segment as a frame of the table's schema (None if none)."""
-    columns = _journal.segment_columns(commits, table, len(_ROW_SCHEMAS[table]))
-    if not columns[0]:
-        return None
-    t = _Table(table)
-    t.frames.append(t.columns_frame(columns))
-    t.n = len(columns[0])
-    return t.frame()
-
-
-def _column(name: str, values: tuple, dtype) -> pl.Series:
-    """A column from row values; list columns are built flat (one Series, not one per row)."""
-    if not isinstance(dtype, pl.List):
-        return pl.Series(name, values, dtype=dtype)
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-    flat = pl.Series(name, list(chain.from_iterable(values)), dtype=dtype.inner)
-    if lengths.size and (lengths == lengths[0]).all():
-        return flat.reshape((lengths.size, int(lengths[0]))).cast(dtype)
-    rows = pl.Series("row", np.repeat(np.arange(lengths.size), lengths))
-    grouped = pl.DataFrame([rows, flat]).group_by("row", maintain_order=True).agg(pl.col(name))
-    out = pl.DataFrame({"row": np.arange(lengths.size)}).join(grouped, on="row", how="left", maintain_order="left")
-    return out.get_column(name).fill_null(pl.lit([], dtype=dtype)).cast(dtype)
-
-
-class _Table:
-    """Buffered rows of one table: single rows as tuples, batches as ready DataFrames."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.rows: list[tuple] = []
-        self.frames: list[pl.DataFrame] = []
-        self.n = 0
-        self.ticket = 0  # set by LogWriter.detach: which detach took these rows
-
-    def frame(self) -> pl.DataFrame:
-        self._seal()
-        df = pl.concat(self.frames, how="vertical") if len(self.frames) > 1 else self.frames[0]
-        return df.with_columns(pl.col("ts").cast(_TS), pl.lit(SCHEMA_VERSION, dtype=pl.Int32).alias("schema_version"))
-
-    def _seal(self) -> None:
-        if self.rows:
-            self.frames.append(self.columns_frame(list(zip(*self.rows))))
-            self.rows = []
-
-    def journal_columns(self) -> list[list]:
-        """The buffered rows as plain column lists (frames first: they are the older rows)."""
-        columns = [[] for _ in _ROW_SCHEMAS[self.name]]
-        for frame in self.frames:
-            for acc, series in zip(columns, frame.get_columns()):
-                acc.extend(series.to_list())
-        if self.rows:
-            for acc, values in zip(columns, zip(*self.rows)):
-                acc.extend(values)
-        return columns
-
-    def columns_frame(self, columns: list) -> pl.DataFrame:
-        return pl.DataFrame([_column(name, values, dtype) for (name, dtype), values
-                             in zip(_ROW_SCHEMAS[self.name].items(), columns)])
+_WIDTHS = {name: t.width for name, t in TABLES.items()}  # of a tuple handed to append() with its table's name
 
 
 class LogWriter:
@@ -256,7 +119,11 @@ class LogWriter:
         self.group_interval_s = float(group_interval_s)
         self.writer_id = writer_id or uuid.uuid4().hex[:12]
         self.auto_flush = bool(auto_flush)
-        self._tables = {name: _Table(name) for name in _SCHEMAS}
+        # each table's buffer, under its name and its row type (append() looks it up by either)
+        self._buffers: dict = {}
+        for table in TABLES.values():
+            self._new_buffer(table)
+        self._n_buffered = 0  # rows in the buffers, all tables
         self._part_seq = itertools.count()  # next() is atomic: parts may be written concurrently
         self._oldest = None
         self._lock = threading.RLock()  # guards the buffers
@@ -270,44 +137,65 @@ class LogWriter:
         self._settled_above: set[int] = set()
         self._settled_cv = threading.Condition(self._lock)
         try:
-            for name in _SCHEMAS:
-                _journal.make_dirs(self.log_dir / name)
+            for name in TABLES:
+                make_dirs(self.log_dir / name)
         except OSError as exc:
             raise LogError("log_dir", str(log_dir), f"cannot be created ({exc.strerror})") from None
         #: journal segments left by writers that are gone, compacted when this writer opened
-        self.n_recovered = _journal.recover(self.log_dir, self._compact_segment)
+        self.n_recovered = recover(self.log_dir, self._compact_segment)
         self._journal = None
         if journal:
             for name, value in (("journal_segment_rows", journal_segment_rows),
                                 ("journal_segment_s", journal_segment_s)):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                     raise ConfigError(name, value, "must be a number > 0")
-            self._journal = _journal.Journal(self.log_dir, self.writer_id, self._compact_segment,
-                                             segment_rows=journal_segment_rows, segment_s=journal_segment_s,
-                                             compactor=journal_compactor)
+            self._journal = Journal(self.log_dir, self.writer_id, self._compact_segment,
+                                    segment_rows=journal_segment_rows, segment_s=journal_segment_s,
+                                    compactor=journal_compactor)
         atexit.register(_flush_at_exit, weakref.ref(self))
 
-    def append(self, table: str, row: tuple) -> None:
-        """Buffer one row (a tuple in schema order, ``ts`` in epoch microseconds)."""
+    def append(self, row: Row | str, values: tuple | None = None, /) -> None:
+        """Buffer one row: a :class:`~banditroute.logs.rows.DecisionRow`, ``OutcomeRow`` or
+        ``EventRow`` (``ts`` in epoch microseconds); its type says which table it goes to.
+
+        ``append(table, values)``, the table's name and a tuple in the row type's field order,
+        does the same.
+        """
+        if values is None:
+            key = type(row)
+        else:
+            key, row = row, values
+            if len(row) != _WIDTHS.get(key):
+                _reject(key, row)
         with self._lock:
-            t = self._tables[table]
-            t.rows.append(row)
+            try:
+                t = self._buffers[key]
+            except KeyError:
+                raise ConfigError("row", type(row).__name__, "must be a DecisionRow, OutcomeRow or EventRow "
+                                  "(or a tuple after its table's name)") from None
+            t.rows.append(row)  # TableBuffer.add, inlined: this is the hot path
             t.n += 1
+            self._n_buffered += 1
             due = self._flush_due()
         if due:  # outside the buffer lock: a flush in another thread may be waiting for it
             self.flush()
 
-    def append_columns(self, table: str, columns: list) -> None:
-        """Buffer a batch of rows given column by column, in schema order (as :meth:`append`)."""
+    def append_columns(self, table: type[Row] | str, columns: Sequence[Sequence]) -> None:
+        """Buffer a batch of rows given column by column: ``table`` is a row type
+        (:class:`~banditroute.logs.rows.DecisionRow`, ...) or a table's name, ``columns`` one
+        sequence of values per field, in the row type's order (``ts`` as in :meth:`append`)."""
+        t = table_def(table)
+        if len(columns) != t.width:
+            raise ConfigError("columns", len(columns), f"must hold {t.width} columns for {t.name} "
+                              f"({', '.join(t.columns)})")
         with self._lock:
-            t = self._tables[table]
-            t._seal()
-            frame = t.columns_frame(columns)
-            t.frames.append(frame)
-            t.n += frame.height
+            self._n_buffered += self._buffers[t.name].add_columns(columns)
             due = self._flush_due()
         if due:
             self.flush()
+
+    def _new_buffer(self, table: TableDef) -> None:
+        self._buffers[table.name] = self._buffers[table.row_type] = TableBuffer(table)
 
     def _flush_due(self) -> bool:
         if not self.auto_flush:
@@ -317,8 +205,7 @@ class LogWriter:
         now = time.monotonic()
         if self._oldest is None:
             self._oldest = now
-        return (sum(t.n for t in self._tables.values()) >= self.group_rows
-                or now - self._oldest >= self.group_interval_s)
+        return self._n_buffered >= self.group_rows or now - self._oldest >= self.group_interval_s
 
     def flush(self) -> None:
         """Write every buffered row durably; on return they survive a crash."""
@@ -331,13 +218,14 @@ class LogWriter:
         with self._lock:
             if self._closed:
                 return []
-            full = [t for t in self._tables.values() if t.n]
+            full = [t for t in (self._buffers[name] for name in TABLES) if t.n]
             if full:
                 self._n_detached += 1
             for t in full:
-                self._tables[t.name] = _Table(t.name)
+                self._new_buffer(t.table)
                 t.ticket = self._n_detached
             self._oldest = None
+            self._n_buffered = 0
             return full
 
     def commit_detached(self, tables: list) -> None:
@@ -372,13 +260,13 @@ class LogWriter:
         for its owner's commits (:meth:`detach` then :meth:`commit_detached`, however many overlap).
         """
         with self._settled_cv:
-            target = self._n_detached + any(t.n for t in self._tables.values())
+            target = self._n_detached + (self._n_buffered > 0)
         if self.auto_flush:
             self.flush()
         with self._settled_cv:
             self._settled_cv.wait_for(lambda: self._settled >= target or self._closed)
 
-    def write_detached(self, table: "_Table") -> None:
+    def write_detached(self, table: TableBuffer) -> None:
         """Write one detached table durably as Parquet (one fsync'ed part per date)."""
         self._write(table.name, table.frame())
 
@@ -398,43 +286,6 @@ class LogWriter:
         write_parts(self.log_dir, table, df, lambda: f"part-{self.writer_id}-{next(self._part_seq):08d}.parquet")
 
 
-def compact_segment(log_dir: Path, writer: str, number: int, path: Path) -> None:
-    """Write a journal segment's rows as Parquet parts named after the segment (idempotent)."""
-    commits = _journal.read_segment(path)
-    name = _journal.part_name(writer, number)
-    for table in _SCHEMAS:
-        frame = _journal_frame(table, commits)
-        if frame is not None:
-            write_parts(Path(log_dir), table, frame, lambda: name)
-
-
-def write_parts(log_dir: Path, table: str, df: pl.DataFrame, name) -> None:
-    """Write ``df`` durably as one part per date (``name()`` gives each part's file name): a
-    hidden temporary file, fsync'ed, renamed into place, its directory fsync'ed."""
-    ts = df.get_column("ts")
-    if ts.min().date() == ts.max().date():  # the usual case: one partition, no filtering
-        parts = [(ts.min().date(), df)]
-    else:
-        dates = ts.dt.date()
-        parts = [(date, df.filter(dates == date)) for date in dates.unique().sort()]
-    for date, part in parts:
-        directory = log_dir / table / f"date={date.isoformat()}"
-        file = name()
-        try:
-            _journal.make_dirs(directory)  # the new partition's entry must survive too
-            # unique per process and thread: two compactions of one segment may race (a dead
-            # writer's compactor finishing while the next writer recovers it); both write the same rows
-            tmp = directory / f".{file}.{os.getpid()}-{threading.get_ident()}.tmp"
-            with open(tmp, "wb") as fh:
-                part.write_parquet(fh, compression="zstd", statistics=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, directory / file)
-            _journal.fsync_dir(directory)
-        except OSError as exc:
-            raise LogError(f"log_dir/{table}", str(directory), f"cannot be written ({exc.strerror})") from None
-
-
 def _flush_at_exit(ref) -> None:
     writer = ref()
     if writer is not None:
@@ -442,3 +293,9 @@ def _flush_at_exit(ref) -> None:
             writer.close()
         except Exception:  # noqa: BLE001 - interpreter is exiting; nothing left to report to
             pass
+
+
+def _reject(table, row) -> None:
+    """Raise the error of a tuple that does not fit ``table`` (an unknown name, or the wrong length)."""
+    t = table_def(table)
+    raise ConfigError(f"{t.name} row", row, f"must have {t.width} values ({', '.join(t.columns)})")

@@ -1,0 +1,122 @@
+"""The journal's files: where segments live, how they are named, and what a line holds.
+
+Layout::
+
+    <log_dir>/_journal/<writer>-<segment>.jsonl
+    <log_dir>/_journal/<writer>.lock         (held while the writer lives)
+
+A segment holds one line per commit: a JSON object mapping a table's name to its column
+lists, in the order of the table's row type (:mod:`banditroute.logs.rows`), ``ts`` in epoch
+microseconds. A segment's rows become the Parquet parts named by :func:`part_name` (the same
+name in every table and date), so compacting a segment again rewrites the same files.
+
+A torn last line (the process died while writing it, so it was never acknowledged) is
+ignored; an unreadable line followed by readable ones is corruption and raises
+:class:`~banditroute.errors.LogError`.
+
+>>> import tempfile
+>>> directory = Path(tempfile.mkdtemp())
+>>> path = directory / "w1-00000000.jsonl"
+>>> _ = path.write_bytes(encode_commit({"outcomes": [[1]]}) + b'{"outcomes": [[2]]}\\n{"outc')
+>>> [line["outcomes"] for line in read_segment(path)]
+[[[1]], [[2]]]
+>>> segment_columns(read_segment(path), "outcomes", 1)
+[[1, 2]]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from ..errors import LogError
+
+__all__ = ["JOURNAL_DIR", "journal_dir", "segment_path", "part_name", "lock_path", "encode_commit", "read_segment",
+           "segment_columns", "live_segments"]
+
+JOURNAL_DIR = "_journal"
+_SEGMENT = re.compile(r"^(?P<writer>[A-Za-z0-9_.]+)-(?P<segment>\d{8})\.jsonl$")
+
+
+def journal_dir(log_dir: str | os.PathLike) -> Path:
+    """The directory of every writer's journal under ``log_dir``."""
+    return Path(log_dir) / JOURNAL_DIR
+
+
+def segment_path(root: Path, writer: str, segment: int, *, temporary: bool = False) -> Path:
+    """A segment's file in the journal directory ``root``; ``temporary``: the hidden name it
+    is created under (recovery never looks at hidden names, so never takes a segment being born).
+
+    >>> segment_path(Path("_journal"), "w1", 3).name, segment_path(Path("_journal"), "w1", 3, temporary=True).name
+    ('w1-00000003.jsonl', '.w1-00000003.tmp')
+    """
+    return root / (f".{writer}-{segment:08d}.tmp" if temporary else f"{writer}-{segment:08d}.jsonl")
+
+
+def part_name(writer: str, segment: int) -> str:
+    """The Parquet part name of a segment's rows (the same in every table and date).
+
+    >>> part_name("w1", 3)
+    'part-w1-j00000003.parquet'
+    """
+    return f"part-{writer}-j{segment:08d}.parquet"
+
+
+def lock_path(log_dir: str | os.PathLike, writer: str) -> Path:
+    """The file a live writer keeps locked (see :func:`banditroute.logs.journal.writer_lock`)."""
+    return journal_dir(log_dir) / f"{writer}.lock"
+
+
+def _plain(value):
+    """JSON fallback for numpy scalars (np.float64 already is a float)."""
+    item = getattr(value, "item", None)
+    if item is None:
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return item()
+
+
+def encode_commit(commit: dict[str, list]) -> bytes:
+    """One commit (table -> column lists) as a segment line, newline included."""
+    return json.dumps(commit, separators=(",", ":"), default=_plain).encode("utf-8", "surrogatepass") + b"\n"
+
+
+def read_segment(path: Path) -> list[dict]:
+    """The commits (one dict of table -> column lists each) of a segment, in order."""
+    # the last piece is b"" when the file ends with a newline; otherwise a torn, unacknowledged write
+    lines = path.read_bytes().split(b"\n")[:-1]
+    out, bad = [], None
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            bad = i if bad is None else bad
+            continue
+        if bad is not None:
+            raise LogError("journal", str(path), f"line {bad + 1} is unreadable and later lines are not")
+    return out
+
+
+def segment_columns(commits: list[dict], table: str, n_columns: int) -> list[list]:
+    """Concatenate one table's column lists across a segment's commits."""
+    columns = [[] for _ in range(n_columns)]
+    for commit in commits:
+        cols = commit.get(table)
+        if cols:
+            for acc, col in zip(columns, cols):
+                acc.extend(col)
+    return columns
+
+
+def live_segments(log_dir: str | os.PathLike) -> list[tuple[str, int, Path]]:
+    """(writer, segment, path) of every journal segment present, oldest first per writer."""
+    root = journal_dir(log_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        m = _SEGMENT.match(path.name)
+        if m:
+            found.append((m["writer"], int(m["segment"]), path))
+    return sorted(found)
