@@ -104,8 +104,8 @@ class Policy(ABC):
 
     @classmethod
     def build(cls, setup: PolicySetup) -> "Policy":
-        """The policy for a router's settings (registered policies override this)."""
-        raise NotImplementedError(f"{cls.__name__} is not built from router settings")
+        """The policy for a router's settings: ``cls()`` unless a policy needs more."""
+        return cls()
 
     @abstractmethod
     def propose(self, query: PolicyQuery) -> tuple[np.ndarray, np.ndarray]:
