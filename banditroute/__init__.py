@@ -6,8 +6,8 @@
 ['a', 'b']
 """
 
-from .beliefs.drift import DriftConfig, PageHinkley
-from .config.profiles import BetaPrior, Budget, Objective, Profile
+from .beliefs.drift import PageHinkley
+from .config.profiles import BetaPrior, Budget, DriftConfig, Objective, Profile
 from .config.settings import RouterConfig, load_config
 from .decide.decision import Decision
 from .decide.request import TaskClassifier

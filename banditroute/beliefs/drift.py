@@ -26,48 +26,11 @@ False
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ..config.profiles import check_number
 from ..errors import ConfigError
 
-__all__ = ["DriftConfig", "PageHinkley"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class DriftConfig:
-    """Settings of drift-triggered recalibration.
-
-    Parameters
-    ----------
-    delta : float
-        Magnitude of change (in quality units) tolerated without an alarm.
-    threshold : float
-        Alarm threshold ``lambda`` of the Page-Hinkley statistic; larger means fewer false
-        alarms and slower detection (about ``threshold / (change - delta)`` outcomes).
-    min_samples : int
-        No alarm before a cell has seen this much (weighted) evidence.
-    keep : float in [0, 1)
-        Fraction of the cell's evidence beyond the prior kept at recalibration.
-
-    >>> DriftConfig(threshold=-1.0)
-    Traceback (most recent call last):
-    ...
-    banditroute.errors.ConfigError: drift.threshold must be > 0, got -1.0
-    """
-
-    delta: float = 0.05
-    threshold: float = 15.0
-    min_samples: float = 30.0
-    keep: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_number("drift.delta", self.delta, lo=0.0)
-        check_number("drift.threshold", self.threshold, lo=0.0, lo_open=True)
-        check_number("drift.min_samples", self.min_samples, lo=0.0)
-        check_number("drift.keep", self.keep, lo=0.0, hi=1.0, hi_open=True)
+__all__ = ["PageHinkley"]
 
 
 class PageHinkley:
@@ -77,7 +40,7 @@ class PageHinkley:
     ----------
     shape : (n_profiles, n_task_types)
     delta, threshold, min_samples
-        See :class:`DriftConfig`.
+        See :class:`~banditroute.config.profiles.DriftConfig`.
     """
 
     def __init__(self, shape: tuple[int, int], *, delta: float = 0.05, threshold: float = 15.0,

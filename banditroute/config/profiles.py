@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["Profile", "Objective", "Budget", "BetaPrior"]
+__all__ = ["DriftConfig", "Profile", "Objective", "Budget", "BetaPrior"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$")
 
@@ -181,3 +181,37 @@ class Budget:
             check_number("budget.max_cost_usd", self.max_cost_usd, lo=0.0)
         if self.max_latency_ms is not None:
             check_number("budget.max_latency_ms", self.max_latency_ms, lo=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriftConfig:
+    """Settings of drift-triggered recalibration.
+
+    Parameters
+    ----------
+    delta : float
+        Magnitude of change (in quality units) tolerated without an alarm.
+    threshold : float
+        Alarm threshold ``lambda`` of the Page-Hinkley statistic; larger means fewer false
+        alarms and slower detection (about ``threshold / (change - delta)`` outcomes).
+    min_samples : int
+        No alarm before a cell has seen this much (weighted) evidence.
+    keep : float in [0, 1)
+        Fraction of the cell's evidence beyond the prior kept at recalibration.
+
+    >>> DriftConfig(threshold=-1.0)
+    Traceback (most recent call last):
+    ...
+    banditroute.errors.ConfigError: drift.threshold must be > 0, got -1.0
+    """
+
+    delta: float = 0.05
+    threshold: float = 15.0
+    min_samples: float = 30.0
+    keep: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_number("drift.delta", self.delta, lo=0.0)
+        check_number("drift.threshold", self.threshold, lo=0.0, lo_open=True)
+        check_number("drift.min_samples", self.min_samples, lo=0.0)
+        check_number("drift.keep", self.keep, lo=0.0, hi=1.0, hi_open=True)

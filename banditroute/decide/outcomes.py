@@ -58,9 +58,10 @@ class Outcomes:
                 feedback = (Feedback(json.loads(entry.context), w, entry.k, quality, reward, entry.propensity)
                             if self.policy.learns else None)
                 self.learn(entry.k, w, quality, feedback)
-                task_probs = dict(zip(self.config.task_types, w.tolist()))
-                for candidate in self.rollout.learners():
-                    candidate.learn_elsewhere(profile.name, task_probs, quality)
+                if self.rollout.has_learners:
+                    task_probs = dict(zip(self.config.task_types, w.tolist()))
+                    for candidate in self.rollout.learners():
+                        candidate.learn_elsewhere(profile.name, task_probs, quality)
         self.ledger.outcome(decision_id, quality, cost_usd, latency_ms, reward, status)
         return status
 

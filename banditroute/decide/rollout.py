@@ -120,6 +120,10 @@ class Rollout:
         if self.canary is not None:
             yield self.canary[1]
 
+    @property
+    def has_learners(self) -> bool:
+        return bool(self._learners)
+
     def learners(self):
         """The candidates that learn from production's applied outcomes."""
         return [policy for name, policy in self._all() if name in self._learners]

@@ -32,13 +32,13 @@ import numpy as np
 import polars as pl
 
 from ..beliefs.beta import BetaBelief
-from ..beliefs.drift import DriftConfig, PageHinkley
-from ..config.profiles import BetaPrior, Budget, Objective, Profile
+from ..beliefs.drift import PageHinkley
+from ..config.profiles import BetaPrior, Budget, DriftConfig, Objective, Profile
 from ..config.settings import RouterConfig, load_config
 from ..errors import ConfigError
 from ..logs.replay import replay as replay_logs
-from ..policies.base import Feedback, Policy, PolicySetup, registered
-from ..policies.external import as_policy
+from ..policies.base import Feedback, Policy, PolicySetup
+from ..policies.choice import check_choice, choose, version_prefix
 from . import persistence
 from .decision import Decision
 from .issue import Issuer
@@ -95,8 +95,7 @@ class Router:
             log_dir=os.fspath(log_dir) if isinstance(log_dir, os.PathLike) else log_dir, durability=durability,
             log_journal=log_journal, wait_window_s=wait_window_s, max_pending=max_pending,
             policy_version=policy_version, seed=seed)
-        if learner is not None and registered()[cfg.policy].learns:
-            raise ConfigError("learner", learner, f"must not be given with policy={cfg.policy!r} (it is the learner)")
+        check_choice(cfg, learner)
         seeds = np.random.SeedSequence(cfg.seed).spawn(3)
         self._rng = np.random.default_rng(seeds[0])
         self._tasks = TaskSpace(cfg.task_types, task_model)
@@ -107,9 +106,8 @@ class Router:
         if cfg.drift is not None:
             self._drift = PageHinkley(self._belief.shape, delta=cfg.drift.delta, threshold=cfg.drift.threshold,
                                       min_samples=cfg.drift.min_samples)
-        self._policy: Policy = (as_policy(learner) if learner is not None else
-                                registered()[cfg.policy].build(PolicySetup(cfg, self._belief, seeds[2])))
-        self._learner_name = None if learner is None else type(learner).__name__.lower()
+        self._policy: Policy = choose(cfg, learner, PolicySetup(cfg, self._belief, seeds[2]))
+        self._version_prefix = version_prefix(cfg, learner)
         self._ledger = Ledger(open_log(cfg), policy_version=self._version())
         self._rollout = Rollout(self._ledger.event)
         self._pipeline = DecisionPipeline(cfg, self._tasks, self._belief, self._policy, self._rollout)
@@ -121,12 +119,7 @@ class Router:
 
     def _version(self) -> str:
         """The policy version stamped on the log rows (changes with the decision-shaping settings)."""
-        cfg = self.config
-        if cfg.policy_version is not None:
-            return cfg.policy_version
-        if self._learner_name is None:
-            return cfg.fingerprint()
-        return f"{self._learner_name}-{cfg.fingerprint().split('-', 2)[-1]}"
+        return self.config.policy_version or f"{self._version_prefix}-{self.config.fingerprint()}"
 
     @classmethod
     def from_config(cls, path: str | os.PathLike, **overrides) -> "Router":
@@ -408,3 +401,4 @@ class Router:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
+

@@ -30,8 +30,7 @@ from typing import TextIO
 
 import numpy as np
 
-from ..beliefs.drift import DriftConfig
-from ..config.profiles import Budget, Objective, Profile
+from ..config.profiles import Budget, DriftConfig, Objective, Profile
 from ..decide.router import Router
 from ..errors import ConfigError
 from .demo_evaluation import _evaluate_candidates
