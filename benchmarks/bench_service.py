@@ -1,6 +1,6 @@
 """Service throughput and latency: decide+outcome pairs over loopback, 1 and 2 worker processes.
 
-Starts ``python -m banditroute.service`` (uvicorn) on a free loopback port with a 3-profile x
+Starts ``python -m banditroute serve`` (uvicorn) on a free loopback port with a 3-profile x
 3-task-type routes file and a fresh log directory, waits for /healthz, then runs the load
 generator (benchmarks/loadgen.py, in its own process) for ``--duration`` seconds per run.
 Every acknowledged request is durably logged (group commit) before its response.
@@ -69,7 +69,7 @@ def start_service(workdir: Path, port: int, *, workers: int = 1, extra=(), log_d
     routes = workdir / "routes.toml"
     if not routes.exists():
         routes.write_text(ROUTES)
-    cmd = [sys.executable, "-m", "banditroute.service", "--config", str(routes), "--port", str(port),
+    cmd = [sys.executable, "-m", "banditroute", "serve", "--config", str(routes), "--port", str(port),
            "--log-dir", str(log_dir or workdir / "logs"), "--workers", str(workers), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(workdir / f"server-{port}.log", "ab"),
                             start_new_session=True)

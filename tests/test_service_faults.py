@@ -1,6 +1,6 @@
 """The real service under load and faults (loopback only, bounded in time and count).
 
-Starts uvicorn replicas (``python -m banditroute.service``) in subprocesses, drives them with
+Starts uvicorn replicas (``python -m banditroute serve``) in subprocesses, drives them with
 benchmarks/loadgen.py, SIGKILLs a replica and stops/restarts Redis mid-load, and fuzzes the
 API from its OpenAPI description with schemathesis.
 """

@@ -2,7 +2,7 @@
 
 Each uvicorn worker is one replica (:mod:`banditroute.service.replica`) built by
 :func:`banditroute.service.app.app_from_env` from the settings this command puts in the
-environment. :func:`main` is ``python -m banditroute.service`` (the same options).
+environment.
 
 >>> import argparse
 >>> args = add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(["--config", "routes.toml"])
@@ -12,17 +12,14 @@ environment. :func:`main` is ``python -m banditroute.service`` (the same options
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 from dataclasses import asdict
 
-from ..errors import BanditrouteError, ConfigError
-from .errors import report_error
+from ..errors import ConfigError
 
-__all__ = ["add_parser", "run", "main"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers):
@@ -71,13 +68,3 @@ def run(args) -> int:
                 timeout_graceful_shutdown=10, log_level="warning")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m banditroute.service --config routes.toml ...`` (same options as ``serve``)."""
-    parser = argparse.ArgumentParser(prog="banditroute-serve")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.run(args)
-    except BanditrouteError as exc:
-        return report_error(exc, command="serve")
