@@ -54,6 +54,22 @@ def test_banditroute_has_no_import_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def test_sub_packages_do_not_import_each_other_in_a_circle():
+    """Folded to sub-packages (decide, logs, ...), the imports still run one way."""
+    def folder(module):
+        parts = module.split(".")
+        return ".".join(parts[:2])
+    graph: dict[str, set[str]] = {}
+    for m, p in MODULES.items():
+        if m == "banditroute":
+            continue  # the package's face imports every part
+        graph.setdefault(folder(m), set()).update(folder(t) for t in _imported(m, p)
+                                                  if t != "banditroute" and folder(t) != folder(m))
+    assert "banditroute.logs" in graph["banditroute.decide"]
+    cycle = _find_cycle(graph)
+    assert cycle is None, "sub-package cycle: " + " -> ".join(cycle)
+
+
 def test_sub_packages_by_concern():
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
     assert {"decide", "policies", "beliefs", "logs", "evaluation", "service", "cli", "sim", "config"} <= packages
