@@ -92,3 +92,24 @@ class Issuer:
                 [e.shadow_json for e in entries], [e.expected[k] for e, k in zip(entries, ks)]])
         return list(map(make_decision, zip(ids, chosen, propensities, [e.probs for e in entries], space.views(tasks),
                                            repeat(version), [e.excluded for e in entries], fallback)))
+
+    def restore(self, rows: pl.DataFrame, *, now_us: int) -> int:
+        """Make logged decisions pending again (a restart): the rows of
+        :func:`~banditroute.logs.replay.pending_decisions`. Decisions of a profile or task type
+        this router does not know are left out. Returns how many were restored."""
+        index, space = self.pipeline.index, self.pipeline.tasks
+        ids, entries = [], []
+        for did, ts, profile, task_types, task_probs, context, propensity in rows.iter_rows():
+            k = index.get(profile)
+            if k is None or not set(task_types) <= set(space.index):
+                continue
+            w = np.zeros(len(space.names))
+            for t, p in zip(task_types, task_probs):
+                w[space.index[t]] = p
+            hot = np.flatnonzero(w)
+            task = int(hot[0]) if hot.size == 1 and w[hot[0]] == 1.0 else w
+            ids.append(did)
+            entries.append(PendingDecision(k, task, int(ts), context if self.keep_context else None,
+                                           propensity if self.keep_context else None))
+        self.pending.add_many(ids, entries, now_us=now_us)
+        return len(ids)

@@ -18,6 +18,7 @@ import time
 
 from ..errors import ConfigError
 from ..logs.rows import EventRow, OutcomeRow
+from ..logs.journal import claim_writer
 from ..logs.store import LogWriter
 
 __all__ = ["Ledger", "open_log"]
@@ -41,6 +42,7 @@ class Ledger:
         self.seq = 0
         self._issued = dict(issued or {})  # earlier writers -> how many rows they had sequenced
         self._issued[self.writer_id] = 0
+        self._claims: list[int] = []  # lock fds of the writers taken over
 
     def next_seq(self) -> int:
         seq = self.seq
@@ -70,6 +72,29 @@ class Ledger:
         self.writer_id = writer.writer_id
         self._issued[self.writer_id] = 0
 
+    def adopt(self, log_dir, positions: dict[str, int]) -> set[str]:
+        """Take over the gone writers of ``positions`` (writer -> rows it sequenced): their ids
+        count as issued here. A writer whose process still holds its journal lock is skipped; a
+        dead one's lock is held until :meth:`release`, so one process only takes it over."""
+        taken = set()
+        for writer, n in positions.items():
+            if writer == self.writer_id:
+                continue
+            state, fd = claim_writer(log_dir, writer)
+            if state == "alive":
+                continue
+            if fd is not None:
+                self._claims.append(fd)
+            self._issued[writer] = max(self._issued.get(writer, 0), n)
+            taken.add(writer)
+        return taken
+
+    def release(self) -> None:
+        """Let go of the writers taken over (their journal locks)."""
+        for fd in self._claims:
+            os.close(fd)
+        self._claims.clear()
+
     def reopen(self, writer: LogWriter | None) -> None:
         """Continue under a new writer (e.g. a loaded router): the ids issued so far stay known."""
         self._issued[self.writer_id] = self.seq
@@ -95,4 +120,5 @@ class Ledger:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["writer"] = None
+        state["_claims"] = []
         return state

@@ -12,12 +12,8 @@ recalibration (``banditroute.beliefs``) and the policy (``banditroute.policies``
 >>> d = router.decide({"task_type": "code", "tenant": "acme"})
 >>> d.profile in ("small", "large"), round(sum(d.probabilities.values()), 12)
 (True, 1.0)
->>> d.propensity == d.probabilities[d.profile]
-True
->>> router.record(d.id, quality=1.0, cost_usd=0.0009, latency_ms=640)
-'applied'
->>> router.record(d.id, quality=1.0)
-'duplicate'
+>>> d.propensity == d.probabilities[d.profile], router.record(d.id, quality=1.0, cost_usd=0.0009, latency_ms=640)
+(True, 'applied')
 """
 
 from __future__ import annotations
@@ -64,9 +60,8 @@ class Router:
         A policy object instead of the one named by ``policy`` (e.g. a
         :class:`~banditroute.policies.vw.VWPolicy`), or any learner with
         ``distribution(context, task_probs, feasible) -> pmf``,
-        ``learn(context, k, reward, propensity)`` and ``add_profile(profile)``. The router still
-        validates, masks, applies its exploration floor, draws, logs the exact propensity and
-        keeps the Beta beliefs for reporting; the learner scores and learns.
+        ``learn(context, k, reward, propensity)`` and ``add_profile(profile)`` (it scores and
+        learns; the router validates, masks, floors, draws, logs and keeps the Beta beliefs).
 
     Every other parameter is a setting of :class:`~banditroute.config.settings.RouterConfig`
     (documented there), with the same default.
@@ -352,6 +347,15 @@ class Router:
         with self._lock:
             return replay_logs(self, log_dir)
 
+    def resume(self, log_dir: str | os.PathLike | None = None, *, beliefs: bool = True) -> dict:
+        """Continue, before the first decision, where the routers that logged under ``log_dir``
+        (default: this router's) stopped: their applied outcomes are replayed into the beliefs
+        (not with ``beliefs=False``) and their decisions still in the wait window without an
+        outcome are pending here again. A writer whose process runs is left alone; a dead one
+        is taken over by one router only. Returns what was taken over."""
+        with self._lock:
+            return persistence.resume(self, log_dir, beliefs=beliefs, ledger=self._ledger, issuer=self._issuer)
+
     def use_log_writer(self, writer) -> None:
         """Log through ``writer`` (e.g. one a service commits in groups); before any decision."""
         with self._lock:
@@ -363,9 +367,10 @@ class Router:
             self._ledger.writer.flush()
 
     def close(self) -> None:
-        """Flush the log and release it."""
+        """Flush the log and release it (and the writers taken over by :meth:`resume`)."""
         if self._ledger.writer is not None:
             self._ledger.writer.close()
+        self._ledger.release()
 
     def __enter__(self) -> "Router":
         return self

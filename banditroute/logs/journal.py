@@ -52,7 +52,7 @@ except ImportError:  # not POSIX (Windows): no journal; the Parquet-per-flush lo
 
 _log = logging.getLogger("banditroute.logs.journal")
 
-__all__ = ["Journal", "writer_lock", "forget_writer", "recover", "serve_compactions",
+__all__ = ["claim_writer", "Journal", "writer_lock", "forget_writer", "recover", "serve_compactions",
            # the segment format and durable file steps, kept importable from here
            "JOURNAL_DIR", "journal_dir", "part_name", "read_segment", "segment_columns", "live_segments",
            "fsync_dir", "make_dirs"]
@@ -278,6 +278,15 @@ def writer_lock(log_dir: str | os.PathLike, writer: str):
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def claim_writer(log_dir: str | os.PathLike, writer: str) -> tuple[str, int | None]:
+    """Take over a gone writer: ``("dead", fd)`` with its lock held on ``fd`` until the caller
+    closes it (so no other process takes it over too), ``("alive", None)`` if its process
+    holds the lock, ``("absent", None)`` if it never wrote a journal here."""
+    if fcntl is None:
+        return "absent", None
+    return _take_lock(lock_path(log_dir, writer))
 
 
 def forget_writer(log_dir: str | os.PathLike, writer: str) -> None:

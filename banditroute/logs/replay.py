@@ -1,4 +1,5 @@
-"""Rebuild a router's posterior state from its logs.
+"""Rebuild a router's state from its logs: the posterior (:func:`replay`), and for a restart
+the decisions still waiting for their outcome (:func:`pending_decisions`, :func:`writer_positions`).
 
 Every outcome logged with status ``"applied"`` (and a quality) is applied again, in log order
 (outcome time, then writer, then sequence number), with the task-type posterior logged with its
@@ -30,7 +31,7 @@ from ..config.profiles import Profile
 from ..policies.base import Feedback
 from .store import scan_table
 
-__all__ = ["replay", "applied_outcomes"]
+__all__ = ["replay", "applied_outcomes", "pending_decisions", "writer_positions"]
 
 
 def applied_outcomes(log_dir: str | os.PathLike) -> pl.DataFrame:
@@ -73,3 +74,26 @@ def replay(router, log_dir: str | os.PathLike) -> int:
         router.learn(k, w, quality, feedback, log_events=False)  # the same updates record() made
     router.refresh()
     return rows.height
+
+
+def writer_positions(log_dir: str | os.PathLike) -> dict[str, int]:
+    """Every writer of the log, with the number of rows it sequenced (its highest ``seq`` + 1)."""
+    frames = [scan_table(log_dir, table).group_by("writer").agg(pl.col("seq").max())
+              for table in ("decisions", "outcomes", "events")]
+    merged = pl.concat([f.collect() for f in frames]).group_by("writer").agg(pl.col("seq").max())
+    return {w: int(s) + 1 for w, s in merged.iter_rows()}
+
+
+def pending_decisions(log_dir: str | os.PathLike, *, since_us: int, writers: set[str]) -> pl.DataFrame:
+    """Decisions of ``writers`` logged at or after ``since_us`` (epoch microseconds) that have no
+    outcome row yet, in issue order: ``decision_id``, ``ts_us``, ``profile``, ``task_types``,
+    ``task_probs``, ``context``, ``propensity``."""
+    answered = scan_table(log_dir, "outcomes").select("decision_id").unique()
+    return (scan_table(log_dir, "decisions")
+            .filter(pl.col("writer").is_in(list(writers)))
+            .with_columns(pl.col("ts").dt.epoch("us").alias("ts_us"))
+            .filter(pl.col("ts_us") >= since_us)
+            .join(answered, on="decision_id", how="anti")
+            .sort(["ts_us", "writer", "seq"])
+            .select("decision_id", "ts_us", "profile", "task_types", "task_probs", "context", "propensity")
+            .collect())

@@ -161,7 +161,7 @@ async def _beliefs(svc: Replica, request: Request) -> Response:
 
 async def _healthz(svc: Replica, request: Request) -> Response:
     shared = "off" if svc.shared is None else ("up" if svc.shared.up else "down")
-    return ok({"status": "ok", "replica": svc.writer_id, "shared_state": shared})
+    return ok({"status": "ok", "replica": svc.writer_id, "shared_state": shared, "resumed": svc.resumed})
 
 
 async def _metrics(svc: Replica, request: Request) -> Response:

@@ -70,10 +70,14 @@ class Replica:
         self.metrics = Metrics(router.profiles, replica=self.writer_id)
         self.shared = None
         shared_cfg = cfg.shared_state()
+        #: what a restart took over from the log (without Redis, which holds the shared state)
+        self.resumed = None
         if shared_cfg is not None:
             from .shared_state import SharedState
 
             self.shared = SharedState(router, config=shared_cfg)
+        else:  # the beliefs and the pending decisions of the replicas that logged here before
+            self.resumed = router.resume()
         self._authorization = None if cfg.token is None else f"Bearer {cfg.token}".encode()
         self.peers = PeerLink(self.writer_id, cfg.token, lambda body: handle_forwarded(self, body))
 
