@@ -104,6 +104,17 @@ class BetaBelief:
         if self._since_refresh >= self.refresh_every:
             self.refresh()
 
+    def update_many(self, ks: np.ndarray, w: np.ndarray, quality: np.ndarray) -> None:
+        """Apply outcomes in order (``ks`` (n,), ``w`` (n, T), ``quality`` (n,)), without
+        discounting: the same sums, added in the same order, as :meth:`update` one by one; the
+        bank is redrawn by the next :meth:`refresh`."""
+        if self.discount < 1.0:
+            raise ValueError("update_many needs discount == 1 (discounting depends on the order of updates)")
+        np.add.at(self.alpha_, ks, w * quality[:, None])
+        np.add.at(self.beta_, ks, w * (1.0 - quality)[:, None])
+        np.logical_or.at(self.dirty_, ks, w > 0)
+        self.n_updates_ += len(ks)
+
     def shrink(self, k: int, t: int, keep: float) -> None:
         """Recalibrate one cell: keep a fraction ``keep`` of its evidence beyond the prior."""
         self.alpha_[k, t] = self.alpha0_[k, t] + keep * (self.alpha_[k, t] - self.alpha0_[k, t])

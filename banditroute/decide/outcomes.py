@@ -75,6 +75,17 @@ class Outcomes:
         if feedback is not None:
             self.policy.update(feedback)
 
+    def learn_many(self, ks: np.ndarray, task_probs: np.ndarray, quality: np.ndarray, feedback=None) -> None:
+        """Many applied outcomes in order (a replay): vectorised when nothing depends on their
+        order (no discounting, no drift detection, a policy that reads the beliefs only), else
+        one by one; the same beliefs either way. ``feedback`` (a sequence, one per outcome) is
+        required when the policy learns."""
+        if self.belief.discount == 1.0 and self.drift is None and not self.policy.learns:
+            self.belief.update_many(ks, task_probs, quality)
+            return
+        for i, (k, w, q) in enumerate(zip(ks.tolist(), task_probs, quality.tolist())):
+            self.learn(k, w, q, None if feedback is None else feedback[i], log_events=False)
+
     def learn_elsewhere(self, profile: str, task_probs, quality: float) -> None:
         """An outcome of a decision made elsewhere: ``task_probs`` maps task types to weights."""
         names = [p.name for p in self.config.profiles]

@@ -263,6 +263,11 @@ class Router:
         with self._lock:
             self._outcomes.learn(k, task_probs, quality, feedback, log_events=log_events)
 
+    def learn_many(self, ks: np.ndarray, task_probs: np.ndarray, quality: np.ndarray, feedback=None) -> None:
+        """:meth:`learn` for many outcomes in order (drift events not logged): the replay's way in."""
+        with self._lock:
+            self._outcomes.learn_many(ks, task_probs, quality, feedback)
+
     @property
     def drift_events(self) -> list[dict]:
         """Drift recalibrations so far: profile, task type, change, statistic, n_updates."""

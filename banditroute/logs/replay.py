@@ -59,21 +59,33 @@ def replay(router, log_dir: str | os.PathLike) -> int:
         if name not in router.profiles:
             router.add_profile(Profile(name))
     index = {name: i for i, name in enumerate(router.profiles)}
-    task_index = {t: i for i, t in enumerate(router.task_types)}
-    n_tasks = len(task_index)
-    learns = router.policy.learns
-    for profile, quality, reward, task_types, task_probs, context, propensity in rows.select(
-            "profile", "quality", "reward", "task_types", "task_probs", "context", "propensity").iter_rows():
-        w = np.zeros(n_tasks)
-        for t, p in zip(task_types, task_probs):
-            if t not in task_index:
-                raise ConfigError("task_types", t, f"is in the log but not among the router's {router.task_types}")
-            w[task_index[t]] = p
-        k = index[profile]
-        feedback = Feedback(json.loads(context), w, k, quality, reward, propensity) if learns else None
-        router.learn(k, w, quality, feedback, log_events=False)  # the same updates record() made
+    ks = rows.get_column("profile").replace_strict(index, return_dtype=pl.Int64).to_numpy()
+    w = task_weights(rows, router.task_types)
+    quality = rows.get_column("quality").to_numpy().astype(np.float64)
+    feedback = None
+    if router.policy.learns:  # the same calls record() made
+        feedback = [Feedback(json.loads(c), w[i], int(ks[i]), q, r, p) for i, (c, q, r, p) in enumerate(
+            rows.select("context", "quality", "reward", "propensity").iter_rows())]
+    router.learn_many(ks, w, quality, feedback)
     router.refresh()
     return rows.height
+
+
+def task_weights(rows: pl.DataFrame, task_types: list[str]) -> np.ndarray:
+    """The logged task-type posteriors (columns ``task_types``, ``task_probs``) as an array of
+    shape (n, len(task_types)) in the router's task-type order."""
+    index = {t: i for i, t in enumerate(task_types)}
+    w = np.zeros((rows.height, len(task_types)))
+    keyed = rows.select(pl.col("task_types").list.join("\x1f").alias("key"), "task_probs").with_row_index("row")
+    for (key,), group in keyed.group_by("key"):
+        logged = key.split("\x1f") if key else []
+        for t in logged:
+            if t not in index:
+                raise ConfigError("task_types", t, f"is in the log but not among the router's {task_types}")
+        rows_at = group.get_column("row").to_numpy()
+        probs = np.array(group.get_column("task_probs").to_list(), dtype=np.float64).reshape(len(rows_at), -1)
+        w[np.ix_(rows_at, [index[t] for t in logged])] = probs
+    return w
 
 
 def writer_positions(log_dir: str | os.PathLike) -> dict[str, int]:
