@@ -33,7 +33,7 @@ from ..config.profiles import BetaPrior, Budget, DriftConfig, Objective, Profile
 from ..config.settings import RouterConfig, load_config
 from ..errors import ConfigError
 from ..logs.replay import replay as replay_logs
-from ..policies.base import Feedback, Policy, PolicySetup
+from ..policies.base import Policy, PolicySetup
 from ..policies.choice import check_choice, choose, version_prefix
 from . import persistence
 from .decision import Decision
@@ -256,15 +256,9 @@ class Router:
         with self._lock:
             return self._outcomes.record(decision_id, quality, cost_usd, latency_ms)
 
-    def learn(self, k: int, task_probs: np.ndarray, quality: float, feedback: Feedback | None = None, *,
-              log_events: bool = True) -> None:
-        """Learn one applied outcome of profile ``k`` (the beliefs, with drift recalibration,
-        and with ``feedback`` the policy): the replay's way in, the same updates as ``record``."""
-        with self._lock:
-            self._outcomes.learn(k, task_probs, quality, feedback, log_events=log_events)
-
     def learn_many(self, ks: np.ndarray, task_probs: np.ndarray, quality: np.ndarray, feedback=None) -> None:
-        """:meth:`learn` for many outcomes in order (drift events not logged): the replay's way in."""
+        """Learn applied outcomes in order (the beliefs, with drift recalibration, and with
+        ``feedback`` the policy): the replay's way in, the same updates as ``record``."""
         with self._lock:
             self._outcomes.learn_many(ks, task_probs, quality, feedback)
 
