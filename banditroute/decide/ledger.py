@@ -23,6 +23,8 @@ from ..logs.store import LogWriter
 
 __all__ = ["Ledger", "open_log"]
 
+_MAX_DIGITS = 19  # a sequence number is an int64
+
 
 def open_log(config) -> LogWriter | None:
     """The log writer a router's settings ask for (a new writer id), or None without ``log_dir``."""
@@ -59,7 +61,10 @@ class Ledger:
         """Whether ``decision_id`` was issued by this writer or one whose state this one holds."""
         writer, _, seq = decision_id.rpartition("-")
         issued = self._issued.get(writer)
-        return issued is not None and seq.isdigit() and int(seq) < (self.seq if writer == self.writer_id else issued)
+        # canonical ids only: ASCII digits, no leading zero, no more digits than a seq can have
+        return (issued is not None and seq.isascii() and seq.isdigit() and len(seq) <= _MAX_DIGITS
+                and (seq[0] != "0" or len(seq) == 1)
+                and int(seq) < (self.seq if writer == self.writer_id else issued))
 
     def use_writer(self, writer: LogWriter) -> None:
         """Log through ``writer`` from now on (before anything was sequenced)."""

@@ -42,6 +42,8 @@ class Outcomes:
         if entry is None:
             if not self.ledger.issued(decision_id):
                 raise UnknownDecisionError("decision_id", decision_id, "was not issued by this router")
+            if not self.pending.mark_late(decision_id):
+                return "duplicate"  # one late outcome per decision is logged
             status = "late"
             if quality is not None and cost_usd is not None and latency_ms is not None:
                 reward = objective.reward(quality=quality, cost_usd=cost_usd, latency_ms=latency_ms)

@@ -41,6 +41,8 @@ class PendingWindow:
         self._entries: dict[str, PendingDecision] = {}
         self._recorded: set[str] = set()  # pending decisions that already have their outcome
         self._order: deque[str] = deque()  # a deque keeps the issue order cheaply
+        self._late: set[str] = set()  # ids that got their (one) late outcome, the last max_pending
+        self._late_order: deque[str] = deque()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -58,6 +60,17 @@ class PendingWindow:
         if decision_id in self._recorded:
             return False
         self._recorded.add(decision_id)
+        return True
+
+    def mark_late(self, decision_id: str) -> bool:
+        """Remember a late outcome (its decision left the window); False if one was already
+        received (a retry). The last ``max_pending`` ids are remembered."""
+        if decision_id in self._late:
+            return False
+        self._late.add(decision_id)
+        self._late_order.append(decision_id)
+        if len(self._late_order) > self.max_pending:
+            self._late.discard(self._late_order.popleft())
         return True
 
     def add(self, decision_id: str, entry: PendingDecision) -> None:
