@@ -301,6 +301,11 @@ def interval_from_influence(
         lo, hi = float(value_range[0]), float(value_range[1])
         if not hi >= lo:
             raise InvalidConfigError("value_range", f"value_range must be (low, high) with low <= high, got {value_range}")
+        seen = infl[np.isfinite(infl)]
+        if seen.size and (seen.min() < lo or seen.max() > hi):  # the bound holds only for values in range
+            raise InvalidConfigError("value_range", f"value_range must contain every per-round value of the "
+                                     f"estimator ({seen.min():g} to {seen.max():g}) for the Bernstein bound, "
+                                     f"got {tuple(value_range)}")
     if n < 2:
         return Interval(value, stderr, lo, hi, method, alpha)
     log_term = math.log(4.0 / alpha)
