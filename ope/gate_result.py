@@ -216,7 +216,7 @@ def _cell_reason(r: dict, problems: list[str], *, alpha: float, z: float) -> str
 
 def _refusal_reasons(table: pl.DataFrame) -> tuple[str, ...]:
     failed = table.filter(~pl.col("passed"))
-    # primary overall first, then guardrails overall, then cohorts (worst adjusted p first)
+    # primary overall first, then guardrails overall, then cohorts (by cohort, then metric)
     failed = failed.with_columns((pl.col("cohort_column").is_not_null()).alias("_c"),
                                  (pl.col("role") != "primary").alias("_g")).sort("_c", "_g", "cohort", "metric")
     seen_diag: set[str] = set()
