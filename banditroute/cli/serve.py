@@ -12,9 +12,11 @@ environment.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
+import sys
 from dataclasses import asdict
 
 from ..errors import ConfigError
@@ -30,6 +32,8 @@ def add_parser(subparsers):
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument("--log-dir", default="logs", help="decision log directory (default logs)")
     p.add_argument("--token", default=None, help="bearer token (default: $BANDITROUTE_TOKEN; none disables auth)")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="allow serving a non-loopback address without a token (a warning is printed)")
     p.add_argument("--workers", type=int, default=1, help="worker processes, each a replica (default 1)")
     p.add_argument("--redis-url", default=None, help="share posteriors through Redis (default: $BANDITROUTE_REDIS_URL)")
     p.add_argument("--redis-namespace", default="banditroute", help="key prefix in Redis (default banditroute)")
@@ -60,7 +64,17 @@ def run(args) -> int:
         raise ConfigError("--workers", args.workers, "must be >= 1")
     if not 0 <= args.port <= 65535:
         raise ConfigError("--port", args.port, "must be in [0, 65535]")
+    if cfg.token is None and not _loopback(args.host):
+        if not args.insecure_no_auth:
+            raise ConfigError("--host", args.host, "is not a loopback address: give --token (or $BANDITROUTE_TOKEN), "
+                              "or --insecure-no-auth to serve without authentication")
+        print(f"banditroute serve: WARNING: {args.host} is served without authentication (--insecure-no-auth)",
+              file=sys.stderr)
     preflight(cfg)
+    print(f"banditroute serve: {args.config} on http://{args.host}:{args.port} ({args.workers} worker(s), "
+          f"log dir {args.log_dir}, auth {'on' if cfg.token else 'off'}, shared state "
+          f"{'Redis' if cfg.redis_url else 'none'}); GET /healthz says when each replica is ready", file=sys.stderr,
+          flush=True)
     os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(APP_FACTORY, factory=True, host=args.host, port=args.port,
@@ -68,3 +82,11 @@ def run(args) -> int:
                 timeout_graceful_shutdown=10, log_level="warning")
     return 0
 
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: only "localhost" is known to stay on this machine
+        return False

@@ -78,19 +78,21 @@ class Replica:
             self.shared = SharedState(router, config=shared_cfg)
         else:  # the beliefs and the pending decisions of the replicas that logged here before
             self.resumed = router.resume()
-        self._authorization = None if cfg.token is None else f"Bearer {cfg.token}".encode()
+        self._token = None if cfg.token is None else cfg.token.encode()
         self.peers = PeerLink(self.writer_id, cfg.token, lambda body: handle_forwarded(self, body))
 
     @property
     def requires_auth(self) -> bool:
         """Whether requests must carry the bearer token."""
-        return self._authorization is not None
+        return self._token is not None
 
     def authorized(self, authorization: str) -> bool:
-        """Whether an ``Authorization`` header value carries the service's token (always, without one)."""
-        if self._authorization is None:
+        """Whether an ``Authorization`` header value carries the service's token (always, without
+        one); the scheme ``Bearer`` is case-insensitive (RFC 7235)."""
+        if self._token is None:
             return True
-        return hmac.compare_digest(authorization.encode("latin-1"), self._authorization)
+        scheme, _, token = authorization.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.encode("latin-1"), self._token)
 
     def gauges(self) -> list:
         """``(name, help, value)`` of the replica's gauges and counters beyond the request metrics."""
