@@ -126,9 +126,9 @@ class Router:
             return cls(profiles, **settings)
         except ConfigError as exc:  # a cross-field check: report it against the file's key
             key = exc.field.split("[")[0].split(".")[0]
-            if key not in from_file:
+            if key not in from_file and key != "profiles":  # profiles always come from the file
                 raise
-            section = "" if key in ("objective", "budget", "prior") else "router."
+            section = "" if key in ("objective", "budget", "prior", "profiles") else "router."
             raise exc.renamed(f"{Path(path).name}: {section}{exc.field}") from None
 
     def _priors(self, profiles) -> tuple[np.ndarray, np.ndarray]:
