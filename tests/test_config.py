@@ -29,7 +29,9 @@ def test_objective_and_budget_validation():
 @pytest.mark.parametrize("kwargs, message", [
     ({"exploration": 1.0}, r"exploration must be < 1, got 1\.0"),
     ({"discount": 0.0}, r"discount must be > 0, got 0\.0"),
-    ({"n_draws": 0}, r"n_draws must be an integer >= 1, got 0"),
+    ({"n_draws": 0}, r"n_draws must be an integer >= 1 and <= 100,000, got 0"),
+    ({"n_draws": 10**9}, r"n_draws must be an integer >= 1 and <= 100,000, got 1000000000"),
+    ({"max_pending": 10**12}, r"max_pending must be an integer >= 1 and <= 50,000,000, got 1000000000000"),
     ({"fallback": "nope"}, r"fallback must be one of the profiles .*, got 'nope'"),
     ({"task_types": ["a", "a"]}, r"task_types must not repeat a name"),
     ({"durability": "never"}, r"durability must be 'group' or 'sync', got 'never'"),

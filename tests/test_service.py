@@ -138,7 +138,7 @@ def test_journal_is_compacted_into_parquet_on_shutdown_and_recovered_after_a_cra
     (b'{"context": {"task_type": "poetry"}}', 422, "context.task_type"),
     (b'{"context": {"task_type": 7}}', 422, "context.task_type"),
     (b'{"context": {"task_probs": {"chat": 2}}}', 422, "context.task_probs.chat"),
-    (b'{"context": {"x": "\\ud800"}}', 422, "context"),             # lone surrogate: cannot be logged
+    (b'{"context": {"x": "\\ud800"}}', 422, "context.x"),           # lone surrogate: cannot be logged
     (b"[" * 2040 + b"]" * 2040, 400, "body"),                       # nested too deeply
 ])
 def test_malformed_decide_gets_the_envelope(client, body, status, field):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from .hygiene import check_text, invalid, text_problem
 
 __all__ = ["DriftConfig", "Profile", "Objective", "Budget", "BetaPrior"]
 
@@ -33,10 +34,14 @@ def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | 
                  lo_open: bool = False, hi_open: bool = False, error=ConfigError) -> float:
     """Return ``value`` as a float after checking it is a finite number within bounds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise error(name, value, "must be a number")
-    value = float(value)
-    if not math.isfinite(value):
-        raise error(name, value, "must be finite")
+        raise invalid(error, name, value, "must be a number")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise invalid(error, name, value, "must be finite") from None
+    if not math.isfinite(number):
+        raise error(name, number, "must be finite")
+    value = number
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise error(name, value, f"must be {'>' if lo_open else '>='} {lo:g}")
     if hi is not None and (value >= hi if hi_open else value > hi):
@@ -46,10 +51,32 @@ def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | 
 
 def check_name(name: str, value: Any) -> str:
     """Return ``value`` after checking it is a usable profile or task-type name."""
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise ConfigError(name, value, "must be a non-empty name of letters, digits and _.:/@+- "
-                          "(at most 128 characters)")
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise invalid(ConfigError, name, value, "must be a non-empty name of letters, digits and _.:/@+- "
+                      "(at most 128 characters)")
     return value
+
+
+def _allow(where: str, allow) -> dict[str, frozenset]:
+    """An allow-list normalised: field -> frozenset of allowed values (strings checked as text)."""
+    if not isinstance(allow, Mapping):
+        raise invalid(ConfigError, f"{where}.allow", allow, "must be a mapping of field -> values")
+    norm = {}
+    for key, values in allow.items():
+        problem = text_problem(key) if isinstance(key, str) else None
+        if problem:  # a context field: logged in the reasons of exclusions
+            raise invalid(ConfigError, f"{where}.allow", key, f"keys {problem}")
+        if not isinstance(key, str) or isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise invalid(ConfigError, f"{where}.allow.{key}", values, "must be a list of allowed values")
+        try:
+            norm[key] = frozenset(values)
+        except TypeError:
+            raise invalid(ConfigError, f"{where}.allow.{key}", values, "must be a list of allowed values "
+                          "(strings, numbers, booleans)") from None
+        for value in norm[key]:
+            if isinstance(value, str):
+                check_text(f"{where}.allow.{key}", value)
+    return norm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,16 +143,11 @@ class Profile:
         cost_usd = check_number(f"{where}.cost_usd", cost_usd, lo=0.0)
         latency_ms = check_number(f"{where}.latency_ms", latency_ms, lo=0.0)
         if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
-            raise ConfigError(f"{where}.tags", tags, "must be a list of strings")
+            raise invalid(ConfigError, f"{where}.tags", tags, "must be a list of strings")
+        for i, tag in enumerate(tags):
+            check_text(f"{where}.tags[{i}]", tag)
         if allow is not None:
-            if not isinstance(allow, Mapping):
-                raise ConfigError(f"{where}.allow", allow, "must be a mapping of field -> values")
-            norm = {}
-            for key, values in allow.items():
-                if not isinstance(key, str) or isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-                    raise ConfigError(f"{where}.allow.{key}", values, "must be a list of allowed values")
-                norm[key] = frozenset(values)
-            allow = norm
+            allow = _allow(where, allow)
         if prior is not None and not isinstance(prior, BetaPrior):
             if not isinstance(prior, Mapping) or not all(isinstance(v, BetaPrior) for v in prior.values()):
                 raise ConfigError(f"{where}.prior", prior, "must be a BetaPrior or a mapping task_type -> BetaPrior")

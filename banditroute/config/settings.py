@@ -54,6 +54,7 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .hygiene import check_text
 from .profiles import BetaPrior, Budget, DriftConfig, Objective, Profile, check_name, check_number
 from ..errors import ConfigError
 
@@ -65,9 +66,15 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = ["RouterConfig", "load_config"]
 
 
-def _check_int(name: str, value, lo: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ConfigError(name, value, f"must be an integer >= {lo}")
+def _check_int(name: str, value, lo: int, hi: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        raise ConfigError(name, value, f"must be an integer >= {lo}" + ("" if hi is None else f" and <= {hi:,}"))
+
+
+# Bounds that keep a typo from allocating absurd memory: the draw bank holds n_draws floats per
+# (profile, task type), the pending window up to max_pending entries (~200 bytes each).
+MAX_DRAWS = 100_000
+MAX_PENDING = 50_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,12 +191,13 @@ class RouterConfig:
                 isinstance(f, tuple) and len(f) == 2 and isinstance(f[0], str) for f in self.features):
             raise ConfigError("features", self.features, "must be a mapping of field -> scale")
         for name, scale in self.features:
+            check_text("features", name)  # a context field
             check_number(f"features.{name}", scale, lo=0.0, lo_open=True)
         check_number("exploration", self.exploration, lo=0.0, hi=1.0, hi_open=True)
         check_number("discount", self.discount, lo=0.0, hi=1.0, lo_open=True)
-        _check_int("n_draws", self.n_draws, 1)
+        _check_int("n_draws", self.n_draws, 1, MAX_DRAWS)
         _check_int("refresh_every", self.refresh_every, 1)
-        _check_int("max_pending", self.max_pending, 1)
+        _check_int("max_pending", self.max_pending, 1, MAX_PENDING)
         if self.reliability_floor is not None:
             check_number("reliability_floor", self.reliability_floor, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
         check_number("floor_confidence", self.floor_confidence, lo=0.5, hi=1.0, lo_open=True, hi_open=True)
@@ -204,8 +212,8 @@ class RouterConfig:
         if not isinstance(self.log_journal, bool):
             raise ConfigError("log_journal", self.log_journal, "must be true or false")
         check_number("wait_window_s", self.wait_window_s, lo=0.0, lo_open=True)
-        if self.policy_version is not None and not isinstance(self.policy_version, str):
-            raise ConfigError("policy_version", self.policy_version, "must be a string")
+        if self.policy_version is not None:
+            check_text("policy_version", self.policy_version)  # stamped on every log row
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
             raise ConfigError("seed", self.seed, "must be a non-negative integer or None")
 

@@ -2,7 +2,10 @@
 
 Validation, task lookup, allow-lists and the draws run column-wise; rows sharing a
 (task type, failed allow-lists) key share one cached distribution. Anything this path does not
-handle goes to the row path, which also raises the exact error for an invalid row.
+handle goes to the row path, which also raises the exact error for an invalid row: a column of
+a type JSON has no form for, or a row beyond the limits of :mod:`banditroute.config.hygiene`
+(a string too long, an integer beyond int64, too many columns, a row too long as JSON; Polars
+strings are UTF-8, so they hold no lone surrogate).
 """
 
 from __future__ import annotations
@@ -10,7 +13,35 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from ..config.hygiene import INT_MAX, INT_MIN, MAX_CONTEXT_CHARS, MAX_KEYS, MAX_STRING_CHARS
+
 __all__ = ["plan_frame"]
+
+_INT64 = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32)
+
+
+def _within_limits(frame: pl.DataFrame) -> bool:
+    """Whether every column is of a JSON type and within the context limits, column-wise."""
+    if frame.width > MAX_KEYS:
+        return False
+    for name, dtype in frame.schema.items():
+        if len(name) > MAX_STRING_CHARS:
+            return False
+        if dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum)):  # written as JSON strings
+            longest = frame.get_column(name).cast(pl.String).str.len_chars().max()
+            if longest is not None and longest > MAX_STRING_CHARS:
+                return False
+        elif dtype.is_integer():
+            if dtype not in _INT64:  # UInt64, Int128, ...: check the values
+                column = frame.get_column(name).drop_nulls()
+                if column.len() and (column.max() > INT_MAX or column.min() < INT_MIN):
+                    return False
+        elif dtype.is_float():
+            if not frame.get_column(name).is_finite().fill_null(True).all():
+                return False
+        elif dtype not in (pl.Boolean, pl.Null):  # dates, decimals, objects, ...: as the row path
+            return False
+    return True
 
 
 def plan_frame(pipeline, rng: np.random.Generator, frame: pl.DataFrame):
@@ -25,11 +56,9 @@ def plan_frame(pipeline, rng: np.random.Generator, frame: pl.DataFrame):
     if ("task_probs" in schema or pipeline.config.decision_timeout_ms is not None or pipeline.rollout.active
             or not pipeline.cacheable
             or any(dtype.is_nested() for dtype in schema.values())
-            or ("task_type" not in schema and (len(tasks_space.names) > 1 or tasks_space.task_model))):
+            or ("task_type" not in schema and (len(tasks_space.names) > 1 or tasks_space.task_model))
+            or not _within_limits(frame)):
         return None
-    for name, dtype in schema.items():
-        if dtype.is_float() and not frame.get_column(name).is_finite().fill_null(True).all():
-            return None
     if "task_type" in schema:
         if schema["task_type"] != pl.String:
             return None
@@ -39,6 +68,10 @@ def plan_frame(pipeline, rng: np.random.Generator, frame: pl.DataFrame):
         tasks = tasks.to_numpy()
     else:
         tasks = np.zeros(n, dtype=np.int64)
+    encoded = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+    if encoded.str.len_bytes().max() > MAX_CONTEXT_CHARS:  # bytes >= characters: the row path decides
+        return None
+    texts = encoded.to_list()
     failing = np.zeros((n, len(pipeline.names)), dtype=bool)
     for i, key, allowed in pipeline.feasibility.rules:  # group rows by (task, failed allow-lists)
         ok = frame.get_column(key).is_in(list(allowed)).fill_null(False).to_numpy() if key in schema else np.zeros(n, bool)
@@ -55,6 +88,5 @@ def plan_frame(pipeline, rng: np.random.Generator, frame: pl.DataFrame):
     cdf = np.array([e.cdf for e in group_entries])[inverse]
     x = rng.random(n) * cdf[:, -1]
     ks = (cdf <= x[:, None]).sum(axis=1).tolist()
-    texts = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series().to_list()
     return texts, tasks.tolist(), [group_entries[g] for g in inverse.tolist()], ks
 

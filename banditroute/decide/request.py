@@ -20,15 +20,28 @@ from types import MappingProxyType
 
 import json
 import math
+from json.encoder import c_make_encoder, encode_basestring
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..config.hygiene import check_context, invalid, plain
 from ..errors import ConfigError, InvalidRequestError
 
 __all__ = ["TaskSpace", "TaskClassifier"]
 
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+# A context as compact JSON text, NaN and infinity refused. JSONEncoder.encode builds a C encoder
+# (and a closure) on every call; this one is built once (without the circular-reference check: a
+# mapping that contains itself ends in a RecursionError, as one nested too deeply does).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+_dumps = _ENCODER.encode
+try:
+    _encode = c_make_encoder(None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, False)
+except TypeError:  # no C accelerator (c_make_encoder is None), or another signature: encode as is
+    pass
+else:
+    def _dumps(context: dict) -> str:  # noqa: F811 - the same encoder, built once
+        return "".join(_encode(context, 0))
 
 
 class TaskClassifier:
@@ -82,7 +95,8 @@ def _why_not_json(context: Mapping, exc: Exception) -> InvalidRequestError:
     for key, value in context.items():
         if isinstance(value, float) and not math.isfinite(value):
             return InvalidRequestError(f"context.{key}", value, "must be a finite number")
-    return InvalidRequestError("context", dict(context), f"must be JSON-serialisable without NaN or infinity ({exc})")
+    return invalid(InvalidRequestError, "context", dict(context),
+                   f"must be JSON-serialisable without NaN or infinity ({exc})")
 
 
 def _features(context: Mapping) -> dict:
@@ -146,13 +160,20 @@ class TaskSpace:
         self._derive()
 
     def parse(self, context) -> tuple[str, int | np.ndarray]:
-        """Validate one context; return its JSON text and its task (an index, or a posterior)."""
+        """Validate one context; return its JSON text and its task (an index, or a posterior).
+
+        The JSON encoder refuses NaN, infinity and what JSON cannot hold; the limits of what
+        the log can hold (valid Unicode, depth, sizes: :mod:`banditroute.config.hygiene`) are
+        checked by a cheap test on a flat context, by a walk of any other."""
         if type(context) is not dict and not isinstance(context, Mapping):
-            raise InvalidRequestError("context", context, "must be a mapping of field -> value")
+            raise invalid(InvalidRequestError, "context", context, "must be a mapping of field -> value")
         try:
-            text = _dumps(context)  # also rejects NaN/inf anywhere, nested ones included
-        except (TypeError, ValueError) as exc:
+            text = _dumps(context)
+        except (TypeError, ValueError, RecursionError) as exc:
+            check_context(context)  # too deep to encode, an integer too long to print: named here
             raise _why_not_json(context, exc) from None
+        if not plain(context, text):
+            check_context(context, text)
         return text, self.task_of(context)
 
     def task_of(self, context: Mapping) -> int | np.ndarray:
@@ -160,7 +181,7 @@ class TaskSpace:
         if label is not None:
             i = self.index.get(label) if isinstance(label, str) else None
             if i is None:
-                raise InvalidRequestError("context.task_type", label, f"must be one of {self.names}")
+                raise invalid(InvalidRequestError, "context.task_type", label, f"must be one of {self.names}")
             return i
         probs = context.get("task_probs")
         if probs is not None:

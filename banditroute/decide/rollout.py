@@ -29,6 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..config.hygiene import check_text
 from ..config.profiles import check_number
 from ..errors import ConfigError
 
@@ -94,8 +95,9 @@ class Rollout:
                 fraction: float | None = None, learns: bool = False):
         """Apply one rollout command and record it; returns the promoted policy for ``promote``."""
         for field, value in (("who", who), ("why", why)):
-            if not isinstance(value, str):
-                raise ConfigError(field, value, "must be a string")
+            check_text(field, value)  # a string the log can hold
+        if name is not None:
+            check_text("name", name)
         result = None
         if event == "shadow_start":
             self.add_shadow(name, policy, learns=learns)

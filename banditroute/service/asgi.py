@@ -15,9 +15,12 @@ banditroute.service.asgi.ApiError: 'extra' is not a known field (known: ['contex
 from __future__ import annotations
 
 import json
+import re
+import sys
 
-__all__ = ["ApiError", "Request", "Response", "envelope", "ok", "encode_compact", "read_json", "check_keys",
-           "check_portable"]
+from ..config.hygiene import MAX_DEPTH
+
+__all__ = ["ApiError", "Request", "Response", "envelope", "ok", "encode_compact", "read_json", "check_keys"]
 
 
 class ApiError(Exception):
@@ -83,7 +86,6 @@ def _reject_constant(name: str):
 # built once: json.dumps/json.loads with options build an encoder/decoder on every call
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
-_UNICODE = json.JSONEncoder(ensure_ascii=False)
 
 
 def encode_compact(payload) -> bytes:
@@ -109,9 +111,12 @@ async def read_json(request: Request, *, limit: int) -> dict:
         if size > limit:
             raise ApiError(413, "body_too_large", "body", f"body must be at most {limit} bytes")
         chunks.append(chunk)
+    text = ""
     try:
-        body = _DECODER.decode(b"".join(chunks).decode("utf-8"))  # JSON over HTTP is UTF-8 (RFC 8259)
+        text = b"".join(chunks).decode("utf-8")  # JSON over HTTP is UTF-8 (RFC 8259)
+        body = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
+        _unbuildable(text, exc)
         reason = "is nested too deeply" if isinstance(exc, RecursionError) else f"is not valid JSON ({exc})"
         raise ApiError(400, "invalid_json", "body", f"body {reason}") from None
     if not isinstance(body, dict):
@@ -130,10 +135,34 @@ def check_keys(body: dict, *, required: tuple, optional: tuple = ()) -> None:
                            f"{str(key)[:64]!r} is not a known field (known: {sorted(required + optional)})")
 
 
-def check_portable(value, *, field: str) -> None:
-    """Reject values the log cannot store (lone surrogates) or nesting too deep to encode."""
-    try:
-        _UNICODE.encode(value).encode("utf-8")
-    except (UnicodeEncodeError, RecursionError, ValueError, TypeError):
-        raise ApiError(422, "invalid_request", field,
-                       f"{field} must be finite JSON of valid UTF-8 text, nested at most ~900 deep") from None
+# a JSON token: a string (a key when followed by a colon), a bracket, a number (integer or not)
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?|[\[{\]}]|-?\d+([.eE][-+.\deE]*)?')
+
+
+def _unbuildable(text: str, exc: Exception) -> None:
+    """422 naming the top-level field of a valid JSON body Python's decoder cannot build (nested
+    deeper than it recurses, or an integer longer than Python converts): the limits of
+    :mod:`banditroute.config.hygiene`, which every other value meets in the library. Returns
+    for a body that is not JSON (a 400)."""
+    if not isinstance(exc, RecursionError) and (isinstance(exc, json.JSONDecodeError) or not text):
+        return
+    digits = getattr(sys, "get_int_max_str_digits", lambda: 0)() or len(text)
+    depth, key = 0, None
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if key is not None and depth > MAX_DEPTH + 2 and isinstance(exc, RecursionError):
+                raise ApiError(422, "invalid_request", key, f"{key} is nested too deeply to read (a context's "
+                               f"values nest at most {MAX_DEPTH} levels)")
+        elif token in ("]", "}"):
+            depth -= 1
+        elif match.group(1) is not None:
+            if depth == 1:
+                try:
+                    key = _DECODER.decode(token[:token.rindex('"') + 1])[:64]
+                except ValueError:  # not a JSON string after all: the body is not JSON
+                    return
+        elif token[0] != '"' and match.group(2) is None and len(token.lstrip("-")) > digits and key is not None:
+            raise ApiError(422, "invalid_request", key, f"{key} holds an integer of more than {digits:,} digits "
+                           "(context integers are int64, outcome numbers finite)")
