@@ -22,9 +22,6 @@ from .pending import PendingDecision
 
 __all__ = ["Issuer"]
 
-_pending = tuple.__new__
-
-
 class Issuer:
     """Draws, numbers, remembers and logs decisions for one router."""
 
@@ -43,8 +40,7 @@ class Issuer:
         did = f"{ledger.writer_id}-{seq}"
         name = names[k]
         propensity = entry.pmf_list[k]
-        self.pending.add(did, _pending(PendingDecision, (k, task, ts, text, propensity) if self.keep_context
-                                       else (k, task, ts, None, None)))
+        self.pending.add(did, (k, task, ts, text, propensity) if self.keep_context else (k, task, ts, None, None))
         if ledger.writer is not None:
             ledger.writer.append(DecisionRow(did, ts, ledger.writer_id, seq, ledger.policy_version, text, tasks.names,
                                              tasks.as_list(task), names, entry.pmf_list, name, propensity,
@@ -76,21 +72,22 @@ class Issuer:
         ledger, names, space = self.ledger, self.pipeline.names, self.pipeline.tasks
         first, ids = ledger.next_ids(n)
         propensities = [e.pmf_list[k] for e, k in zip(entries, ks)]
+        indices = space.all_indices(tasks)
         if self.keep_context:
             rows = zip(ks, tasks, repeat(ts), texts, propensities)
         else:
             rows = zip(ks, tasks, repeat(ts), repeat(None), repeat(None))
-        self.pending.add_many(ids, map(_pending, repeat(PendingDecision), rows), now_us=ts)
+        self.pending.add_many(ids, rows, now_us=ts)  # tuples in PendingDecision's field order
         chosen = list(map(names.__getitem__, ks))
         fallback = [e.fallback_reason for e in entries]
         version = ledger.policy_version
         if ledger.writer is not None:
             ledger.writer.append_columns(DecisionRow, [
                 ids, [ts] * n, [ledger.writer_id] * n, range(first, first + n), [version] * n,
-                texts, [space.names] * n, space.as_lists(tasks), [names] * n,
+                texts, [space.names] * n, space.as_lists(tasks, indices), [names] * n,
                 [e.pmf_list for e in entries], chosen, propensities, [e.excluded_json for e in entries], fallback,
                 [e.shadow_json for e in entries], [e.expected[k] for e, k in zip(entries, ks)]])
-        return list(map(make_decision, zip(ids, chosen, propensities, [e.probs for e in entries], space.views(tasks),
+        return list(map(make_decision, zip(ids, chosen, propensities, [e.probs for e in entries], space.views(tasks, indices),
                                            repeat(version), [e.excluded for e in entries], fallback)))
 
     def restore(self, rows: pl.DataFrame, *, now_us: int) -> int:

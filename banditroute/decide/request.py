@@ -128,9 +128,14 @@ class TaskSpace:
         """The posterior as a list (the log's ``task_probs``)."""
         return self._one_hot_lists[task] if type(task) is int else task.tolist()
 
-    def as_lists(self, tasks: list) -> list:
-        """:meth:`as_list` of many tasks (a C-level map when every task is an index)."""
-        if all(type(t) is int for t in tasks):
+    @staticmethod
+    def all_indices(tasks: list) -> bool:
+        """Whether every task is an index (the batch paths then map in C)."""
+        return all(type(t) is int for t in tasks)
+
+    def as_lists(self, tasks: list, indices: bool) -> list:
+        """:meth:`as_list` of many tasks (``indices``: :meth:`all_indices` of them)."""
+        if indices:
             return list(map(self._one_hot_lists.__getitem__, tasks))
         return list(map(self.as_list, tasks))
 
@@ -140,8 +145,9 @@ class TaskSpace:
             return self._one_hot_views[task]
         return MappingProxyType(dict(zip(self.names, task.tolist())))
 
-    def views(self, tasks: list) -> list:
-        if all(type(t) is int for t in tasks):
+    def views(self, tasks: list, indices: bool) -> list:
+        """:meth:`view` of many tasks (``indices``: :meth:`all_indices` of them)."""
+        if indices:
             return list(map(self._one_hot_views.__getitem__, tasks))
         return list(map(self.view, tasks))
 
