@@ -5,14 +5,13 @@ free of the simulator's names. ope's own structure is checked in test_ope_struct
 
 from __future__ import annotations
 
-import ast
 import inspect
 import pathlib
 import re
 
 import banditroute as br
 from banditroute.config.settings import RouterConfig
-from test_ope_structure import _find_cycle
+from test_ope_structure import _find_cycle, imported_modules
 
 ROOT = pathlib.Path(br.__file__).parent
 MODULES = {}
@@ -24,27 +23,7 @@ MAX_LINES = 410  # ~400: the Router façade is the largest (its public methods a
 
 
 def _imported(module: str, path: pathlib.Path) -> set[str]:
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
-                source = f"{base}.{node.module}" if node.module else base
-            else:
-                source = node.module or ""
-            targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in MODULES else source for a in node.names]
-        else:
-            continue
-        for target in targets:
-            parts = target.split(".")
-            known = next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in MODULES),
-                         None)
-            if known is not None and known != module:
-                out.add(known)
-    return out
+    return imported_modules(module, path, MODULES)
 
 
 def test_banditroute_has_no_import_cycles():

@@ -30,19 +30,9 @@ from ope import (
     confidence_interval,
 )
 from ope.gate import benjamini_hochberg
+from test_mutants_ope2 import _always, _alternating  # the same small logs
 
 # ---------------------------------------------------------------- helpers
-
-
-def _always(k, n, n_actions=2):
-    return np.tile(np.eye(n_actions)[k], (n, 1))
-
-
-def _alternating(rewards, n_actions=2, **kw):
-    """Actions 0, 1, 0, 1, ... logged with propensity 0.5."""
-    n = len(rewards)
-    return LoggedFeedback(actions=np.arange(n) % 2, rewards=np.asarray(rewards, dtype=float),
-                          propensities=np.full(n, 0.5), n_actions=n_actions, **kw)
 
 
 def _feedback(n=200, seed=0, **kw):

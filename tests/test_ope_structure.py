@@ -32,9 +32,10 @@ MAX_LINES = 400
 # ---------------------------------------------------------------- import graph
 
 
-def _imported_modules(module: str, path: pathlib.Path) -> set[str]:
-    """The ope modules ``module`` imports anywhere in its file (relative imports resolved)."""
-    package = "ope"  # every module here lives directly in the package
+def imported_modules(module: str, path: pathlib.Path, modules) -> set[str]:
+    """The modules of ``modules`` (name -> file) that ``module`` imports anywhere in its file
+    (relative imports resolved; ``from pkg import sub`` counts as the submodule)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     out: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
@@ -46,19 +47,22 @@ def _imported_modules(module: str, path: pathlib.Path) -> set[str]:
                 source = f"{base}.{node.module}" if node.module else base
             else:
                 source = node.module or ""
-            # ``from ope import gate`` imports the submodule ope.gate; ``from ope import IPS`` the package
-            targets = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in MODULES else source
+            targets = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source
                        for alias in node.names]
         else:
             continue
         for target in targets:
             # ``import ope.logs`` and ``from ope.logs.x import y``: the longest known module prefix
             parts = target.split(".")
-            known = next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in MODULES),
+            known = next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in modules),
                          None)
             if known is not None and known != module:
                 out.add(known)
     return out
+
+
+def _imported_modules(module: str, path: pathlib.Path) -> set[str]:
+    return imported_modules(module, path, MODULES)
 
 
 def _import_graph() -> dict[str, set[str]]:
