@@ -85,6 +85,9 @@ def read_log_columns(
     """
     if reward not in METRICS:
         raise InvalidConfigError("reward", f"reward must be one of {METRICS}, got {reward!r}")
+    if n_partitions is not None and (isinstance(n_partitions, bool) or not isinstance(n_partitions, int)
+                                     or n_partitions < 1):
+        raise InvalidConfigError("n_partitions", f"n_partitions must be an integer >= 1 or None, got {n_partitions!r}")
     cohorts = tuple(cohorts)
     names = action_space(log_dir)
     if not names:
