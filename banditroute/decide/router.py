@@ -34,7 +34,7 @@ from ..config.settings import RouterConfig, load_config
 from ..errors import ConfigError
 from ..logs.replay import replay as replay_logs
 from ..policies.base import Policy, PolicySetup
-from ..policies.choice import check_choice, choose, version_prefix
+from ..policies.choice import choose, version_prefix
 from . import persistence
 from .decision import Decision
 from .issue import Issuer
@@ -90,7 +90,6 @@ class Router:
             log_dir=os.fspath(log_dir) if isinstance(log_dir, os.PathLike) else log_dir, durability=durability,
             log_journal=log_journal, wait_window_s=wait_window_s, max_pending=max_pending,
             policy_version=policy_version, seed=seed)
-        check_choice(cfg, learner)
         seeds = np.random.SeedSequence(cfg.seed).spawn(3)
         self._rng = np.random.default_rng(seeds[0])
         self._tasks = TaskSpace(cfg.task_types, task_model)
