@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from ope.errors import InvalidConfigError, InvalidFeedbackError
-from ope.log_join import METRICS, action_space, join_logs, scan_decisions
+from ope.log_join import METRICS, LogSnapshot, action_space, join_logs, scan_decisions
 
 __all__ = ["LogColumns", "read_log_columns"]
 
@@ -89,6 +89,7 @@ def read_log_columns(
                                      or n_partitions < 1):
         raise InvalidConfigError("n_partitions", f"n_partitions must be an integer >= 1 or None, got {n_partitions!r}")
     cohorts = tuple(cohorts)
+    log_dir = LogSnapshot.take(log_dir)  # one listing of the files for every scan below
     names = action_space(log_dir)
     if not names:
         raise InvalidFeedbackError("profiles", f"no profiles found in the decisions under {log_dir}")

@@ -23,6 +23,7 @@ The outcome join is explicit about late, duplicate and missing outcomes:
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ import polars as pl
 
 from ope.errors import InvalidConfigError, LogsNotFoundError
 
-__all__ = ["scan_decisions", "scan_outcomes", "join_logs", "action_space", "METRICS"]
+__all__ = ["LogSnapshot", "scan_decisions", "scan_outcomes", "join_logs", "action_space", "METRICS"]
 
 METRICS = ("reward", "quality", "cost_usd", "latency_ms")
 _DUPLICATE_RULES = ("first", "last", "mean")
@@ -38,12 +39,46 @@ _SEP = "\x1f"
 _HASH_SEED = 20250101
 
 
-def _scan(log_dir: str | Path, kind: str) -> pl.LazyFrame:
-    root = Path(log_dir) / kind
-    if not root.is_dir() or next(root.glob("**/*.parquet"), None) is None:
+@dataclass(frozen=True)
+class LogSnapshot:
+    """The Parquet files of a log directory at one moment (sorted paths per table).
+
+    Pass it wherever a ``log_dir`` is taken: every scan of one reading then sees the same
+    files, though writers keep adding parts (a reader that lists the directory more than once
+    could count rows it then cannot find).
+
+    >>> import tempfile
+    >>> snap = LogSnapshot.take(tempfile.mkdtemp())
+    >>> snap.decisions, snap.outcomes
+    ((), ())
+    """
+
+    root: str
+    decisions: tuple[str, ...]
+    outcomes: tuple[str, ...]
+
+    @classmethod
+    def take(cls, log_dir: "str | Path | LogSnapshot") -> "LogSnapshot":
+        if isinstance(log_dir, LogSnapshot):
+            return log_dir
+        root = Path(log_dir)
+        return cls(str(log_dir), *(tuple(sorted(str(p) for p in (root / kind).glob("**/*.parquet")))
+                                   if (root / kind).is_dir() else () for kind in ("decisions", "outcomes")))
+
+    def __str__(self) -> str:
+        return self.root
+
+
+def _files(log_dir: "str | Path | LogSnapshot", kind: str) -> tuple[str, ...]:
+    return getattr(LogSnapshot.take(log_dir), kind)
+
+
+def _scan(log_dir: "str | Path | LogSnapshot", kind: str) -> pl.LazyFrame:
+    files = _files(log_dir, kind)
+    if not files:
         raise LogsNotFoundError("log_dir", f"log_dir has no {kind}/**/*.parquet files: {log_dir}")
     return pl.scan_parquet(
-        str(root / "**" / "*.parquet"),
+        list(files),
         hive_partitioning=False,
         missing_columns="insert",
         extra_columns="ignore",
@@ -139,8 +174,7 @@ def join_logs(
     """
     _check_join_options(wait_window, default_reward, duplicates)
     decisions = scan_decisions(log_dir).with_row_index("row_index")
-    outcome_files = Path(log_dir) / "outcomes"
-    if outcome_files.is_dir() and next(outcome_files.glob("**/*.parquet"), None) is not None:
+    if _files(log_dir, "outcomes"):
         outcomes = scan_outcomes(log_dir).select(
             pl.col("decision_id"), pl.col("ts").alias("outcome_ts"), *[pl.col(m).cast(pl.Float64) for m in METRICS]
         )
