@@ -30,23 +30,7 @@ from ope import (
     confidence_interval,
 )
 from ope.gate import benjamini_hochberg
-from test_mutants_ope2 import _always, _alternating  # the same small logs
-
-# ---------------------------------------------------------------- helpers
-
-
-def _feedback(n=200, seed=0, **kw):
-    rng = np.random.default_rng(seed)
-    a = np.arange(n) % 2
-    r = rng.binomial(1, np.where(a == 1, 0.6, 0.4)).astype(float)
-    return _alternating(r, **kw)
-
-
-def _gate(fb, **kw):
-    n = fb.n_rounds
-    kw.setdefault("estimator", "ips")
-    return ope.gate(fb, candidate=_always(1, n), baseline=_always(0, n), **kw)
-
+from test_mutants_ope2 import _always, _alternating, _feedback, _gate  # the same small logs and gate
 
 # ---------------------------------------------------------------- base.py
 
