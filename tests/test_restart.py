@@ -127,3 +127,30 @@ def test_resume_leaves_decisions_past_the_wait_window_and_refuses_after_a_decisi
         fresh.resume()
     live.close()
     fresh.close()
+
+
+def test_a_dead_writers_lock_file_is_deleted_once_its_decisions_are_taken_over(tmp_path):
+    """A SIGKILLed journal writer leaves its lock file; the router that resumes holds it while
+    it lives and deletes it when closed: nothing is left behind in the journal directory."""
+    import subprocess
+
+    script = ("import sys, time, banditroute as br\n"
+              "r = br.Router([br.Profile('a'), br.Profile('b'), br.Profile('c')], log_dir=sys.argv[1], log_journal=True)\n"
+              "ds = [r.decide({}) for _ in range(10)]\n"
+              "r.record(ds[0].id, quality=1.0)\n"
+              "r.flush()\n"
+              "print(r.writer_id, flush=True)\n"
+              "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    dead = proc.stdout.readline().strip()
+    proc.kill()
+    proc.wait()
+    locks = lambda: sorted(p.name for p in (tmp_path / "_journal").glob("*.lock"))  # noqa: E731
+    assert locks() == [f"{dead}.lock"]
+    fresh = br.Router(PROFILES, log_dir=tmp_path, log_journal=True, seed=1)
+    summary = fresh.resume()
+    assert summary["writers"] == [dead] and summary["pending_restored"] == 9
+    assert f"{dead}.lock" in locks()  # held while the new router serves its decisions
+    assert fresh.record(f"{dead}-3", quality=0.0) == "applied"
+    fresh.close()
+    assert locks() == []

@@ -22,10 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError
 from .hygiene import check_text, invalid, text_problem
 
-__all__ = ["DriftConfig", "Profile", "Objective", "Budget", "BetaPrior"]
+__all__ = ["DriftConfig", "Profile", "Objective", "Budget", "BetaPrior", "prior_arrays"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$")
 
@@ -237,3 +239,11 @@ class DriftConfig:
         check_number("drift.threshold", self.threshold, lo=0.0, lo_open=True)
         check_number("drift.min_samples", self.min_samples, lo=0.0)
         check_number("drift.keep", self.keep, lo=0.0, hi=1.0, hi_open=True)
+
+
+def prior_arrays(profiles, task_types, default: BetaPrior):
+    """The Beta prior parameters ``(alpha0, beta0)`` of ``profiles`` x ``task_types``, each a
+    float array of shape (n_profiles, n_task_types)."""
+    priors = [[p.prior_for(t, default) for t in task_types] for p in profiles]
+    return (np.array([[b.alpha for b in row] for row in priors], dtype=np.float64),
+            np.array([[b.beta for b in row] for row in priors], dtype=np.float64))

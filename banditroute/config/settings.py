@@ -63,7 +63,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["RouterConfig", "load_config"]
+__all__ = ["RouterConfig", "load_config", "build_from_file"]
 
 
 def _check_int(name: str, value, lo: int, hi: int | None = None) -> None:
@@ -256,6 +256,23 @@ def load_config(path: str | os.PathLike) -> tuple[list[Profile], dict]:
         return _parse(doc)
     except ConfigError as exc:
         raise exc.renamed(f"{path.name}: {exc.field}") from None
+
+
+def build_from_file(build, path: str | os.PathLike, overrides: dict):
+    """``build(profiles, **settings)`` with the settings of the routes file at ``path``
+    (:func:`load_config`) updated by ``overrides``; a cross-field :class:`ConfigError` about a
+    key the file set names the file and the key."""
+    profiles, settings = load_config(path)
+    from_file = set(settings)
+    settings.update(overrides)
+    try:
+        return build(profiles, **settings)
+    except ConfigError as exc:
+        key = exc.field.split("[")[0].split(".")[0]
+        if key not in from_file and key != "profiles":  # profiles always come from the file
+            raise
+        section = "" if key in ("objective", "budget", "prior", "profiles") else "router."
+        raise exc.renamed(f"{Path(path).name}: {section}{exc.field}") from None
 
 
 def _table(doc: dict, name: str, allowed: set) -> dict:

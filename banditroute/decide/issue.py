@@ -40,12 +40,12 @@ class Issuer:
         did = f"{ledger.writer_id}-{seq}"
         name = names[k]
         propensity = entry.pmf_list[k]
-        self.pending.add(did, (k, task, ts, text, propensity) if self.keep_context else (k, task, ts, None, None))
-        if ledger.writer is not None:
+        if ledger.writer is not None:  # first: if the log refuses the row, nothing is pending
             ledger.writer.append(DecisionRow(did, ts, ledger.writer_id, seq, ledger.policy_version, text, tasks.names,
                                              tasks.as_list(task), names, entry.pmf_list, name, propensity,
                                              entry.excluded_json, entry.fallback_reason, entry.shadow_json,
                                              entry.expected[k]))
+        self.pending.add(did, (k, task, ts, text, propensity) if self.keep_context else (k, task, ts, None, None))
         return make_decision((did, name, propensity, entry.probs, tasks.view(task), ledger.policy_version,
                               entry.excluded, entry.fallback_reason))
 
@@ -77,7 +77,6 @@ class Issuer:
             rows = zip(ks, tasks, repeat(ts), texts, propensities)
         else:
             rows = zip(ks, tasks, repeat(ts), repeat(None), repeat(None))
-        self.pending.add_many(ids, rows, now_us=ts)  # tuples in PendingDecision's field order
         chosen = list(map(names.__getitem__, ks))
         fallback = [e.fallback_reason for e in entries]
         version = ledger.policy_version
@@ -87,6 +86,7 @@ class Issuer:
                 texts, [space.names] * n, space.as_lists(tasks, indices), [names] * n,
                 [e.pmf_list for e in entries], chosen, propensities, [e.excluded_json for e in entries], fallback,
                 [e.shadow_json for e in entries], [e.expected[k] for e, k in zip(entries, ks)]])
+        self.pending.add_many(ids, rows, now_us=ts)  # tuples in PendingDecision's field order (after the log)
         return list(map(make_decision, zip(ids, chosen, propensities, [e.probs for e in entries], space.views(tasks, indices),
                                            repeat(version), [e.excluded for e in entries], fallback)))
 

@@ -13,16 +13,18 @@ id it never issued is refused rather than logged.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LogError
 from ..logs.rows import EventRow, OutcomeRow
-from ..logs.journal import claim_writer
+from ..logs.journal import claim_writer, forget_writer
 from ..logs.store import LogWriter
 
 __all__ = ["Ledger", "open_log"]
 
+_log = logging.getLogger("banditroute.decide.ledger")
 _MAX_DIGITS = 19  # a sequence number is an int64
 
 
@@ -44,7 +46,7 @@ class Ledger:
         self.seq = 0
         self._issued = dict(issued or {})  # earlier writers -> how many rows they had sequenced
         self._issued[self.writer_id] = 0
-        self._claims: list[int] = []  # lock fds of the writers taken over
+        self._claims: list[tuple] = []  # (log_dir, writer, lock fd) of the writers taken over
 
     def next_seq(self) -> int:
         seq = self.seq
@@ -65,6 +67,12 @@ class Ledger:
         return (issued is not None and seq.isascii() and seq.isdigit() and len(seq) <= _MAX_DIGITS
                 and (seq[0] != "0" or len(seq) == 1)
                 and int(seq) < (self.seq if writer == self.writer_id else issued))
+
+    def issued_counts(self) -> dict[str, int]:
+        """Every writer whose ids count as issued here -> how many rows it sequenced (this one's included)."""
+        counts = {w: n for w, n in self._issued.items() if n}
+        counts[self.writer_id] = self.seq
+        return counts
 
     def use_writer(self, writer: LogWriter) -> None:
         """Log through ``writer`` from now on (before anything was sequenced)."""
@@ -89,14 +97,16 @@ class Ledger:
             if state == "alive":
                 continue
             if fd is not None:
-                self._claims.append(fd)
+                self._claims.append((log_dir, writer, fd))
             self._issued[writer] = max(self._issued.get(writer, 0), n)
             taken.add(writer)
         return taken
 
     def release(self) -> None:
-        """Let go of the writers taken over (their journal locks)."""
-        for fd in self._claims:
+        """Let go of the writers taken over: their lock files are deleted (nobody else will
+        take them over, and nothing is left behind in the journal directory)."""
+        for log_dir, writer, fd in self._claims:
+            forget_writer(log_dir, writer)  # while holding its lock: a waiter then sees it absent
             os.close(fd)
         self._claims.clear()
 
@@ -109,18 +119,29 @@ class Ledger:
         self._issued[self.writer_id] = 0
 
     # -- rows ---------------------------------------------------------------------------------
-    def outcome(self, decision_id: str, quality, cost_usd, latency_ms, reward, status: str) -> None:
-        if self.writer is not None:
-            self.writer.append(OutcomeRow(decision_id, time.time_ns() // 1000, self.writer_id, self.next_seq(),
-                                          quality, cost_usd, latency_ms, reward, status))
+    def outcome(self, decision_id: str, quality, cost_usd, latency_ms, reward, status: str) -> int | None:
+        """Append an outcome row; returns its sequence number (None without a log)."""
+        if self.writer is None:
+            return None
+        seq = self.next_seq()
+        self.writer.append(OutcomeRow(decision_id, time.time_ns() // 1000, self.writer_id, seq,
+                                      quality, cost_usd, latency_ms, reward, status))
+        return seq
 
     def event(self, event: str, policy: str, fraction, who: str, why: str) -> None:
-        """An event row (rollout command, drift), flushed at once: rare and important."""
+        """An event row (rollout command, drift), flushed at once: rare and important. Raises
+        :class:`LogError` if the log refused the row (sync mode); a flush that fails in group
+        mode keeps it buffered for the next one (a warning)."""
         if self.writer is not None:
             self.writer.append(EventRow(time.time_ns() // 1000, self.writer_id, self.next_seq(), event, policy,
                                         None if fraction is None else float(fraction), who, why,
                                         self.policy_version))
-            self.writer.flush()
+            try:
+                self.writer.flush()
+            except LogError as exc:
+                if self.writer.durability == "sync":
+                    raise
+                _log.warning("%s event kept buffered, not yet in the log: %s", event, exc)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

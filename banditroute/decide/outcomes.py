@@ -8,14 +8,33 @@ with ``log_events=False``) make the same updates in the same order, so they agre
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 
 from ..config.profiles import check_number
-from ..errors import InvalidOutcomeError, UnknownDecisionError
-from ..policies.base import Feedback
+from typing import NamedTuple
 
-__all__ = ["Outcomes"]
+from ..errors import InvalidOutcomeError, LogError, OutcomeInFlightError, UnknownDecisionError
+from ..policies.base import Feedback
+from .pending import PendingDecision
+
+__all__ = ["Outcomes", "OutcomeClaim"]
+
+_log = logging.getLogger("banditroute.decide.outcomes")
+
+
+class OutcomeClaim(NamedTuple):
+    """An outcome joined to its decision and claimed, not yet learned from (see
+    :meth:`Outcomes.claim`): learned once its row is committed (:meth:`Outcomes.settle`)."""
+
+    decision_id: str
+    status: str  #: "applied", "late" or "duplicate"
+    entry: PendingDecision | None  #: the pending decision (None when late)
+    quality: float | None
+    cost_usd: float | None
+    latency_ms: float | None
+    reward: float | None
 
 
 class Outcomes:
@@ -31,9 +50,25 @@ class Outcomes:
         self.ledger = ledger
         self.rollout = rollout
         self.drift_events: list[dict] = []
+        self._unsettled: dict[str, int] = {}  # decision id -> seq of outcome rows logged, not yet settled
 
-    def record(self, decision_id, quality, cost_usd, latency_ms) -> str:
-        """See :meth:`banditroute.decide.router.Router.record` (the caller holds the lock)."""
+    def begin(self, decision_id, quality, cost_usd, latency_ms) -> OutcomeClaim:
+        """See :meth:`banditroute.decide.router.Router.begin_record` (the caller holds the
+        lock): claim the outcome and append its row (durable on return in sync mode); a failed
+        append drops the claim and raises. :meth:`settle` ends it."""
+        quality = check_outcome("quality", quality, 0.0, 1.0)
+        cost_usd = check_outcome("cost_usd", cost_usd, 0.0, None)
+        latency_ms = check_outcome("latency_ms", latency_ms, 0.0, None)
+        claim = self.claim(decision_id, quality, cost_usd, latency_ms)
+        if claim.status != "duplicate":
+            self.log(claim)
+        return claim
+
+    def claim(self, decision_id, quality, cost_usd, latency_ms) -> OutcomeClaim:
+        """Join an outcome to its decision and claim it (nothing learned yet): status
+        ``"applied"``, ``"late"`` or ``"duplicate"`` (nothing claimed). Raises
+        :class:`UnknownDecisionError`, or :class:`OutcomeInFlightError` while another outcome
+        of the decision is being committed."""
         if not isinstance(decision_id, str):
             raise UnknownDecisionError("decision_id", decision_id, "must be a decision id string")
         objective = self.config.objective
@@ -42,30 +77,63 @@ class Outcomes:
         if entry is None:
             if not self.ledger.issued(decision_id):
                 raise UnknownDecisionError("decision_id", decision_id, "was not issued by this router")
-            if not self.pending.mark_late(decision_id):
-                return "duplicate"  # one late outcome per decision is logged
-            status = "late"
+            status = "late"  # one late outcome per decision is logged
             if quality is not None and cost_usd is not None and latency_ms is not None:
                 reward = objective.reward(quality=quality, cost_usd=cost_usd, latency_ms=latency_ms)
-        elif not self.pending.mark_recorded(decision_id):
-            return "duplicate"
         else:
             status = "applied"
-            profile = self.config.profiles[entry.k]
             if quality is not None:
+                profile = self.config.profiles[entry.k]
                 reward = objective.reward(quality=quality,
                                           cost_usd=profile.cost_usd if cost_usd is None else cost_usd,
                                           latency_ms=profile.latency_ms if latency_ms is None else latency_ms)
-                w = self.tasks.probs(entry.task)
-                feedback = (Feedback(json.loads(entry.context), w, entry.k, quality, reward, entry.propensity)
-                            if self.policy.learns else None)
-                self.learn(entry.k, w, quality, feedback)
-                if self.rollout.has_learners:
-                    task_probs = dict(zip(self.config.task_types, w.tolist()))
-                    for candidate in self.rollout.learners():
-                        candidate.learn_elsewhere(profile.name, task_probs, quality)
-        self.ledger.outcome(decision_id, quality, cost_usd, latency_ms, reward, status)
-        return status
+        claimed = self.pending.claim(decision_id, late=status == "late")
+        if claimed == "in_flight":
+            raise OutcomeInFlightError("decision_id", decision_id,
+                                       "has an outcome being committed to the log right now; retry")
+        if claimed == "duplicate":
+            status = "duplicate"
+        return OutcomeClaim(decision_id, status, entry, quality, cost_usd, latency_ms, reward)
+
+    def log(self, claim: OutcomeClaim) -> None:
+        """Append a claimed outcome's row (durable on return in sync mode); if that fails, the
+        claim is dropped (a retry starts afresh) and the error raised."""
+        try:
+            seq = self.ledger.outcome(claim.decision_id, claim.quality, claim.cost_usd, claim.latency_ms,
+                                      claim.reward, claim.status)
+        except BaseException:
+            self.settle(claim, committed=False)
+            raise
+        if seq is not None:
+            self._unsettled[claim.decision_id] = seq
+
+    def settled_position(self, log_position: int) -> int:
+        """The log position below which every outcome row is settled: an applied one is in the
+        beliefs (outcomes are settled in the order of their rows, see :meth:`settle`)."""
+        return min(self._unsettled.values(), default=log_position)
+
+    def settle(self, claim: OutcomeClaim, *, committed: bool) -> None:
+        """End a claim. ``committed`` (its row is durable): the decision has its outcome and an
+        applied one teaches the beliefs, the policy and the learning candidates. Otherwise
+        nothing changes. Claims are settled in the order their rows were appended (the service
+        acknowledges commits in order), so the beliefs hold exactly the applied outcomes below
+        :meth:`settled_position`."""
+        if claim.status == "duplicate":
+            return
+        self._unsettled.pop(claim.decision_id, None)
+        self.pending.settle(claim.decision_id, late=claim.status == "late", committed=committed)
+        entry, quality = claim.entry, claim.quality
+        if not committed or claim.status != "applied" or quality is None:
+            return
+        w = self.tasks.probs(entry.task)
+        feedback = (Feedback(json.loads(entry.context), w, entry.k, quality, claim.reward, entry.propensity)
+                    if self.policy.learns else None)
+        self.learn(entry.k, w, quality, feedback)
+        if self.rollout.has_learners:
+            task_probs = dict(zip(self.config.task_types, w.tolist()))
+            name = self.config.profiles[entry.k].name
+            for candidate in self.rollout.learners():
+                candidate.learn_elsewhere(name, task_probs, quality)
 
     def learn(self, k: int, task_probs: np.ndarray, quality: float, feedback: Feedback | None, *,
               log_events: bool = True) -> None:
@@ -103,10 +171,14 @@ class Outcomes:
         event = {"profile": self.config.profiles[k].name, "task_type": self.config.task_types[t], "change": kind,
                  "statistic": stat, "n_updates": self.belief.n_updates_}
         self.drift_events.append(event)
-        if log_event:
+        if not log_event:
+            return
+        try:
             self.ledger.event("drift", f"{event['profile']}/{event['task_type']}", None, "drift-detector",
                               f"Page-Hinkley {kind} statistic {stat:.2f} > threshold {drift.threshold:g}; "
                               f"kept {drift.keep:g} of the evidence")
+        except LogError as exc:  # the outcome is applied; the event is derived (a replay detects it again)
+            _log.warning("drift event of %s not logged: %s", event["profile"] + "/" + event["task_type"], exc)
 
 
 def check_outcome(name: str, value, lo: float, hi: float | None):

@@ -99,6 +99,7 @@ class Rollout:
         if name is not None:
             check_text("name", name)
         result = None
+        before = (dict(self.shadows), self.canary, set(self._learners))
         if event == "shadow_start":
             self.add_shadow(name, policy, learns=learns)
         elif event == "shadow_stop":
@@ -113,7 +114,11 @@ class Rollout:
         else:
             raise ConfigError("event", event, "is not a rollout command")
         if self._log_event is not None:
-            self._log_event(event, name, fraction, who, why)
+            try:
+                self._log_event(event, name, fraction, who, why)
+            except BaseException:  # the log refused the event row: the command did not happen
+                self.shadows, self.canary, self._learners = before
+                raise
         return result
 
     def candidates(self):

@@ -22,15 +22,14 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from ..beliefs.beta import BetaBelief
 from ..beliefs.drift import PageHinkley
-from ..config.profiles import BetaPrior, Budget, DriftConfig, Objective, Profile
-from ..config.settings import RouterConfig, load_config
+from ..config.profiles import BetaPrior, Budget, DriftConfig, Objective, Profile, prior_arrays
+from ..config.settings import RouterConfig, build_from_file
 from ..errors import ConfigError
 from ..logs.replay import replay as replay_logs
 from ..policies.base import Policy, PolicySetup
@@ -39,7 +38,7 @@ from . import persistence
 from .decision import Decision
 from .issue import Issuer
 from .ledger import Ledger, open_log
-from .outcomes import Outcomes, check_outcome
+from .outcomes import OutcomeClaim, Outcomes
 from .pending import PendingWindow
 from .pipeline import DecisionPipeline
 from .request import TaskClassifier, TaskSpace
@@ -93,7 +92,7 @@ class Router:
         seeds = np.random.SeedSequence(cfg.seed).spawn(3)
         self._rng = np.random.default_rng(seeds[0])
         self._tasks = TaskSpace(cfg.task_types, task_model)
-        alpha0, beta0 = self._priors(cfg.profiles)
+        alpha0, beta0 = prior_arrays(cfg.profiles, cfg.task_types, cfg.prior)
         self._belief = BetaBelief(alpha0, beta0, n_draws=cfg.n_draws, discount=cfg.discount,
                                   refresh_every=cfg.refresh_every, seed=seeds[1])
         self._drift = None
@@ -118,22 +117,7 @@ class Router:
     @classmethod
     def from_config(cls, path: str | os.PathLike, **overrides) -> "Router":
         """Build a router from a TOML file (see :func:`banditroute.config.settings.load_config`)."""
-        profiles, settings = load_config(path)
-        from_file = set(settings)
-        settings.update(overrides)
-        try:
-            return cls(profiles, **settings)
-        except ConfigError as exc:  # a cross-field check: report it against the file's key
-            key = exc.field.split("[")[0].split(".")[0]
-            if key not in from_file and key != "profiles":  # profiles always come from the file
-                raise
-            section = "" if key in ("objective", "budget", "prior", "profiles") else "router."
-            raise exc.renamed(f"{Path(path).name}: {section}{exc.field}") from None
-
-    def _priors(self, profiles) -> tuple[np.ndarray, np.ndarray]:
-        priors = [[p.prior_for(t, self.config.prior) for t in self.config.task_types] for p in profiles]
-        return (np.array([[b.alpha for b in row] for row in priors], dtype=np.float64),
-                np.array([[b.beta for b in row] for row in priors], dtype=np.float64))
+        return build_from_file(cls, path, overrides)
 
     def add_profile(self, profile: Profile) -> None:
         """Add a profile; it starts from its prior (diffuse unless it carries one)."""
@@ -144,7 +128,7 @@ class Router:
                 raise ConfigError("profile.name", profile.name, "is already a profile of this router")
             self._policy.add_profile(profile)
             self.config = replace(self.config, profiles=self.config.profiles + (profile,))
-            self._belief.add_profile(*self._priors([profile]))
+            self._belief.add_profile(*prior_arrays([profile], self.config.task_types, self.config.prior))
             if self._drift is not None:
                 self._drift.add_profile()
             self._pipeline.configure(self.config)
@@ -200,6 +184,11 @@ class Router:
         return self._ledger.seq
 
     @property
+    def settled_position(self) -> int:
+        """The log position below which every outcome row is settled (an applied one is in the beliefs)."""
+        return self._outcomes.settled_position(self._ledger.seq)
+
+    @property
     def n_pending(self) -> int:
         """Decisions in the pending window (their outcome can still update the posterior)."""
         return len(self._pending)
@@ -239,7 +228,7 @@ class Router:
     # -- learning -------------------------------------------------------------------------------
     def record(self, decision_id: str, *, quality: float | None = None, cost_usd: float | None = None,
                latency_ms: float | None = None) -> str:
-        """Join an outcome to its decision, update the posterior and log it.
+        """Join an outcome to its decision, log it, then update the posterior.
 
         Returns ``"applied"`` (posterior updated), ``"duplicate"`` (this decision already has an
         outcome: nothing changes, nothing is logged) or ``"late"`` (the decision left the
@@ -247,13 +236,31 @@ class Router:
         posterior, exactly as the logs' join and the replay treat it). An id this router
         never issued raises :class:`UnknownDecisionError`. ``quality`` is in [0, 1]; without
         it the outcome is logged but teaches nothing. Missing ``cost_usd`` / ``latency_ms``
-        are taken from the profile's configuration in the logged reward.
+        are taken from the profile's configuration in the logged reward. If the log cannot
+        take the row (:class:`LogError`), nothing changed and a retry starts afresh.
         """
-        quality = check_outcome("quality", quality, 0.0, 1.0)
-        cost_usd = check_outcome("cost_usd", cost_usd, 0.0, None)
-        latency_ms = check_outcome("latency_ms", latency_ms, 0.0, None)
         with self._lock:
-            return self._outcomes.record(decision_id, quality, cost_usd, latency_ms)
+            claim = self.begin_record(decision_id, quality=quality, cost_usd=cost_usd, latency_ms=latency_ms)
+            self._outcomes.settle(claim, committed=True)
+            return claim.status
+
+    def begin_record(self, decision_id: str, *, quality: float | None = None, cost_usd: float | None = None,
+                     latency_ms: float | None = None) -> OutcomeClaim:
+        """:meth:`record`'s first step, for a caller that commits the log itself (the service):
+        the outcome is claimed and its row appended; nothing is learned until
+        :meth:`settle_record` says whether the row was committed."""
+        with self._lock:
+            return self._outcomes.begin(decision_id, quality, cost_usd, latency_ms)
+
+    def settle_record(self, claim: OutcomeClaim, *, committed: bool) -> None:
+        """Apply a :meth:`begin_record` outcome whose row is durable, or drop it (a retry starts afresh)."""
+        with self._lock:
+            self._outcomes.settle(claim, committed=committed)
+
+    def withdraw(self, decision_id: str) -> bool:
+        """Forget a pending decision whose log row could not be committed (the caller got an error)."""
+        with self._lock:
+            return self._pending.discard(decision_id)
 
     def learn_many(self, ks: np.ndarray, task_probs: np.ndarray, quality: np.ndarray, feedback=None) -> None:
         """Learn applied outcomes in order (the beliefs, with drift recalibration, and with

@@ -82,6 +82,12 @@ class TableBuffer:
         self.n += frame.height
         return frame.height
 
+    def prepend(self, older: "TableBuffer") -> None:
+        """Put the rows of ``older`` (a detached buffer whose commit failed) before these."""
+        older._seal()  # own class
+        self.frames[:0] = older.frames
+        self.n += older.n
+
     def frame(self) -> pl.DataFrame:
         """Every buffered row as the stored table (at least one row must be buffered)."""
         self._seal()

@@ -78,7 +78,7 @@ def _take_lock(path: Path) -> tuple[str, int | None]:
 
 
 class _Segment:
-    __slots__ = ("number", "path", "fd", "rows", "opened")
+    __slots__ = ("number", "path", "fd", "rows", "opened", "size")
 
     def __init__(self, root: Path, writer: str, number: int):
         self.number = number
@@ -91,6 +91,7 @@ class _Segment:
         os.rename(tmp, self.path)
         fsync_dir(root)  # the segment's directory entry must survive a crash
         self.rows = 0
+        self.size = 0  # bytes of whole, durable lines
         self.opened = time.monotonic()
 
 
@@ -134,6 +135,8 @@ class Journal:
         self._next = 0
         self._current: _Segment | None = None
         self._closed_segments: list[_Segment] = []
+        self._retry: list[_Segment] = []  # segments whose compaction failed (compactor thread only)
+        self._retry_at = 0.0
         self._cv = threading.Condition()
         self._stop = False
         self.error: BaseException | None = None
@@ -150,6 +153,7 @@ class Journal:
         """Append one commit (table -> column lists) and fdatasync it; on return it is durable."""
         line = encode_commit(commit)
         with self._lock:
+            seg = None
             try:
                 seg = self._current
                 if seg is None:
@@ -157,9 +161,13 @@ class Journal:
                 write_all(seg.fd, line)
                 datasync(seg.fd)
             except OSError as exc:
-                # a half-written line must stay the last of its segment: start a new one
-                self._rotate()
+                # A failed commit must leave nothing behind (a retry would log its rows twice):
+                # cut the segment back to its last whole line, or, if even that fails, start a
+                # new segment so the half-written line stays the last of its own (readers skip it).
+                if seg is not None and not _cut(seg):
+                    self._rotate()
                 raise LogError("log_dir/_journal", str(self.root), f"cannot be written ({exc.strerror})") from None
+            seg.size += len(line)
             seg.rows += n_rows
             if seg.rows >= self.segment_rows or time.monotonic() - seg.opened >= self.segment_s:
                 self._rotate()
@@ -187,10 +195,12 @@ class Journal:
                     self._cv.wait(timeout=max(0.05, self.segment_s / 4))
                 todo, self._closed_segments = self._closed_segments, []
                 stop = self._stop
+            if self._retry and (stop or time.monotonic() >= self._retry_at):
+                todo, self._retry = self._retry + todo, []
             if not todo:
                 self._rotate_if_old()
             for seg in todo:
-                self._compact(seg)
+                self._compact(seg, last_try=stop)
             if stop and not todo:
                 with self._cv:
                     if not self._closed_segments:
@@ -202,7 +212,10 @@ class Journal:
             if seg is not None and seg.rows and time.monotonic() - seg.opened >= self.segment_s:
                 self._rotate()
 
-    def _compact(self, seg: _Segment) -> None:
+    def _compact(self, seg: _Segment, *, last_try: bool) -> None:
+        """Compact a closed segment and delete it. If that fails (a full disk), the segment
+        stays, still read by readers, and is tried again later; after the last try (closing)
+        its lock is released, so the next writer on the directory recovers it."""
         try:
             if self.compactor == "process":
                 try:
@@ -216,10 +229,14 @@ class Journal:
             os.unlink(seg.path)
             fsync_dir(self.root)
             self.n_compacted += 1
-        except BaseException as exc:  # noqa: BLE001 - kept for close(); the segment stays for recovery
+        except Exception as exc:  # noqa: BLE001 - retried; after the last try kept for close()
+            if not last_try:
+                _log.warning("journal segment %s not compacted (%s); retrying later", seg.path, exc)
+                self._retry.append(seg)
+                self._retry_at = time.monotonic() + max(1.0, self.segment_s / 4)
+                return
             self.error = exc
-        finally:
-            os.close(seg.fd)  # releases the lock: a leftover segment is recovered by the next writer
+        os.close(seg.fd)  # releases the lock: a leftover segment is recovered by the next writer
 
     def _compact_in_child(self, seg: _Segment) -> None:
         if self._child is None or self._child.poll() is not None:
@@ -256,6 +273,15 @@ class Journal:
         if self.error is not None:
             error, self.error = self.error, None
             raise error
+
+
+def _cut(seg: _Segment) -> bool:
+    """Truncate a segment to its durable lines after a failed append; False if that fails too."""
+    try:
+        os.ftruncate(seg.fd, seg.size)
+        return True
+    except OSError:
+        return False
 
 
 @contextmanager

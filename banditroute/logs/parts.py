@@ -39,29 +39,54 @@ __all__ = ["write_parts", "compact_segment"]
 
 def write_parts(log_dir: Path, table: str, df: pl.DataFrame, name) -> None:
     """Write ``df`` durably as one part per date (``name()`` gives each part's file name): a
-    hidden temporary file, fsync'ed, renamed into place, its directory fsync'ed."""
+    hidden temporary file, fsync'ed, renamed into place, its directory fsync'ed. If a file
+    cannot be written, no part is written (:class:`LogError`)."""
     ts = df.get_column("ts")
     if ts.min().date() == ts.max().date():  # the usual case: one partition, no filtering
         parts = [(ts.min().date(), df)]
     else:
         dates = ts.dt.date()
         parts = [(date, df.filter(dates == date)) for date in dates.unique().sort()]
-    for date, part in parts:
-        directory = log_dir / table / f"date={date.isoformat()}"
-        file = name()
-        try:
+    # every partition's file first, then their renames: a write that fails (a full disk) leaves
+    # no part behind, so the caller may retry the whole frame without writing a row twice
+    written = []
+    try:
+        for date, part in parts:
+            directory = log_dir / table / f"date={date.isoformat()}"
             make_dirs(directory)  # the new partition's entry must survive too
             # unique per process and thread: two compactions of one segment may race (a dead
             # writer's compactor finishing while the next writer recovers it); both write the same rows
+            file = name()
             tmp = directory / f".{file}.{os.getpid()}-{threading.get_ident()}.tmp"
+            written.append((tmp, directory, file))
             with open(tmp, "wb") as fh:
                 part.write_parquet(fh, compression="zstd", statistics=True)
                 fh.flush()
                 os.fsync(fh.fileno())
+    except (OSError, pl.exceptions.ComputeError) as exc:  # polars reports a failed write (ENOSPC) as ComputeError
+        for tmp, _, _ in written:
+            _remove(tmp)
+        raise LogError(f"log_dir/{table}", str(log_dir / table), f"cannot be written ({_reason(exc)})") from None
+    try:
+        for tmp, directory, file in written:
             os.replace(tmp, directory / file)
             fsync_dir(directory)
-        except OSError as exc:
-            raise LogError(f"log_dir/{table}", str(directory), f"cannot be written ({exc.strerror})") from None
+    except OSError as exc:
+        raise LogError(f"log_dir/{table}", str(log_dir / table), f"cannot be written ({exc.strerror})") from None
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    return text.rsplit("error: ", 1)[-1] if "No space left" in text else text
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def compact_segment(log_dir: Path, writer: str, number: int, path: Path) -> None:

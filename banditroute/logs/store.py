@@ -21,6 +21,16 @@ Durability modes:
     reaches ``group_rows`` rows, or at the first append after ``group_interval_s`` seconds.
     What ``flush()`` returned for is on disk; rows appended after it are lost in a crash.
 
+When the log cannot be written (a full disk, an I/O error), nothing acknowledged is lost and
+nothing is written twice: in sync mode the call that appended the rows raises
+:class:`~banditroute.errors.LogError` and its rows are dropped (the router changed nothing
+either, so the caller retries); in group mode the rows stay buffered and a later flush writes
+them (an automatic flush that fails logs a warning and retries at the next threshold;
+:meth:`LogWriter.flush` and :meth:`LogWriter.close` raise). Once ``16 * group_rows`` rows
+wait behind a failing log, appends raise too, without buffering.
+:meth:`LogWriter.commit_detached` (a service's group commit) raises and drops: its caller
+answers every request of the commit with an error.
+
 With ``journal=True`` a flush appends the buffered rows to the writer's journal (one line and
 one ``fdatasync``, see :mod:`banditroute.logs.journal`) instead of writing a Parquet part per table;
 the journal is compacted into Parquet parts every ``journal_segment_rows`` rows or
@@ -50,6 +60,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import logging
 import os
 import threading
 import time
@@ -71,6 +82,8 @@ from .scan import scan_table
 __all__ = ["LogWriter", "DECISION_SCHEMA", "OUTCOME_SCHEMA", "EVENT_SCHEMA", "SCHEMA_VERSION", "scan_table",
            "compact_segment", "write_parts"]
 
+_log = logging.getLogger("banditroute.logs.store")
+_BACKLOG_GROUPS = 16  # rows waiting behind a failing log, in groups of group_rows, before appends raise
 _WIDTHS = {name: t.width for name, t in TABLES.items()}  # of a tuple handed to append() with its table's name
 
 
@@ -129,6 +142,7 @@ class LogWriter:
         self._lock = threading.RLock()  # guards the buffers
         self._flush_lock = threading.Lock()  # orders flush() calls: each returns once all before it is on disk
         self._closed = False
+        self._failing = False  # the last flush failed: rows wait in the buffers
         # The k-th detach that takes rows gives them ticket k; their commits may finish in any
         # order: every ticket up to _settled is committed (or failed), later finished ones are in
         # _settled_above (see wait_durable).
@@ -167,6 +181,8 @@ class LogWriter:
             key, row = row, values
             if len(row) != _WIDTHS.get(key):
                 _reject(key, row)
+        if self._failing:
+            self._check_backlog(1)
         with self._lock:
             try:
                 t = self._buffers[key]
@@ -178,7 +194,7 @@ class LogWriter:
             self._n_buffered += 1
             due = self._flush_due()
         if due:  # outside the buffer lock: a flush in another thread may be waiting for it
-            self.flush()
+            self._auto_flush()
 
     def append_columns(self, table: type[Row] | str, columns: Sequence[Sequence]) -> None:
         """Buffer a batch of rows given column by column: ``table`` is a row type
@@ -188,11 +204,13 @@ class LogWriter:
         if len(columns) != t.width:
             raise ConfigError("columns", len(columns), f"must hold {t.width} columns for {t.name} "
                               f"({', '.join(t.columns)})")
+        if self._failing:
+            self._check_backlog(len(columns[0]))
         with self._lock:
             self._n_buffered += self._buffers[t.name].add_columns(columns)
             due = self._flush_due()
         if due:
-            self.flush()
+            self._auto_flush()
 
     def _new_buffer(self, table: TableDef) -> None:
         self._buffers[table.name] = self._buffers[table.row_type] = TableBuffer(table)
@@ -208,9 +226,43 @@ class LogWriter:
         return self._n_buffered >= self.group_rows or now - self._oldest >= self.group_interval_s
 
     def flush(self) -> None:
-        """Write every buffered row durably; on return they survive a crash."""
+        """Write every buffered row durably; on return they survive a crash. If the log cannot
+        be written, raises :class:`LogError`; the rows stay buffered (group mode) or are
+        dropped (sync mode), see the module docstring."""
         with self._flush_lock:
-            self.commit_detached(self.detach())
+            tables = self.detach()
+            try:
+                self.commit_detached(tables)
+            except LogError:
+                self._failing = True
+                if self.durability == "group":
+                    self._requeue(tables)  # the ones not written (commit_detached keeps them)
+                raise
+            self._failing = False
+
+    def _auto_flush(self) -> None:
+        """A flush on the thresholds: in group mode a failure is a warning (the rows stay buffered)."""
+        try:
+            self.flush()
+        except LogError as exc:
+            if self.durability == "sync":
+                raise
+            _log.warning("log %s not written, %d rows kept buffered for the next flush: %s",
+                         self.log_dir, self._n_buffered, exc)
+
+    def _requeue(self, tables: list) -> None:
+        with self._lock:
+            for t in tables:
+                self._buffers[t.name].prepend(t)
+                self._n_buffered += t.n
+            if self._oldest is None:
+                self._oldest = time.monotonic()  # the next try after group_interval_s
+
+    def _check_backlog(self, n: int) -> None:
+        """Refuse ``n`` more rows when too many wait behind a failing log (after one more try)."""
+        if self._n_buffered + n <= _BACKLOG_GROUPS * self.group_rows:
+            return
+        self.flush()  # raises if the log still cannot be written
 
     def detach(self) -> list:
         """Take the buffered rows (quickly, under the buffer lock), one item per non-empty
@@ -230,13 +282,18 @@ class LogWriter:
 
     def commit_detached(self, tables: list) -> None:
         """Write detached tables durably: one journal line and fdatasync for all of them, or
-        (without the journal) one fsync'ed part per table and date. Thread-safe."""
+        (without the journal) one fsync'ed part per table and date. Thread-safe. If writing
+        fails (:class:`LogError`), ``tables`` is left holding the ones not written."""
         if not tables:
             return
         try:
             if self._journal is None:
-                for table in tables:
-                    self.write_detached(table)
+                for i, table in enumerate(tables):
+                    try:
+                        self.write_detached(table)
+                    except BaseException:
+                        del tables[:i]  # the caller learns which were not written
+                        raise
             else:
                 self._journal.append({t.name: t.journal_columns() for t in tables}, sum(t.n for t in tables))
         finally:

@@ -35,7 +35,7 @@ import os
 import time
 from types import SimpleNamespace
 
-from ..errors import BanditrouteError, LogError, NoFeasibleProfileError, UnknownDecisionError
+from ..errors import BanditrouteError, LogError, NoFeasibleProfileError, OutcomeInFlightError, UnknownDecisionError
 from .asgi import ApiError, Request, Response, check_keys, encode_compact, envelope, ok, read_json
 from .config import ServiceConfig
 from .openapi import openapi_spec
@@ -60,12 +60,15 @@ def _api_error(svc: Replica, exc: Exception, where: str) -> ApiError:
         return ApiError(404, "unknown_decision", exc.field,
                         f"{exc.message}; outcomes go to the replica that issued the decision "
                         f"(this is {svc.writer_id})")
+    if isinstance(exc, OutcomeInFlightError):
+        return ApiError(503, "outcome_in_flight", exc.field, exc.message)
     if isinstance(exc, NoFeasibleProfileError):
         return ApiError(422, "no_feasible_profile", exc.field, exc.message)
     if isinstance(exc, LogError):
         _log.error("decision log write failed", exc_info=exc)
         return ApiError(503, "log_unavailable", "log_dir",
-                        "the decision log cannot be written; the request was not acknowledged")
+                        "the decision log cannot be written; the request was not acknowledged "
+                        "and changed nothing: retry it")
     if isinstance(exc, BanditrouteError) and isinstance(exc, ValueError):
         return ApiError(422, "invalid_request", exc.field, exc.message)
     _log.error("unexpected error in %s", where, exc_info=exc)
@@ -75,7 +78,7 @@ def _api_error(svc: Replica, exc: Exception, where: str) -> ApiError:
 def _error_response(svc: Replica, exc: Exception, where: str) -> Response:
     err = _api_error(svc, exc, where)
     svc.metrics.error(err.status, err.code)
-    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else {"Retry-After": "1"} if err.status == 503 else None
     return envelope(err.status, err.code, err.field, err.message, headers)
 
 
@@ -108,7 +111,11 @@ async def _decide(svc: Replica, request: Request) -> Response:
     if not isinstance(context, dict):
         raise ApiError(422, "invalid_request", "context", f"context must be a JSON object, got {type(context).__name__}")
     decision = svc.router.decide(context)  # validated there (banditroute.config.hygiene): a 422 naming the field
-    await svc.commit.ack()
+    try:
+        await svc.commit.ack()
+    except BaseException:
+        svc.router.withdraw(decision.id)  # not acknowledged: it is not pending either
+        raise
     svc.metrics.decision(decision.profile, time.perf_counter() - start)
     return ok(decision.to_dict())
 
@@ -134,11 +141,16 @@ def _outcome_id(body: dict) -> str:
 
 async def _record(svc: Replica, decision_id: str, body: dict) -> dict:
     """Record a checked outcome body (see :func:`_outcome_id`), once it is durable."""
-    status = svc.router.record(decision_id, quality=body.get("quality"), cost_usd=body.get("cost_usd"),
-                               latency_ms=body.get("latency_ms"))
-    await svc.commit.ack()
-    svc.metrics.outcome(status)
-    return {"decision_id": decision_id, "status": status}
+    claim = svc.router.begin_record(decision_id, quality=body.get("quality"), cost_usd=body.get("cost_usd"),
+                                    latency_ms=body.get("latency_ms"))
+    committed = False
+    try:
+        await svc.commit.ack()
+        committed = True
+    finally:  # learned from only once its row is durable; a failed commit changes nothing
+        svc.router.settle_record(claim, committed=committed)
+    svc.metrics.outcome(claim.status)
+    return {"decision_id": decision_id, "status": claim.status}
 
 
 async def _forwarded(svc: Replica, body) -> tuple[int, bytes]:

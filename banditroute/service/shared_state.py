@@ -189,7 +189,7 @@ class SharedState:
 
         self.n_rounds += 1
         with self.router.lock:
-            self._watermark = self.router.log_position
+            self._watermark = self.router.settled_position  # outcomes below it are in the evidence
             alpha, beta = self.router.evidence()
             for i, now in enumerate((alpha, beta)):
                 delta = now - self._base[i]
