@@ -41,6 +41,7 @@ from ope.dsjson import feedback_from_dsjson
 from ope.diagnostics import DiagnosticThresholds, Diagnostics, diagnose, importance_weights
 from ope.dr import DM, DR, SNDR, DRos, SwitchDR
 from ope.errors import (
+    CorruptLogError,
     InvalidConfigError,
     InvalidFeedbackError,
     InvalidTargetError,
@@ -77,6 +78,7 @@ __all__ = [
     "LoggedFeedback",
     "LogsNotFoundError",
     "OPEError",
+    "CorruptLogError",
     "Policy",
     "RoundTerms",
     "SNDR",

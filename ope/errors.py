@@ -19,6 +19,7 @@ __all__ = [
     "InvalidTargetError",
     "InvalidConfigError",
     "LogsNotFoundError",
+    "CorruptLogError",
 ]
 
 
@@ -81,3 +82,19 @@ class LogsNotFoundError(OPEError, FileNotFoundError):
     >>> isinstance(LogsNotFoundError("dir", "no decisions"), FileNotFoundError)
     True
     """
+
+
+class CorruptLogError(OPEError, OSError):
+    """A log file (a Parquet part) is damaged and cannot be read; ``path`` names it.
+
+    Examples
+    --------
+    >>> err = CorruptLogError("decisions", "decisions part /logs/p.parquet cannot be read: truncated",
+    ...                       path="/logs/p.parquet")
+    >>> isinstance(err, OSError), err.field, err.path
+    (True, 'decisions', '/logs/p.parquet')
+    """
+
+    def __init__(self, field: str, message: str, *, path: str) -> None:
+        super().__init__(field, message)
+        self.path = path

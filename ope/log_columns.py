@@ -50,10 +50,12 @@ class LogColumns:
     cohorts: pl.DataFrame | None = None
     logging_distribution: np.ndarray | None = None
     metrics: pl.DataFrame | None = None
+    #: damaged files left out of the reading (``on_corrupt="skip"``; not a ``LoggedFeedback`` argument)
+    skipped_files: tuple = ()  # of ope.log_join.SkippedFile
 
     def as_kwargs(self) -> dict[str, Any]:
-        """The fields as a dict (the arrays are not copied)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The fields as a dict (the arrays are not copied), ``skipped_files`` aside."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "skipped_files"}
 
 
 def read_log_columns(
@@ -69,12 +71,15 @@ def read_log_columns(
     logging_distribution: bool = True,
     context_sample: int = 1000,
     n_partitions: int | None = None,
+    on_corrupt: str = "raise",
 ) -> LogColumns:
     """Read banditroute's logs into the columns of a :class:`~ope.LoggedFeedback`.
 
     The options are those of :func:`ope.logs.feedback_from_logs`, which documents them.
     Rounds keep the order of the decision files (sorted paths) and of the rows in them,
-    whatever ``n_partitions``.
+    whatever ``n_partitions``. ``on_corrupt``: a damaged Parquet file raises
+    :class:`~ope.errors.CorruptLogError` naming it ("raise"), or is left out and listed in
+    :attr:`LogColumns.skipped_files` ("skip"; see :mod:`ope.log_join`).
 
     Examples
     --------
@@ -89,7 +94,7 @@ def read_log_columns(
                                      or n_partitions < 1):
         raise InvalidConfigError("n_partitions", f"n_partitions must be an integer >= 1 or None, got {n_partitions!r}")
     cohorts = tuple(cohorts)
-    log_dir = LogSnapshot.take(log_dir)  # one listing of the files for every scan below
+    log_dir = LogSnapshot.take(log_dir, on_corrupt=on_corrupt)  # one listing of the files for every scan below
     names = action_space(log_dir)
     if not names:
         raise InvalidFeedbackError("profiles", f"no profiles found in the decisions under {log_dir}")
@@ -124,7 +129,7 @@ def read_log_columns(
         if logging_distribution and positions is not None:
             joined = joined.with_columns(pl.col("profiles").list.join(_SEP).alias("__key")).join(positions, on="__key", how="left")
         assembler.add(joined.select(pl.col("row_index"), *columns, *frames_cols).collect(engine="streaming"))
-    return _to_columns(log_dir, assembler, names, reward)
+    return _to_columns(log_dir, assembler, names, reward, tuple(log_dir.skipped))
 
 
 
@@ -217,7 +222,8 @@ def _compact(array: np.ndarray, keep: np.ndarray, chunk: int = 1 << 18) -> np.nd
     return array[:write]
 
 
-def _to_columns(log_dir: str | Path, assembler: "_Assembler", names: tuple[str, ...], reward: str) -> LogColumns:
+def _to_columns(log_dir: str | Path, assembler: "_Assembler", names: tuple[str, ...], reward: str,
+                skipped: tuple) -> LogColumns:
     n, cols, dist, frame = assembler.finish()
     if n == 0:
         raise InvalidFeedbackError("log_dir", "no decision in the logs has a counted outcome (empty log after the join)")
@@ -240,6 +246,7 @@ def _to_columns(log_dir: str | Path, assembler: "_Assembler", names: tuple[str, 
         cohorts=_strip(frame, "__cohort_"),
         logging_distribution=dist,
         metrics=pl.DataFrame(metric_cols, nan_to_null=True) if metric_cols else None,
+        skipped_files=skipped,
     )
 
 

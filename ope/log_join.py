@@ -18,25 +18,52 @@ The outcome join is explicit about late, duplicate and missing outcomes:
   ``ts``, default), ``"last"`` (latest) or ``"mean"`` (mean of each metric);
 - ``default_reward``: rounds with no (counted) outcome are dropped (None, default)
   or get this reward.
+
+A damaged Parquet file never surfaces as a bare Polars error: the files are read through an IO
+source streaming the native scan; when it fails, halves are read down to the damaged files.
+``LogSnapshot.take(log_dir, on_corrupt="raise")`` (default): :class:`~ope.errors.CorruptLogError`
+names the file; ``"skip"``: left out, listed in :attr:`LogSnapshot.skipped` once collected.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
-from dataclasses import dataclass
+import queue
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
 
-from ope.errors import InvalidConfigError, LogsNotFoundError
+from ope.errors import CorruptLogError, InvalidConfigError, LogsNotFoundError
 
-__all__ = ["LogSnapshot", "scan_decisions", "scan_outcomes", "join_logs", "action_space", "METRICS"]
+try:
+    from polars.io.plugins import register_io_source
+except ImportError:  # polars < 1.13: a plain scan, whose errors at collect do not name the file
+    register_io_source = None
+
+__all__ = ["LogSnapshot", "SkippedFile", "scan_decisions", "scan_outcomes", "join_logs", "action_space", "METRICS"]
 
 METRICS = ("reward", "quality", "cost_usd", "latency_ms")
 _DUPLICATE_RULES = ("first", "last", "mean")
 _SEP = "\x1f"
 _HASH_SEED = 20250101
+_READ_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError)
+_END = object()
+_STREAMS: dict = {}  # stop event -> thread of every batch stream running
+_BATCH_ROWS = 262_144  # rows handed over at a time
+
+
+class SkippedFile(NamedTuple):
+    """A damaged Parquet file left out of a reading (``on_corrupt="skip"``): what is wrong with
+    it, and how many of its rows were read before it failed."""
+
+    path: str
+    problem: str
+    n_rows_read: int
 
 
 @dataclass(frozen=True)
@@ -56,14 +83,22 @@ class LogSnapshot:
     root: str
     decisions: tuple[str, ...]
     outcomes: tuple[str, ...]
+    #: "raise" (a damaged file raises CorruptLogError naming it) or "skip" (left out, listed in ``skipped``)
+    on_corrupt: str = "raise"
+    #: the damaged files left out so far (filled as the scans are collected)
+    skipped: list = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
-    def take(cls, log_dir: "str | Path | LogSnapshot") -> "LogSnapshot":
+    def take(cls, log_dir: "str | Path | LogSnapshot", *, on_corrupt: str = "raise") -> "LogSnapshot":
+        """The files of ``log_dir`` now (a snapshot is returned as it is); ``on_corrupt``: see above."""
         if isinstance(log_dir, LogSnapshot):
             return log_dir
+        if on_corrupt not in ("raise", "skip"):
+            raise InvalidConfigError("on_corrupt", f"on_corrupt must be 'raise' or 'skip', got {on_corrupt!r}")
         root = Path(log_dir)
         return cls(str(log_dir), *(tuple(sorted(str(p) for p in (root / kind).glob("**/*.parquet")))
-                                   if (root / kind).is_dir() else () for kind in ("decisions", "outcomes")))
+                                   if (root / kind).is_dir() else () for kind in ("decisions", "outcomes")),
+                   on_corrupt=on_corrupt)
 
     def __str__(self) -> str:
         return self.root
@@ -74,15 +109,146 @@ def _files(log_dir: "str | Path | LogSnapshot", kind: str) -> tuple[str, ...]:
 
 
 def _scan(log_dir: "str | Path | LogSnapshot", kind: str) -> pl.LazyFrame:
-    files = _files(log_dir, kind)
+    snapshot = LogSnapshot.take(log_dir)
+    files = list(getattr(snapshot, kind))
     if not files:
         raise LogsNotFoundError("log_dir", f"log_dir has no {kind}/**/*.parquet files: {log_dir}")
-    return pl.scan_parquet(
-        list(files),
-        hive_partitioning=False,
-        missing_columns="insert",
-        extra_columns="ignore",
-    )
+    if register_io_source is None:
+        return _query(files, None, None, None)
+    schema = None
+    while schema is None:  # the first file's, as Polars takes it
+        try:
+            schema = pl.read_parquet_schema(files[0])
+        except _READ_ERRORS as exc:
+            _leave_out(snapshot, kind, [(files[0], _first_line(exc))], files, 0, None, None, exc)
+            files = files[1:]
+            if not files:
+                raise LogsNotFoundError("log_dir", f"log_dir has no readable {kind} files: {log_dir}") from None
+    return _io_source(snapshot, kind, files, schema)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
+
+
+def _query(files: list[str], schema, columns, predicate, n_rows=None) -> pl.LazyFrame:
+    lf = pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert", extra_columns="ignore",
+                         schema=schema) if files else pl.LazyFrame(schema=schema)
+    lf = lf if predicate is None else lf.filter(predicate)
+    lf = lf if columns is None else lf.select(columns)
+    return lf if n_rows is None else lf.head(n_rows)
+
+
+def _put(handover: queue.Queue, stop: threading.Event, item) -> bool:
+    """Hand ``item`` over unless the reader stopped (False: it did)."""
+    while not stop.is_set():
+        try:
+            handover.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _batches(lf: pl.LazyFrame):
+    """A query's rows in order, a batch at a time: ``sink_batches`` in a thread, through a short
+    queue (``collect_batches`` would end quietly where a damaged file makes Polars panic). Giving
+    up never waits: the feeder sees the stop at its next batch."""
+    if not hasattr(lf, "sink_batches"):  # polars < 1.32
+        yield lf.collect()
+        return
+    handover, stop = queue.Queue(maxsize=2), threading.Event()
+
+    def run() -> None:
+        try:
+            lf.sink_batches(lambda batch: not _put(handover, stop, batch), chunk_size=_BATCH_ROWS)
+            item = _END
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the reader, a panic too
+            item = exc
+        _put(handover, stop, item)
+        _STREAMS.pop(stop, None)
+
+    thread = _STREAMS[stop] = threading.Thread(target=run, name="ope-scan", daemon=True)
+    thread.start()
+    try:
+        while (item := handover.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+@atexit.register
+def _stop_streams() -> None:
+    """No stream may outlive the interpreter (its Polars thread would call into Python)."""
+    for stop, thread in list(_STREAMS.items()):
+        stop.set()
+        thread.join(timeout=10)
+
+
+def _damaged(files: list[str], schema, columns) -> list[tuple[str, str]]:
+    """The files whose ``columns`` fail to read: halves are read until failures are single files."""
+    if len(files) == 1:
+        try:
+            _query(files, schema, columns, None).collect()
+        except _READ_ERRORS as exc:
+            return [(files[0], _first_line(exc))]
+        return []
+    out = []
+    for half in (files[: len(files) // 2], files[len(files) // 2:]):
+        try:
+            for _ in _batches(_query(half, schema, columns, None)):
+                pass
+        except _READ_ERRORS:
+            out += _damaged(half, schema, columns)
+    return out
+
+
+def _leave_out(snapshot: LogSnapshot, kind: str, bad, files, given: int, schema, predicate, exc):
+    """Raise naming the first of ``bad``, or skip them: the files to read on and how many of
+    their rows were given already."""
+    if snapshot.on_corrupt == "raise":
+        path, why = bad[0]
+        more = f" ({len(bad) - 1} more {kind} file(s) too)" if len(bad) > 1 else ""
+        raise CorruptLogError(kind, f"{kind} file {path} cannot be read: {why}{more}", path=path) from exc
+    paths = {p for p, _ in bad}
+    first = min(files.index(p) for p in paths)
+    before = _query(files[:first], schema, None, predicate).select(pl.len()).collect().item() if first else 0
+    for path, why in bad:
+        if all(s.path != path for s in snapshot.skipped):
+            snapshot.skipped.append(SkippedFile(path, why, max(given - before, 0) if path == files[first] else 0))
+    if given <= before:  # nothing of a damaged file was given: read on past what was
+        return [p for p in files if p not in paths], given
+    return [p for p in files[first + 1:] if p not in paths], 0  # it gave its first row groups
+
+
+def _io_source(snapshot: LogSnapshot, kind: str, parts: list[str], schema) -> pl.LazyFrame:
+    def source(with_columns, predicate, n_rows, _batch_size):
+        needed = None if with_columns is None else sorted(
+            {*with_columns, *([] if predicate is None else predicate.meta.root_names())})
+        files, skip, left = list(parts), 0, n_rows  # the files still read; rows of them already given
+        while True:
+            pos = 0
+            try:
+                for batch in _batches(_query(files, schema, with_columns, predicate,
+                                             None if left is None else skip + left)):
+                    start, pos = pos, pos + batch.height
+                    if pos <= skip:
+                        continue
+                    batch = batch.slice(max(skip - start, 0), left)
+                    left = None if left is None else left - batch.height
+                    yield batch
+                    if left == 0:
+                        return
+                return
+            except _READ_ERRORS as exc:
+                bad = _damaged(files, schema, needed)
+                if not bad:
+                    raise  # every file reads on its own: not a damaged file
+                files, skip = _leave_out(snapshot, kind, bad, files, max(pos, skip), schema, predicate, exc)
+
+    return register_io_source(source, schema=schema)
 
 
 def scan_decisions(log_dir: str | Path) -> pl.LazyFrame:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from ..errors import ConfigError
+from .errors import reports_ope_errors
 
 __all__ = ["add_parser", "run"]
 
@@ -28,6 +29,7 @@ def add_parser(subparsers):
     return p
 
 
+@reports_ope_errors
 def run(args) -> int:
     """Print the calibration report (as JSON with ``--json``)."""
     from ..evaluation.calibration import calibration_report

@@ -1,7 +1,7 @@
 """The ``banditroute`` command: builds the top parser from the subcommands and dispatches.
 
 Each subcommand is one module of this package (its parser and a small function calling the
-library): ``demo``, ``replay``, ``calibration``, ``compact``, ``serve``, ``promote``,
+library): ``demo``, ``replay``, ``calibration``, ``compact``, ``doctor``, ``serve``, ``promote``,
 ``report``, ``export``.
 
 Errors go to stderr with a non-zero exit code (2 for bad input or configuration, 1 otherwise);
@@ -17,13 +17,13 @@ import argparse
 import sys
 
 from ..errors import BanditrouteError
-from . import calibration, compact, demo, export, promote, replay, report, serve
+from . import calibration, compact, demo, doctor, export, promote, replay, report, serve
 from .errors import report_error
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 #: The subcommand modules, in the order ``--help`` lists them; each has ``add_parser`` and ``run``.
-SUBCOMMANDS = (demo, replay, calibration, compact, serve, promote, report, export)
+SUBCOMMANDS = (demo, replay, calibration, compact, doctor, serve, promote, report, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -344,7 +344,15 @@ def serve_compactions(log_dir: str, compact, stdin=None, stdout=None) -> None:
 def recover(log_dir: str | os.PathLike, compact) -> int:
     """Compact and delete every segment whose writer is gone (its lock can be taken).
 
-    Returns the number of segments recovered."""
+    A damaged segment (an unreadable line before readable ones) never stops the writer opening
+    the directory: its readable lines are compacted and the file is moved to ``_quarantine``
+    (:func:`~banditroute.logs.quarantine.salvage_segment`; list them with
+    :func:`~banditroute.logs.quarantine.quarantined_files`). A failure to write still raises,
+    leaving the segment for the next recovery.
+
+    Returns the number of segments recovered (salvaged ones included)."""
+    from .quarantine import salvage_segment, segment_damage  # only recovery needs them
+
     n = 0
     if fcntl is None:
         return 0  # no journal can have been written here by this system
@@ -353,8 +361,14 @@ def recover(log_dir: str | os.PathLike, compact) -> int:
         if fd is None:
             continue  # a live writer's, or compacted meanwhile by its owner
         try:
-            compact(writer, number, path)
-            os.unlink(path)
+            try:
+                compact(writer, number, path)
+            except Exception:
+                if segment_damage(path) is None:
+                    raise  # the segment reads whole: the failure is elsewhere (e.g. a full disk)
+                salvage_segment(log_dir, writer, number, path, compact)
+            else:
+                os.unlink(path)
             n += 1
         finally:
             os.close(fd)

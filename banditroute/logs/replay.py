@@ -5,6 +5,11 @@ Every outcome logged with status ``"applied"`` (and a quality) is applied again,
 (outcome time, then writer, then sequence number), with the task-type posterior logged with its
 decision: the same updates the live router made, so the beliefs come out the same.
 
+A damaged file never stops a replay (a replica replays at start-up): by default
+(``on_corrupt="quarantine"``) a damaged part is moved to ``<log_dir>/_quarantine`` and the
+rest is replayed; see :mod:`banditroute.logs.scan` and
+:func:`~banditroute.logs.quarantine.quarantined_files`.
+
 >>> import tempfile, banditroute as br
 >>> log_dir = tempfile.mkdtemp()
 >>> live = br.Router([br.Profile("a"), br.Profile("b")], log_dir=log_dir, seed=0)
@@ -22,6 +27,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
@@ -29,23 +37,30 @@ import polars as pl
 from ..errors import ConfigError
 from ..config.profiles import Profile
 from ..policies.base import Feedback
-from .store import scan_table
+from .store import scan_table as _scan_table
 
-__all__ = ["replay", "applied_outcomes", "pending_decisions", "writer_positions"]
+__all__ = ["applied_outcomes", "learn_outcomes", "log_positions", "outcomes_between", "pending_decisions",
+           "recent_pending_decisions", "replay", "rows_at", "writer_positions"]
 
 
-def applied_outcomes(log_dir: str | os.PathLike) -> pl.DataFrame:
+def scan_table(log_dir: str | os.PathLike, table: str, *, on_corrupt: str = "quarantine") -> pl.LazyFrame:
+    """:func:`~banditroute.logs.scan.scan_table` as every reader of this module calls it: a damaged
+    part is quarantined by default (a replica replays at start-up, and must start)."""
+    return _scan_table(log_dir, table, on_corrupt=on_corrupt)
+
+
+def applied_outcomes(log_dir: str | os.PathLike, *, on_corrupt: str = "quarantine") -> pl.DataFrame:
     """Applied outcomes joined to their decisions, in the order they were applied."""
-    decisions = scan_table(log_dir, "decisions").select("decision_id", "profile", "task_types", "task_probs",
-                                                        "context", "propensity")
-    outcomes = (scan_table(log_dir, "outcomes")
+    decisions = scan_table(log_dir, "decisions", on_corrupt=on_corrupt).select(
+        "decision_id", "profile", "task_types", "task_probs", "context", "propensity")
+    outcomes = (scan_table(log_dir, "outcomes", on_corrupt=on_corrupt)
                 .filter((pl.col("status") == "applied") & pl.col("quality").is_not_null())
                 .select("decision_id", "ts", "writer", "seq", "quality", "reward"))
     return (outcomes.join(decisions, on="decision_id", how="inner")
             .sort(["ts", "writer", "seq"]).collect())
 
 
-def replay(router, log_dir: str | os.PathLike) -> int:
+def replay(router, log_dir: str | os.PathLike, *, on_corrupt: str = "quarantine") -> int:
     """Apply the logged outcomes under ``log_dir`` to a router that has learned nothing yet.
 
     Profiles found in the log but missing from the router are added with the router's prior.
@@ -54,7 +69,7 @@ def replay(router, log_dir: str | os.PathLike) -> int:
     if router.n_updates:
         raise ConfigError("router", f"{router.n_updates} updates",
                           "must be fresh (replay would count its updates twice)")
-    rows = applied_outcomes(log_dir)
+    rows = applied_outcomes(log_dir, on_corrupt=on_corrupt)
     for name in rows.get_column("profile").unique(maintain_order=True).to_list():
         if name not in router.profiles:
             router.add_profile(Profile(name))
@@ -88,20 +103,21 @@ def task_weights(rows: pl.DataFrame, task_types: list[str]) -> np.ndarray:
     return w
 
 
-def writer_positions(log_dir: str | os.PathLike) -> dict[str, int]:
+def writer_positions(log_dir: str | os.PathLike, *, on_corrupt: str = "quarantine") -> dict[str, int]:
     """Every writer of the log, with the number of rows it sequenced (its highest ``seq`` + 1)."""
-    frames = [scan_table(log_dir, table).group_by("writer").agg(pl.col("seq").max())
+    frames = [scan_table(log_dir, table, on_corrupt=on_corrupt).group_by("writer").agg(pl.col("seq").max())
               for table in ("decisions", "outcomes", "events")]
     merged = pl.concat([f.collect() for f in frames]).group_by("writer").agg(pl.col("seq").max())
     return {w: int(s) + 1 for w, s in merged.iter_rows()}
 
 
-def pending_decisions(log_dir: str | os.PathLike, *, since_us: int, writers: set[str]) -> pl.DataFrame:
+def pending_decisions(log_dir: str | os.PathLike, *, since_us: int, writers: set[str],
+                      on_corrupt: str = "quarantine") -> pl.DataFrame:
     """Decisions of ``writers`` logged at or after ``since_us`` (epoch microseconds) that have no
     outcome row yet, in issue order: ``decision_id``, ``ts_us``, ``profile``, ``task_types``,
     ``task_probs``, ``context``, ``propensity``."""
-    answered = scan_table(log_dir, "outcomes").select("decision_id").unique()
-    return (scan_table(log_dir, "decisions")
+    answered = scan_table(log_dir, "outcomes", on_corrupt=on_corrupt).select("decision_id").unique()
+    return (scan_table(log_dir, "decisions", on_corrupt=on_corrupt)
             .filter(pl.col("writer").is_in(list(writers)))
             .with_columns(pl.col("ts").dt.epoch("us").alias("ts_us"))
             .filter(pl.col("ts_us") >= since_us)

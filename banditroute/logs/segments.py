@@ -11,8 +11,10 @@ microseconds. A segment's rows become the Parquet parts named by :func:`part_nam
 name in every table and date), so compacting a segment again rewrites the same files.
 
 A torn last line (the process died while writing it, so it was never acknowledged) is
-ignored; an unreadable line followed by readable ones is corruption and raises
-:class:`~banditroute.errors.LogError`.
+ignored; an unreadable line followed by readable ones is corruption: :func:`read_segment`
+raises :class:`~banditroute.errors.LogError` naming the file, :func:`read_segment_lines` returns
+the readable lines and the numbers of the others (see :mod:`banditroute.logs.quarantine`). A
+line is readable when it is JSON and holds, per table, equally long column lists.
 
 >>> import tempfile
 >>> directory = Path(tempfile.mkdtemp())
@@ -30,11 +32,13 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import LogError
+from .rows import TABLES
 
 __all__ = ["JOURNAL_DIR", "journal_dir", "segment_path", "part_name", "lock_path", "encode_commit", "read_segment",
-           "segment_columns", "live_segments"]
+           "read_segment_lines", "SegmentLines", "segment_columns", "live_segments"]
 
 JOURNAL_DIR = "_journal"
 _SEGMENT = re.compile(r"^(?P<writer>[A-Za-z0-9_.]+)-(?P<segment>\d{8})\.jsonl$")
@@ -82,20 +86,64 @@ def encode_commit(commit: dict[str, list]) -> bytes:
     return json.dumps(commit, separators=(",", ":"), default=_plain).encode("utf-8", "surrogatepass") + b"\n"
 
 
-def read_segment(path: Path) -> list[dict]:
-    """The commits (one dict of table -> column lists each) of a segment, in order."""
+class SegmentLines(NamedTuple):
+    """What could be read of a segment: ``commits`` (the readable lines, in order), ``numbers``
+    (their 1-based line numbers), ``bad`` (the numbers of unreadable lines followed by a readable
+    one: corruption) and ``n_lines`` (complete lines, a torn or unreadable tail included)."""
+
+    commits: list[dict]
+    numbers: list[int]
+    bad: list[int]
+    n_lines: int
+
+
+def _well_formed(commit) -> bool:
+    """A commit maps table names to at most the table's number of column lists, all as long."""
+    if not isinstance(commit, dict):
+        return False
+    for table, columns in commit.items():
+        t = TABLES.get(table)
+        if t is None or not isinstance(columns, list) or len(columns) > t.width:
+            return False
+        if not all(isinstance(c, list) and len(c) == len(columns[0]) for c in columns):
+            return False
+    return True
+
+
+def read_segment_lines(path: Path) -> SegmentLines:
+    """The readable commits of a segment and the numbers of its unreadable lines (see above).
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "w1-00000000.jsonl"
+    >>> _ = path.write_bytes(b'{"outcomes": [["a"]]}\\n\\x00garbage\\n{"outcomes": [["c"]]}\\n')
+    >>> read_segment_lines(path)
+    SegmentLines(commits=[{'outcomes': [['a']]}, {'outcomes': [['c']]}], numbers=[1, 3], bad=[2], n_lines=3)
+    """
     # the last piece is b"" when the file ends with a newline; otherwise a torn, unacknowledged write
     lines = path.read_bytes().split(b"\n")[:-1]
-    out, bad = [], None
-    for i, line in enumerate(lines):
+    out, numbers, bad, unread = [], [], [], []
+    for i, line in enumerate(lines, 1):
         try:
-            out.append(json.loads(line))
+            commit = json.loads(line)
         except ValueError:
-            bad = i if bad is None else bad
+            commit = None
+        if not _well_formed(commit):
+            unread.append(i)
             continue
-        if bad is not None:
-            raise LogError("journal", str(path), f"line {bad + 1} is unreadable and later lines are not")
-    return out
+        bad.extend(unread)  # unreadable lines before a readable one: not a torn tail
+        unread = []
+        out.append(commit)
+        numbers.append(i)
+    return SegmentLines(out, numbers, bad, len(lines))
+
+
+def read_segment(path: Path) -> list[dict]:
+    """The commits (one dict of table -> column lists each) of a segment, in order; raises
+    :class:`~banditroute.errors.LogError` naming the file if a line before the last readable one is not."""
+    lines = read_segment_lines(path)
+    if lines.bad:
+        raise LogError("journal", str(path), f"line {lines.bad[0]} is unreadable and later lines are not")
+    return lines.commits
 
 
 def segment_columns(commits: list[dict], table: str, n_columns: int) -> list[list]:
