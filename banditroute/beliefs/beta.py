@@ -32,6 +32,7 @@ import polars as pl
 from scipy.special import betaincinv
 
 from ..errors import ConfigError
+from .state import generator_state, set_generator_state, take
 
 __all__ = ["BetaBelief"]
 
@@ -162,6 +163,39 @@ class BetaBelief:
         self.dirty_ = np.vstack([self.dirty_, np.ones((1, n_tasks), dtype=bool)])
         self.n_drawn_ = np.vstack([self.n_drawn_, alpha0 + beta0])
         self.refresh()
+
+    # -- state as data (a snapshot; see banditroute.beliefs.state) --------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything learned, as arrays: pseudo-counts and priors, the bank with its
+        bookkeeping, the counters (``n_updates_``, ``version_``, updates since the last
+        refresh) and the bank generator's state, so that a restored belief continues exactly."""
+        return {"alpha0": self.alpha0_.copy(), "beta0": self.beta0_.copy(), "alpha": self.alpha_.copy(),
+                "beta": self.beta_.copy(), "theta": self.theta_.copy(), "dirty": self.dirty_.copy(),
+                "n_drawn": self.n_drawn_.copy(),
+                "counters": np.array([self.n_updates_, self.version_, self._since_refresh], dtype=np.int64),
+                "rng": generator_state(self._rng)}
+
+    def load_state_arrays(self, arrays) -> None:
+        """Restore :meth:`state_arrays` of a belief of the same shape and ``n_draws`` (every
+        array is checked before anything changes). ``version_`` moves past both versions, so
+        that nothing cached against this belief's bank survives."""
+        shape, owner = self.shape, "belief"
+        got = {name: take(arrays, name, shape, np.float64, owner=owner)
+               for name in ("alpha0", "beta0", "alpha", "beta", "n_drawn")}
+        theta = take(arrays, "theta", self.theta_.shape, np.float64, owner=owner)
+        dirty = take(arrays, "dirty", shape, np.bool_, owner=owner)
+        counters = take(arrays, "counters", (3,), np.int64, owner=owner)
+        words = take(arrays, "rng", (6,), np.uint64, owner=owner)
+        for name in ("alpha0", "beta0", "alpha", "beta"):
+            if np.any(got[name] <= 0):
+                raise ConfigError(f"{owner}.{name}", "values <= 0", "must be positive pseudo-counts")
+        if np.any(counters < 0):
+            raise ConfigError(f"{owner}.counters", counters.tolist(), "must be non-negative")
+        set_generator_state(self._rng, words, owner=owner)
+        self.alpha0_, self.beta0_, self.alpha_, self.beta_ = got["alpha0"], got["beta0"], got["alpha"], got["beta"]
+        self.n_drawn_, self.theta_, self.dirty_ = got["n_drawn"], theta, dirty
+        self.n_updates_, version, self._since_refresh = (int(c) for c in counters)
+        self.version_ = max(self.version_, version) + 1
 
     # -- reading ----------------------------------------------------------------------------
     def quality_draws(self, task) -> np.ndarray:

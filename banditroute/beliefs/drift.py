@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from .state import take
 
 __all__ = ["PageHinkley"]
 
@@ -81,6 +82,18 @@ class PageHinkley:
     def reset(self, k: int, t: int) -> None:
         for array in (self.n_, self.mean_, self.up_, self.up_min_, self.down_, self.down_min_):
             array[k, t] = 0.0
+
+    _STATE = ("n_", "mean_", "up_", "up_min_", "down_", "down_min_")
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The detectors' statistics, one array of shape (n_profiles, n_task_types) each."""
+        return {name.rstrip("_"): getattr(self, name).copy() for name in self._STATE}
+
+    def load_state_arrays(self, arrays) -> None:
+        """Restore :meth:`state_arrays` of detectors of the same shape (checked before anything changes)."""
+        got = {name: take(arrays, name.rstrip("_"), self.n_.shape, np.float64, owner="drift") for name in self._STATE}
+        for name, array in got.items():
+            setattr(self, name, array)
 
     def add_profile(self) -> None:
         for name in ("n_", "mean_", "up_", "up_min_", "down_", "down_min_"):

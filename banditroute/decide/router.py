@@ -352,14 +352,19 @@ class Router:
         with self._lock:
             return replay_logs(self, log_dir)
 
-    def resume(self, log_dir: str | os.PathLike | None = None, *, beliefs: bool = True) -> dict:
+    def resume(self, log_dir: str | os.PathLike | None = None, *, beliefs: bool = True, snapshot: bool = True) -> dict:
         """Continue, before the first decision, where the routers that logged under ``log_dir``
-        (default: this router's) stopped: their applied outcomes are replayed into the beliefs
-        (not with ``beliefs=False``) and their decisions still in the wait window without an
-        outcome are pending here again. A writer whose process runs is left alone; a dead one
-        is taken over by one router only. Returns what was taken over."""
+        (default: this router's) stopped: the beliefs become the newest valid snapshot of the log
+        and the outcomes logged after it (all without one, or ``snapshot=False``; none with
+        ``beliefs=False``); the dead writers' decisions in the wait window are pending here again
+        (see :mod:`~banditroute.decide.persistence`). Returns what was taken over."""
         with self._lock:
-            return persistence.resume(self, log_dir, beliefs=beliefs, ledger=self._ledger, issuer=self._issuer)
+            return persistence.resume(self, log_dir, beliefs=beliefs, snapshots=snapshot)
+
+    def snapshot(self, log_dir: str | os.PathLike | None = None, *, keep: int = 2) -> os.PathLike:
+        """Write what a replay of ``log_dir`` (default: this router's log) learns now, and the log
+        position it covers, to ``<log_dir>/_snapshots/`` for :meth:`resume`; keep the newest ``keep``."""
+        return persistence.snapshot(self, log_dir, keep=keep)
 
     def use_log_writer(self, writer) -> None:
         """Log through ``writer`` (e.g. one a service commits in groups); before any decision."""
@@ -383,24 +388,17 @@ class Router:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the router's configuration and learned state to ``path`` (atomically).
-
-        The file is a pickle: load only files you wrote yourself.
-        """
-        with self._lock:
-            persistence.save(self, path)
+    def save(self, path: str | os.PathLike, *, format: str = "data") -> None:
+        """Write the settings and state to ``path`` atomically, as data (loading it runs no code);
+        ``format="pickle"``: a pickle (loading one runs its code: only files you wrote)."""
+        persistence.save(self, path, format=format)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, log_dir: str | os.PathLike | None | object = ...) -> "Router":
-        """Load a router written by :meth:`save`. It logs to the saved ``log_dir`` (or the
-        given one; None disables logging) under a new writer id, and still accepts outcomes
-        for the decisions the saved router had pending."""
-        router = persistence.load(path, cls)
-        if log_dir is not ...:
-            router.config = replace(router.config, log_dir=None if log_dir is None else str(log_dir))
-        router._ledger.reopen(open_log(router.config))  # own class: continue under a new writer id
-        return router
+    def load(cls, path: str | os.PathLike, *, log_dir: str | os.PathLike | None | object = ..., task_model=None,
+             format: str = "data") -> "Router":
+        """Load :meth:`save`'s file: logs to the saved ``log_dir`` (or the given one; None: no log) under
+        a new writer id, and takes the outcomes of the saved pending decisions."""
+        return persistence.load(cls, path, log_dir=log_dir, task_model=task_model, format=format)
 
     def __getstate__(self) -> dict:
         with self._lock:

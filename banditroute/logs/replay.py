@@ -125,3 +125,127 @@ def pending_decisions(log_dir: str | os.PathLike, *, since_us: int, writers: set
             .sort(["ts_us", "writer", "seq"])
             .select("decision_id", "ts_us", "profile", "task_types", "task_probs", "context", "propensity")
             .collect())
+
+
+# -- the log after a position (a snapshot's tail, see banditroute.decide.persistence) --------------
+# Positions are {writer: seq}. The filters are per-writer comparisons, which Parquet statistics
+# prune row groups with: reading the log after a snapshot costs the tail, not the history.
+
+def log_positions(log_dir: str | os.PathLike, *, after: Mapping[str, int] | None = None, hole_s: float = 60.0,
+                  now_us: int | None = None) -> dict[str, tuple[int, int]]:
+    """Every writer with rows past ``after[writer]`` (all its rows if it is not named), as
+    ``writer -> (last, stable)``: its highest ``seq`` in the log, and the highest up to which
+    its rows (of every table: they share the writer's sequence) are all in the log for good.
+
+    ``stable`` stops before the first seq missing past ``after[writer]`` (a commit still on its
+    way), unless a row after that gap is more than ``hole_s`` seconds old: then the missing
+    rows were never written (a failed commit, a crash) and the gap is passed over. A writer
+    whose process is gone has written all it will: its ``last`` is stable too.
+    """
+    after = dict(after or {})
+    rows = pl.concat([scan_table(log_dir, t).select("writer", "seq", "ts").filter(_past(after))
+                      for t in ("decisions", "outcomes", "events")])
+    found = rows.group_by("writer").agg(pl.col("seq").max().alias("last"), pl.len().alias("n")).collect()
+    now_us = time.time_ns() // 1000 if now_us is None else now_us
+    positions = {}
+    for writer, last, n in found.iter_rows():
+        start = after.get(writer, -1)
+        stable = last
+        if n != last - start:  # a gap (or a row seen twice): walk the writer's rows in seq order
+            seqs = (rows.filter(pl.col("writer") == writer).unique("seq").sort("seq")
+                    .select("seq", pl.col("ts").dt.epoch("us")).collect())
+            s, ts = seqs.get_column("seq").to_numpy(), seqs.get_column("ts").to_numpy()
+            previous = np.concatenate([[start], s[:-1]])
+            for i in np.flatnonzero(s != previous + 1):  # row i follows a gap
+                if ts[i] > now_us - hole_s * 1e6:  # a young gap: its rows may still come
+                    stable = int(previous[i])
+                    break
+        positions[writer] = (int(last), int(stable))
+    return positions
+
+
+def rows_at(log_dir: str | os.PathLike, positions: Mapping[str, int]) -> set[str]:
+    """The writers of ``positions`` whose row at that ``seq`` is in the log (in any table)."""
+    if not positions:
+        return set()
+    at = pl.any_horizontal([(pl.col("writer") == w) & (pl.col("seq") == int(s)) for w, s in positions.items()])
+    found = pl.concat([scan_table(log_dir, t).select("writer", "seq").filter(at)
+                       for t in ("decisions", "outcomes", "events")]).collect()
+    return {w for w, s in found.iter_rows() if positions.get(w) == s}
+
+
+def outcomes_between(log_dir: str | os.PathLike, after: Mapping[str, int], upto: Mapping[str, int], *,
+                     window_s: float = 86_400.0) -> tuple[pl.DataFrame, int]:
+    """The applied outcomes with ``after[writer] < seq <= upto[writer]`` (a writer missing from
+    ``after``: from its first row) joined to their decisions, in log order, as
+    :func:`applied_outcomes` gives them; and how many of them have no decision in the log (left
+    out, as :func:`replay` leaves them out). Decisions are looked for among those logged up to
+    ``window_s`` before the first of these outcomes (an outcome applies only within its
+    decision's wait window), then, for any still missing, in the whole log."""
+    columns = ("decision_id", "profile", "task_types", "task_probs", "context", "propensity")
+    decisions = scan_table(log_dir, "decisions").select(*columns, "ts")
+    if not upto:
+        return pl.DataFrame(schema={**_applied(log_dir).select(_TAIL).collect_schema(),
+                                    **decisions.drop("decision_id", "ts").collect_schema()}), 0
+    within = pl.any_horizontal([(pl.col("writer") == w) & (pl.col("seq") <= int(s)) for w, s in upto.items()])
+    tail = _applied(log_dir).filter(within & _past(after)).select(_TAIL).collect()
+    rows = tail.join(decisions.drop("ts").clear().collect(), on="decision_id", how="inner")
+    if tail.height:
+        near = decisions.filter(pl.col("ts") >= tail.get_column("ts").min() - timedelta(seconds=window_s))
+        rows = tail.lazy().join(near.drop("ts"), on="decision_id", how="inner").collect()
+        if rows.height < tail.height:
+            rows = tail.lazy().join(decisions.drop("ts"), on="decision_id", how="inner").collect()
+    return rows.sort(["ts", "writer", "seq"]), tail.height - rows.height
+
+
+def learn_outcomes(router, rows: pl.DataFrame) -> int:
+    """Teach ``router`` the applied outcomes ``rows`` (in log order, as :func:`outcomes_between`
+    gives them): the updates :func:`replay` makes, on given rows (a snapshot's tail). Profiles
+    of the rows the router lacks are added with its prior. Returns the number applied."""
+    if rows.height == 0:
+        return 0
+    for name in rows.get_column("profile").unique(maintain_order=True).to_list():
+        if name not in router.profiles:
+            router.add_profile(Profile(name))
+    index = {name: i for i, name in enumerate(router.profiles)}
+    ks = rows.get_column("profile").replace_strict(index, return_dtype=pl.Int64).to_numpy()
+    w = task_weights(rows, router.task_types)
+    quality = rows.get_column("quality").to_numpy().astype(np.float64)
+    feedback = None
+    if router.policy.learns:  # the same calls record() made
+        feedback = [Feedback(json.loads(c), w[i], int(ks[i]), q, r, p) for i, (c, q, r, p) in enumerate(
+            rows.select("context", "quality", "reward", "propensity").iter_rows())]
+    router.learn_many(ks, w, quality, feedback)
+    return rows.height
+
+
+def recent_pending_decisions(log_dir: str | os.PathLike, *, since_us: int, writers: set[str],
+                             margin_s: float = 3600.0) -> pl.DataFrame:
+    """:func:`pending_decisions`, reading only the recent part of the log: outcomes logged from
+    ``margin_s`` before ``since_us`` on (an outcome comes after its decision; the margin covers
+    clocks of different processes), so a restart does not read every outcome ever logged."""
+    since = datetime.fromtimestamp(since_us / 1e6, tz=timezone.utc)
+    answered = (scan_table(log_dir, "outcomes").filter(pl.col("ts") >= since - timedelta(seconds=margin_s))
+                .select("decision_id").unique())
+    return (scan_table(log_dir, "decisions")
+            .filter(pl.col("writer").is_in(list(writers)) & (pl.col("ts") >= since))
+            .join(answered, on="decision_id", how="anti")
+            .with_columns(pl.col("ts").dt.epoch("us").alias("ts_us"))
+            .sort(["ts_us", "writer", "seq"])
+            .select("decision_id", "ts_us", "profile", "task_types", "task_probs", "context", "propensity")
+            .collect())
+
+
+_TAIL = ("decision_id", "ts", "writer", "seq", "quality", "reward")
+
+
+def _applied(log_dir) -> pl.LazyFrame:
+    return scan_table(log_dir, "outcomes").filter((pl.col("status") == "applied") & pl.col("quality").is_not_null())
+
+
+def _past(after: Mapping[str, int]) -> pl.Expr:
+    """Rows past ``after`` (writer -> seq); every row of a writer not named."""
+    if not after:
+        return pl.lit(True)
+    return pl.any_horizontal([*((pl.col("writer") == w) & (pl.col("seq") > int(s)) for w, s in after.items()),
+                              ~pl.col("writer").is_in(list(after))])

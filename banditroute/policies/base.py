@@ -119,6 +119,35 @@ class Policy(ABC):
     def add_profile(self, profile) -> None:
         """A profile was added to the router (appended as the last index)."""
 
+    # -- state as data (a snapshot: banditroute.decide.snapshot) -------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The policy's learned state as named numeric arrays (never objects), restored by
+        :meth:`load_state_arrays` into a policy built with the same settings. A policy that does
+        not learn keeps none (``{}``); one that learns implements both methods, or cannot be
+        stored as data and says so (:class:`ConfigError`)."""
+        if self.learns:
+            raise ConfigError("policy", type(self).__name__, "cannot export its learned state as arrays "
+                              "(it does not implement state_arrays/load_state_arrays): save the router "
+                              "with format='pickle', and load only files you wrote")
+        return {}
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_arrays` returned; every array is checked before anything changes."""
+        if arrays or self.learns:
+            raise ConfigError("policy", type(self).__name__, f"cannot load stored state arrays {sorted(arrays)}")
+
+    def settings(self) -> dict | None:
+        """What :meth:`from_settings` rebuilds this policy from, when it was handed to a router as
+        an object (``Router(learner=...)``): numbers, strings and banditroute's settings objects
+        (``Profile``, ``Budget``, ...), which a snapshot stores as data. None (the default): not
+        rebuildable from data (a policy chosen by name is rebuilt from the router's settings)."""
+        return None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping) -> Policy:
+        """A new policy from :meth:`settings` (its learned state then comes from :meth:`load_state_arrays`)."""
+        raise ConfigError("policy", cls.__name__, "cannot be rebuilt from stored settings")
+
     @property
     def version(self) -> int:
         """Changes whenever :meth:`propose` could return something else for the same query

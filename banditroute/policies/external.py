@@ -55,6 +55,11 @@ class ExternalPolicy(Policy):
     def add_profile(self, profile) -> None:
         self.learner.add_profile(profile)
 
+    def state_arrays(self) -> dict:
+        raise ConfigError("learner", type(self.learner).__name__, "is an object of its own: its learned state "
+                          "cannot be stored as data; save the router with format='pickle' (and load only files "
+                          "you wrote)")
+
 
 def as_policy(learner) -> Policy:
     """``learner`` itself when it is a Policy, else wrapped in :class:`ExternalPolicy`."""

@@ -39,7 +39,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InvalidRequestError
+from ..beliefs.state import generator_state, set_generator_state, take
+from ..errors import ConfigError, InvalidRequestError
 from .base import Feedback, Policy, PolicyQuery, PolicySetup
 
 __all__ = ["LinearTS"]
@@ -186,6 +187,30 @@ class LinearTS(Policy, name="linear"):
         self.bank_ = np.concatenate([self.bank_, np.zeros((self.dim, 1, self.n_draws), dtype=np.float32)], axis=1)
         self._dirty = np.append(self._dirty, True)
         self.refresh()
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The sufficient statistics ``A_``, ``b_``, the fixed normals of the bank and the bank
+        itself, the counters and the generator's state: a restored policy continues exactly."""
+        return {"A": self.A_.copy(), "b": self.b_.copy(), "z": self._z.copy(), "bank": self.bank_.copy(),
+                "dirty": self._dirty.copy(),
+                "counters": np.array([self.n_updates_, self._since_refresh], dtype=np.int64),
+                "rng": generator_state(self._rng)}
+
+    def load_state_arrays(self, arrays) -> None:
+        """Restore :meth:`state_arrays` of a policy with the same profiles, features and ``n_draws``."""
+        n_profiles, owner = self.b_.shape[0], "policy"
+        got = {"A": take(arrays, "A", self.A_.shape, np.float64, owner=owner),
+               "b": take(arrays, "b", self.b_.shape, np.float64, owner=owner),
+               "z": take(arrays, "z", self._z.shape, np.float64, owner=owner),
+               "bank": take(arrays, "bank", self.bank_.shape, np.float32, owner=owner),
+               "dirty": take(arrays, "dirty", (n_profiles,), np.bool_, owner=owner)}
+        counters = take(arrays, "counters", (2,), np.int64, owner=owner)
+        words = take(arrays, "rng", (6,), np.uint64, owner=owner)
+        if np.any(counters < 0):
+            raise ConfigError(f"{owner}.counters", counters.tolist(), "must be non-negative")
+        set_generator_state(self._rng, words, owner=owner)
+        self.A_, self.b_, self._z, self.bank_, self._dirty = got["A"], got["b"], got["z"], got["bank"], got["dirty"]
+        self.n_updates_, self._since_refresh = (int(c) for c in counters)
 
     def __setstate__(self, state: dict) -> None:
         if "theta_" in state:  # pickled before the float32 (dim, n_profiles, n_draws) bank

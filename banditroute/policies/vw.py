@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import vw_binding as vw
+from ..beliefs.state import take
 from ..config.profiles import Budget, Profile, check_number
 from ..errors import ConfigError, InvalidOutcomeError
 from .base import Feedback, Policy, PolicyQuery
@@ -342,6 +343,30 @@ class VWPolicy(Policy):
         policy.__setstate__({"config": config or VWConfig(), "budget": budget, "profiles": list(profiles),
                              "model": data, "n_learned_": 0})
         return policy
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The VW model (its own serialisation, as bytes) and ``n_learned_``."""
+        return {"model": np.frombuffer(self.model_bytes(), dtype=np.uint8).copy(),
+                "n_learned": np.array(self.n_learned_, dtype=np.int64)}
+
+    def load_state_arrays(self, arrays) -> None:
+        """Continue from a model of :meth:`state_arrays` (VW reads its options from the model)."""
+        model = take(arrays, "model", None, np.uint8, owner="policy")
+        n_learned = int(take(arrays, "n_learned", (), np.int64, owner="policy"))
+        if model.ndim != 1 or n_learned < 0:
+            raise ConfigError("policy.model", model.shape, "must be the bytes of a VW model")
+        with self._lock:
+            self._start(vw.load(model.tobytes()))
+            self.n_learned_ = n_learned
+
+    def settings(self) -> dict:
+        """The profiles (in action order), the :class:`VWConfig` and the budget (see :meth:`from_settings`)."""
+        return {"profiles": tuple(self._profiles), "config": self.config, "budget": self.budget}
+
+    @classmethod
+    def from_settings(cls, settings) -> VWPolicy:
+        """A fresh policy from :meth:`settings` (its model comes from :meth:`load_state_arrays`)."""
+        return cls(list(settings["profiles"]), config=settings["config"], budget=settings["budget"])
 
     def __getstate__(self) -> dict:
         return {"config": self.config, "budget": self.budget, "profiles": list(self._profiles),
