@@ -2,22 +2,26 @@
 
 Each uvicorn worker is one replica (:mod:`banditroute.service.replica`) built by
 :func:`banditroute.service.app.app_from_env` from the settings this command puts in the
-environment.
+environment, among them the run's metrics directory, where every worker keeps its counters for
+the others' scrapes (:func:`banditroute.service.metrics.metrics_directory`, removed on exit).
+Requests are parsed by uvicorn's httptools protocol within the head limits of
+:func:`banditroute.service.http_limits.bounded_http`.
 
 >>> import argparse
 >>> args = add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(["--config", "routes.toml"])
->>> args.host, args.port, args.workers, args.log_dir
-('127.0.0.1', 8080, 1, 'logs')
+>>> args.host, args.port, args.workers, args.log_dir, args.max_header_bytes, args.max_headers
+('127.0.0.1', 8080, 1, 'logs', 65536, 100)
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from ..errors import ConfigError
 
@@ -39,8 +43,15 @@ def add_parser(subparsers):
     p.add_argument("--redis-namespace", default="banditroute", help="key prefix in Redis (default banditroute)")
     p.add_argument("--sync-interval-ms", type=float, default=100.0, help="shared-state sync period (default 100)")
     p.add_argument("--max-body-bytes", type=int, default=65536, help="request body limit (default 65536)")
+    p.add_argument("--max-header-bytes", type=int, default=65536,
+                   help="request line + headers limit: 431 and the connection closed past it (default 65536)")
+    p.add_argument("--max-headers", type=int, default=100, help="header fields per request: 431 past it (default 100)")
     p.add_argument("--commit-interval-ms", type=float, default=1.0, help="group commit period (default 1)")
     p.add_argument("--max-commits-in-flight", type=int, default=8, help="overlapping group commits (default 8)")
+    p.add_argument("--snapshot-every-outcomes", type=int, default=50_000,
+                   help="without Redis, snapshot the log's learned state every N outcomes (default 50000)")
+    p.add_argument("--snapshot-interval-s", type=float, default=300.0,
+                   help="... or every S seconds if any were learned (default 300; 0 disables snapshots)")
     p.set_defaults(run=run)
     return p
 
@@ -52,14 +63,19 @@ def run(args) -> int:
     except ImportError:
         raise ConfigError("serve", None, "needs the service extra: pip install 'banditroute[service]'") from None
     from ..service.app import APP_FACTORY, ENV_CONFIG
+    from ..service.http_limits import bounded_http
     from ..service.config import ServiceConfig
+    from ..service.metrics import metrics_directory
     from ..service.replica import preflight
 
     cfg = ServiceConfig(config=args.config, log_dir=args.log_dir, token=args.token or os.environ.get("BANDITROUTE_TOKEN"),
-                        max_body_bytes=args.max_body_bytes, commit_interval_ms=args.commit_interval_ms,
+                        max_body_bytes=args.max_body_bytes, max_header_bytes=args.max_header_bytes,
+                        max_headers=args.max_headers, commit_interval_ms=args.commit_interval_ms,
                         max_commits_in_flight=args.max_commits_in_flight,
                         redis_url=args.redis_url or os.environ.get("BANDITROUTE_REDIS_URL"),
-                        redis_namespace=args.redis_namespace, sync_interval_ms=args.sync_interval_ms)
+                        redis_namespace=args.redis_namespace, sync_interval_ms=args.sync_interval_ms,
+                        snapshot_every_outcomes=args.snapshot_every_outcomes,
+                        snapshot_interval_s=args.snapshot_interval_s)
     if isinstance(args.workers, bool) or args.workers < 1:
         raise ConfigError("--workers", args.workers, "must be >= 1")
     if not 0 <= args.port <= 65535:
@@ -75,11 +91,14 @@ def run(args) -> int:
           f"log dir {args.log_dir}, auth {'on' if cfg.token else 'off'}, shared state "
           f"{'Redis' if cfg.redis_url else 'none'}); GET /healthz says when each replica is ready", file=sys.stderr,
           flush=True)
-    os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(APP_FACTORY, factory=True, host=args.host, port=args.port,
-                workers=args.workers, loop="auto", http="auto", access_log=False,
-                timeout_graceful_shutdown=10, log_level="warning")
+    # httptools' protocol with the head limits (uvicorn's h11 has a size limit but costs ~40% throughput)
+    http = functools.partial(bounded_http, max_header_bytes=cfg.max_header_bytes, max_headers=cfg.max_headers)
+    with metrics_directory() as metrics_dir:  # the workers' metrics tables, this run's only
+        os.environ[ENV_CONFIG] = json.dumps(asdict(replace(cfg, metrics_dir=metrics_dir)))
+        uvicorn.run(APP_FACTORY, factory=True, host=args.host, port=args.port, workers=args.workers, loop="auto",
+                    http=http, h11_max_incomplete_event_size=cfg.max_header_bytes, access_log=False,
+                    timeout_graceful_shutdown=10, log_level="warning")
     return 0
 
 

@@ -20,7 +20,7 @@ import sys
 
 from ..config.hygiene import MAX_DEPTH
 
-__all__ = ["ApiError", "Request", "Response", "envelope", "ok", "encode_compact", "read_json", "check_keys"]
+__all__ = ["ApiError", "Request", "Response", "check_keys", "encode_compact", "envelope", "ok", "read_json"]
 
 
 class ApiError(Exception):

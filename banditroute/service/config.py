@@ -1,8 +1,8 @@
 """The settings of one service replica (:class:`ServiceConfig`), validated once.
 
 >>> cfg = ServiceConfig(config="routes.toml", token="s3cret-token")
->>> cfg.max_body_bytes, cfg.commit_interval_ms
-(65536, 1.0)
+>>> cfg.max_body_bytes, cfg.commit_interval_ms, cfg.max_header_bytes, cfg.max_headers
+(65536, 1.0, 65536, 100)
 >>> ServiceConfig(config="routes.toml", max_body_bytes=0)
 Traceback (most recent call last):
 ...
@@ -33,6 +33,12 @@ class ServiceConfig:
         Bearer token required on ``/v1/*`` and ``/metrics``; None disables auth.
     max_body_bytes : int
         Larger request bodies get 413.
+    max_header_bytes : int
+        A request whose line and headers (the head) exceed this many bytes gets 431 and the
+        connection is closed before more is read (enforced by ``serve``'s HTTP protocol,
+        :func:`banditroute.service.http_limits.bounded_http`).
+    max_headers : int
+        A request with more header fields gets 431 (likewise).
     commit_interval_ms : float
         At most one group commit starts per interval.
     max_commits_in_flight : int
@@ -42,17 +48,36 @@ class ServiceConfig:
     redis_namespace : str
     sync_interval_ms : float
         Period of the shared-state sync.
+    metrics_dir : str or None
+        The directory where the workers of one ``serve`` process keep their metrics tables (made
+        by ``serve``, see :func:`banditroute.service.metrics.metrics_directory`); None: the
+        replica's metrics are its own.
+    snapshot_every_outcomes : int
+        Without Redis, a replica writes a snapshot of the log's learned state (for a fast
+        restart, see :meth:`Router.snapshot <banditroute.decide.router.Router.snapshot>`) once it
+        learned this many outcomes since the last (default 50,000; ``serve --snapshot-every-outcomes``) ...
+    snapshot_interval_s : float
+        ... or after this many seconds if it learned any (default 300; ``serve --snapshot-interval-s``),
+        and at a graceful shutdown; 0 writes none.
+    snapshot_keep : int
+        Snapshots kept in ``<log_dir>/_snapshots`` (the newest).
     """
 
     config: str
     log_dir: str = "logs"
     token: str | None = None
     max_body_bytes: int = 65536
+    max_header_bytes: int = 65536
+    max_headers: int = 100
     commit_interval_ms: float = 1.0
     max_commits_in_flight: int = 8
     redis_url: str | None = None
     redis_namespace: str = "banditroute"
     sync_interval_ms: float = 100.0
+    metrics_dir: str | None = None
+    snapshot_every_outcomes: int = 50_000
+    snapshot_interval_s: float = 300.0
+    snapshot_keep: int = 2
 
     def __post_init__(self) -> None:
         for name in ("config", "log_dir"):
@@ -60,12 +85,19 @@ class ServiceConfig:
                 raise ConfigError(name, getattr(self, name), "must be a non-empty path")
         if self.token is not None and (not isinstance(self.token, str) or len(self.token) < 8):
             raise ConfigError("token", "<hidden>", "must be a string of at least 8 characters")
-        for name in ("max_body_bytes", "max_commits_in_flight"):
+        if self.metrics_dir is not None and (not isinstance(self.metrics_dir, str) or not self.metrics_dir):
+            raise ConfigError("metrics_dir", self.metrics_dir, "must be a non-empty path or None")
+        for name in ("max_body_bytes", "max_commits_in_flight", "max_header_bytes", "max_headers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(name, value, "must be an integer >= 1")
         check_number("commit_interval_ms", self.commit_interval_ms, lo=0.0)
         check_number("sync_interval_ms", self.sync_interval_ms, lo=0.0, lo_open=True)
+        for name in ("snapshot_every_outcomes", "snapshot_keep"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, value, "must be an integer >= 1")
+        check_number("snapshot_interval_s", self.snapshot_interval_s, lo=0.0)
 
     def shared_state(self):
         """The :class:`~banditroute.service.shared_state.SharedStateConfig`, or None without Redis."""

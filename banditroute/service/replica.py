@@ -18,18 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..logs.quarantine import quarantined_files
 from ..logs.store import LogWriter
 from .config import ServiceConfig
 from .forwarding import PeerLink
 from .group_commit import GroupCommit
 from .metrics import Metrics
 
-__all__ = ["Replica", "start_replica", "preflight"]
+__all__ = ["Replica", "SnapshotSchedule", "preflight", "start_replica"]
+
+_log = logging.getLogger("banditroute.service.replica")
 
 #: Records an outcome forwarded by another replica on this host: ``(replica, body) -> (status, body bytes)``.
 ForwardedHandler = Callable[["Replica", object], Awaitable[tuple[int, bytes]]]
@@ -67,7 +73,8 @@ class Replica:
         self.writer_id = self.log.writer_id
         self.commit = GroupCommit(self.log, interval_s=cfg.commit_interval_ms / 1e3,
                                   max_in_flight=cfg.max_commits_in_flight)
-        self.metrics = Metrics(router.profiles, replica=self.writer_id)
+        # with serve's metrics directory, every worker's scrape shows every replica (and those gone)
+        self.metrics = Metrics(router.profiles, replica=self.writer_id, directory=cfg.metrics_dir, source=self.gauges)
         self.shared = None
         shared_cfg = cfg.shared_state()
         #: what a restart took over from the log (without Redis, which holds the shared state)
@@ -80,6 +87,11 @@ class Replica:
             self.resumed = router.resume()
         self._token = None if cfg.token is None else cfg.token.encode()
         self.peers = PeerLink(self.writer_id, cfg.token, lambda body: handle_forwarded(self, body))
+        #: snapshots of the log for fast restarts (without Redis: with it, a restart reads the shared state)
+        self.snapshots = None
+        if shared_cfg is None and cfg.snapshot_interval_s > 0:
+            self.snapshots = SnapshotSchedule(router, every_outcomes=cfg.snapshot_every_outcomes,
+                                              interval_s=cfg.snapshot_interval_s, keep=cfg.snapshot_keep)
 
     @property
     def requires_auth(self) -> bool:
@@ -101,7 +113,9 @@ class Replica:
                ("banditroute_outcomes_forwarded_total", "Outcomes forwarded to the replica that issued the decision.",
                 self.peers.n_forwarded),
                ("banditroute_outcomes_received_forwarded_total", "Outcomes other replicas forwarded here.",
-                self.peers.n_received)]
+                self.peers.n_received),
+               ("banditroute_quarantined_files", "Damaged log files moved to <log_dir>/_quarantine (see "
+                "'banditroute doctor').", len(quarantined_files(self.router.config.log_dir)))]
         if self.shared is not None:
             s = self.shared
             out += [("banditroute_shared_state_up", "1 if the last sync with Redis succeeded.", int(s.up)),
@@ -120,13 +134,79 @@ class Replica:
             await asyncio.get_running_loop().run_in_executor(None, self.shared.start)
         self.commit.start()
         await self.peers.start()
+        if self.snapshots is not None:
+            self.snapshots.start()
 
     async def stop(self) -> None:
         """Close the peer link, commit what is waiting (flushing the log), push the last increments."""
         await self.peers.close()
         await self.commit.close()
+        self.metrics.close()  # a last publish; scrapes show this replica as gone at once
+        self.router.close()  # the log is closed already; lets go of (and deletes) the dead writers' locks it took over
         if self.shared is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.shared.stop)
+        if self.snapshots is not None:  # the last snapshot, of a log now complete, off the event loop
+            await asyncio.get_running_loop().run_in_executor(None, self.snapshots.stop)
+
+
+class SnapshotSchedule:
+    """Writes snapshots of the log (:meth:`Router.snapshot <banditroute.decide.router.Router.snapshot>`)
+    in a thread of its own, so the event loop never waits for one: once the replica learned
+    ``every_outcomes`` outcomes since the last, or after ``interval_s`` seconds if it learned
+    any, and a last one at :meth:`stop`.
+
+    A snapshot is the state a replay of the log computes up to a position (every writer's
+    outcomes, as a restart replays them), never this replica's live state: with ``serve
+    --workers N`` on one log each replica learns only its own outcomes, yet any of them may
+    write a snapshot, which a restart of any of them can start from (one at a time: a lock
+    file in ``<log_dir>/_snapshots``). The router's lock is not taken: the replay runs on a
+    router of its own.
+    """
+
+    def __init__(self, router, *, every_outcomes: int, interval_s: float, keep: int):
+        self.router = router
+        self.every_outcomes, self.interval_s, self.keep = every_outcomes, interval_s, keep
+        self.n_written = 0  #: snapshots written
+        self.last_error: str | None = None  #: why the last attempt failed (None: it did not)
+        self._learned = router.n_updates  # at the last snapshot (or at start)
+        self._stop = threading.Event()
+        self._writing = threading.Lock()
+        self._thread = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="banditroute-snapshots", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        since = time.monotonic()
+        while not self._stop.wait(min(1.0, self.interval_s / 4)):
+            learned = self.router.n_updates - self._learned
+            if learned >= self.every_outcomes or (learned and time.monotonic() - since >= self.interval_s):
+                self.write()
+                since = time.monotonic()
+
+    def write(self) -> None:
+        """Write a snapshot now if the replica learned anything since the last one. A failure is
+        logged, never raised: a snapshot only shortens a restart, the log stays the record."""
+        with self._writing:
+            learned = self.router.n_updates
+            if learned == self._learned:
+                return
+            try:
+                self.router.snapshot(keep=self.keep)
+            except Exception as exc:  # noqa: BLE001 - see above
+                self.last_error = str(exc)
+                _log.warning("snapshot not written: %s", exc, exc_info=exc)
+                return
+            self._learned, self.last_error = learned, None
+            self.n_written += 1
+
+    def stop(self) -> None:
+        """Stop the thread and write the last snapshot (call once the log is flushed)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.write()
 
 
 async def start_replica(cfg: ServiceConfig, *, router=None, handle_forwarded: ForwardedHandler) -> Replica:
