@@ -8,13 +8,10 @@ outcome is refused with an error and changes nothing; retried once space returns
 and logged exactly once; the live beliefs equal a replay of the log.
 """
 
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -143,24 +140,11 @@ def test_group_mode_refuses_rows_beyond_the_backlog_bound(tmpfs):
 
 
 # -- through the service --------------------------------------------------------------------------
-TOKEN = "disk-full-test-token"
-
-
-def call(port, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="GET" if body is None else "POST",
-                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_service_disk_full_episode_every_acknowledged_outcome_logged_once(tmpfs, tmp_path):
     pytest.importorskip("uvicorn", reason="the service extra (uvicorn) is not installed")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_service import ROUTES, free_port, start_service, stop_service
+    from test_restart import TOKEN, call
 
     port, log_dir = free_port(), tmpfs / "logs"
     proc = start_service(tmp_path, port, extra=["--token", TOKEN], log_dir=log_dir)

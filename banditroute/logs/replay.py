@@ -70,18 +70,7 @@ def replay(router, log_dir: str | os.PathLike, *, on_corrupt: str = "quarantine"
         raise ConfigError("router", f"{router.n_updates} updates",
                           "must be fresh (replay would count its updates twice)")
     rows = applied_outcomes(log_dir, on_corrupt=on_corrupt)
-    for name in rows.get_column("profile").unique(maintain_order=True).to_list():
-        if name not in router.profiles:
-            router.add_profile(Profile(name))
-    index = {name: i for i, name in enumerate(router.profiles)}
-    ks = rows.get_column("profile").replace_strict(index, return_dtype=pl.Int64).to_numpy()
-    w = task_weights(rows, router.task_types)
-    quality = rows.get_column("quality").to_numpy().astype(np.float64)
-    feedback = None
-    if router.policy.learns:  # the same calls record() made
-        feedback = [Feedback(json.loads(c), w[i], int(ks[i]), q, r, p) for i, (c, q, r, p) in enumerate(
-            rows.select("context", "quality", "reward", "propensity").iter_rows())]
-    router.learn_many(ks, w, quality, feedback)
+    learn_outcomes(router, rows)
     router.refresh()
     return rows.height
 
