@@ -154,3 +154,31 @@ def test_a_dead_writers_lock_file_is_deleted_once_its_decisions_are_taken_over(t
     assert fresh.record(f"{dead}-3", quality=0.0) == "applied"
     fresh.close()
     assert locks() == []
+
+
+def test_two_workers_killed_and_restarted_apply_every_outcome_of_their_decisions(tmp_path):
+    """``serve --workers 2`` (no Redis), SIGKILL, restart with two workers: each dead replica's
+    decisions are taken over by one new worker, which also listens under the dead one's id, so
+    an outcome reaching either worker is applied exactly once (forwarded when it is the other's)."""
+    import time
+
+    port, logs = free_port(), tmp_path / "logs"
+    proc = start_service(tmp_path, port, workers=2, extra=["--token", TOKEN], log_dir=logs)
+    try:
+        decisions = [call(port, "/v1/decide", {"context": {"task_type": "chat"}})[1] for _ in range(100)]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc = start_service(tmp_path, port, workers=2, extra=["--token", TOKEN], log_dir=logs)
+        deadline = time.monotonic() + 30
+        while True:  # both workers up: their replies name two new replicas
+            replicas = {call(port, "/healthz")[1]["replica"] for _ in range(20)}
+            if len(replicas) == 2 or time.monotonic() > deadline:
+                break
+        statuses = [call(port, "/v1/outcome", {"decision_id": d["id"], "quality": 1.0}) for d in decisions]
+        assert [(s, b.get("status")) for s, b in statuses] == [(200, "applied")] * 100, statuses[:3]
+        again = call(port, "/v1/outcome", {"decision_id": decisions[0]["id"], "quality": 1.0})
+        assert (again[0], again[1]["status"]) == (200, "duplicate")
+    finally:
+        stop_service(proc)
+    applied = br.scan_table(logs, "outcomes").filter(pl.col("status") == "applied").collect()
+    assert sorted(applied.get_column("decision_id").to_list()) == sorted(d["id"] for d in decisions)

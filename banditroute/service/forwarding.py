@@ -4,7 +4,8 @@ Only the replica that issued a decision knows its pending entry (the profile and
 posterior to learn with), so an outcome must be recorded there. Replicas on one host (the
 workers of ``banditroute serve --workers N`` share one port, and a client's connection pool
 spreads its requests over them) each listen on an abstract Unix socket named after their
-writer id (Linux). A replica that receives an outcome whose decision id starts with another
+writer id (Linux), and after the writer ids of the dead replicas whose decisions they took over
+at a restart. A replica that receives an outcome whose decision id starts with another
 writer id forwards the body there and relays the answer: the owner validates, records,
 commits and acknowledges as for its own HTTP requests. The token travels with the message
 and is checked by the owner, so the socket grants nothing the HTTP port does not.
@@ -42,13 +43,17 @@ class PeerLink:
         The service's bearer token (forwarded messages must carry it).
     handle : async callable(body: dict) -> (status: int, body: bytes)
         Records one outcome as the HTTP endpoint would.
+    adopted : iterable of str
+        Writer ids of dead replicas whose decisions this one took over at a restart (their
+        outcomes are recorded here): it listens under those names too.
     """
 
-    def __init__(self, writer_id: str, token: str | None, handle):
+    def __init__(self, writer_id: str, token: str | None, handle, *, adopted=()):
         self.writer_id = writer_id
+        self.adopted = tuple(adopted)
         self._token = (token or "").encode()
         self._handle = handle
-        self._server = None
+        self._servers = []
         self.n_forwarded = 0
         self.n_received = 0
 
@@ -58,14 +63,15 @@ class PeerLink:
 
     async def start(self) -> None:
         if self.supported():
-            self._server = await asyncio.start_unix_server(self._serve, path=SOCKET_PREFIX + self.writer_id,
-                                                           limit=_MAX_LINE)
+            for name in (self.writer_id, *self.adopted):
+                self._servers.append(await asyncio.start_unix_server(self._serve, path=SOCKET_PREFIX + name,
+                                                                     limit=_MAX_LINE))
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+            await server.wait_closed()
 
     async def _serve(self, reader, writer) -> None:
         try:

@@ -86,7 +86,8 @@ class Replica:
         else:  # the beliefs and the pending decisions of the replicas that logged here before
             self.resumed = router.resume()
         self._token = None if cfg.token is None else cfg.token.encode()
-        self.peers = PeerLink(self.writer_id, cfg.token, lambda body: handle_forwarded(self, body))
+        self.peers = PeerLink(self.writer_id, cfg.token, lambda body: handle_forwarded(self, body),
+                              adopted=(self.resumed or {}).get("writers", ()))
         #: snapshots of the log for fast restarts (without Redis: with it, a restart reads the shared state)
         self.snapshots = None
         if shared_cfg is None and cfg.snapshot_interval_s > 0:
