@@ -455,3 +455,20 @@ def test_a_killed_replica_restarts_from_its_snapshot_and_the_log_after_it(tmp_pa
     replayed = br.Router.from_config(tmp_path / "routes.toml")
     replayed.replay(logs)
     assert [r["n"] for r in served] == replayed.beliefs().get_column("n").to_list()
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
+    """A file declaring far more array bytes than a snapshot of its size can hold is refused
+    by name before anything is decompressed (memory stays bounded)."""
+    path = tmp_path / "bomb.snapshot"
+    meta = json.dumps({"format": "banditroute-snapshot", "format_version": 1}).encode()
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("snapshot.json", meta)
+        with zf.open("big.npy", "w", force_zip64=True) as member:
+            chunk = bytes(1 << 20)
+            for _ in range(300):  # 300 MiB of zeros, ~300 KiB compressed
+                member.write(chunk)
+    assert path.stat().st_size < 2 << 20
+    with pytest.raises(br.ConfigError, match="zip bomb") as info:
+        read_file(path)
+    assert info.value.field == "path" and info.value.value == str(path)

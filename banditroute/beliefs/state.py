@@ -127,6 +127,9 @@ def write_file(path: str | os.PathLike, meta: Mapping, arrays: Mapping[str, np.n
     _fsync_dir(path.parent)
 
 
+_MAX_RATIO, _MAX_SLACK = 200, 64 << 20  # the arrays a snapshot may declare: 200x its size on disk, + 64 MiB
+
+
 def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """``(metadata, arrays)`` of the snapshot at ``path``, without running any code from it.
 
@@ -156,6 +159,10 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         version = meta.get("format_version")
         if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
             raise refuse(f"has format_version {version!r}; this banditroute reads 1 to {FORMAT_VERSION}")
+        declared = sum(info.file_size for info in zf.infolist())  # zipfile reads no more than declared
+        if declared > _MAX_RATIO * path.stat().st_size + _MAX_SLACK:
+            raise refuse(f"declares {declared:,} bytes of arrays in a {path.stat().st_size:,}-byte file (refused: "
+                         f"more than {_MAX_RATIO}x its size, a zip bomb rather than a snapshot)")
         arrays = {}
         for info in zf.infolist():
             if info.filename == _META:
