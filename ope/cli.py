@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -112,9 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Examples
     --------
     >>> main(["/nonexistent"])
-    1
+    2
     """
     args = build_parser().parse_args(argv)
+    if not Path(args.log_dir).is_dir():
+        print(f"error: log_dir {args.log_dir!r} is not a directory", file=sys.stderr)
+        return 2
     try:
         window = None if args.wait_window_s is None else dt.timedelta(seconds=args.wait_window_s)
         fb = LoggedFeedback.from_logs(
@@ -128,9 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             policies[name] = _policy(spec or name, fb)
         table = evaluate(fb, policies, _estimators(args), alpha=args.alpha, interval=args.interval,
                          n_bootstrap=args.n_bootstrap, seed=args.seed)
-    except FileNotFoundError as exc:
+    except FileNotFoundError as exc:  # no logs under log_dir, or a missing file:PATH.npy: bad input
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except OPEError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -168,10 +168,15 @@ def diagnose(
     mean_w = total / n
     deficiency, exact = _support_deficiency(feedback, target)
     warnings = []
-    if ess < limits.min_ess or ess < limits.min_ess_fraction * n:
+    missed = []
+    if ess < limits.min_ess:
+        missed.append(f"the absolute limit min_ess={limits.min_ess:g}")
+    if ess < limits.min_ess_fraction * n:
+        missed.append(f"the fraction limit min_ess_fraction={limits.min_ess_fraction:g} "
+                      f"(= {limits.min_ess_fraction * n:.1f} rounds)")
+    if missed:
         warnings.append(
-            f"effective sample size {ess:.1f} of {n} rounds is below the limit "
-            f"(min_ess={limits.min_ess:g}, min_ess_fraction={limits.min_ess_fraction:g}): "
+            f"effective sample size {ess:.1f} of {n} rounds is below {' and '.join(missed)}: "
             "the estimate rests on few rounds"
         )
     if total > 0 and max_w / total > limits.max_weight_share:

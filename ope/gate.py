@@ -51,7 +51,7 @@ from scipy.special import ndtr
 
 from ope.base import Estimator
 from ope.diagnostics import diagnose, importance_weights
-from ope.errors import InvalidConfigError
+from ope.errors import InvalidConfigError, InvalidFeedbackError
 from ope.feedback import LoggedFeedback
 from ope.gate_options import DIRECTIONS, GateOptions, Guardrail, default_reward_model
 from ope.gate_result import ALL_TRAFFIC, GATE_TABLE_SCHEMA, GateResult, benjamini_hochberg, decide
@@ -114,6 +114,10 @@ def _metric_feedback(feedback: LoggedFeedback, metric: str) -> tuple[LoggedFeedb
     """Feedback whose rewards are ``metric`` and the mask of rounds where it is logged."""
     if feedback.metrics is not None and metric in feedback.metrics.columns:
         keep = feedback.metrics.get_column(metric).cast(pl.Float64).fill_nan(None).is_not_null().to_numpy()
+        if not keep.any():
+            raise InvalidFeedbackError(
+                "metric", f"metric {metric!r}: the logs hold no values for it (null in all {feedback.n_rounds:,} "
+                f"rounds: outcomes recorded without {metric}); record it with the outcomes or do not gate on it")
         fb = feedback if keep.all() else feedback.filter(keep)
         return fb.with_reward(metric), keep
     if metric == "reward":

@@ -118,7 +118,7 @@ def test_promote_cli_exit_codes_and_json(demo_run, tmp_path, capsys):
     assert code == (0 if payload["promote"] else 3) and payload["verdict"] in ("PROMOTE", "REFUSE")
     assert {"cohort", "metric", "diff", "lower", "p_adjusted", "passed", "reason"} <= set(payload["table"][0])
     code = cli(["promote", "--logs", str(tmp_path / "none"), "--candidate", "logged"])
-    assert code == 1 and "log_dir has no decisions" in capsys.readouterr().err
+    assert code == 2 and "log_dir has no decisions" in capsys.readouterr().err  # bad input, as python -m ope
 
 
 def test_report_cli_with_config_and_table_specs(demo_run, tmp_path, capsys):

@@ -36,7 +36,12 @@ def run(args) -> int:
 
     if args.bins < 1:
         raise ConfigError("--bins", args.bins, "must be >= 1")
-    report = calibration_report(args.logs, cohorts=tuple(args.cohort or ("profile", "task_type")), n_bins=args.bins)
+    try:
+        report = calibration_report(args.logs, cohorts=tuple(args.cohort or ("profile", "task_type")), n_bins=args.bins)
+    except ConfigError as exc:
+        if exc.field != "cohorts":
+            raise
+        raise exc.renamed("--cohort") from None
     overall = report["overall"]
     if args.json:
         print(json.dumps({"n": overall["n"], "ece": overall["ece"], "brier": overall["brier"],

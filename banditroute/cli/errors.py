@@ -1,4 +1,5 @@
-"""How the CLI reports an error: one line on stderr and an exit code (2 bad input, 1 otherwise).
+"""How the CLI reports an error: one line on stderr and an exit code (2 bad input, including a
+path that does not exist; 1 otherwise).
 
 >>> import contextlib, io
 >>> from banditroute.errors import ConfigError
@@ -17,9 +18,10 @@ __all__ = ["report_error", "reports_ope_errors"]
 
 
 def report_error(exc: Exception, *, command: str) -> int:
-    """Print ``banditroute COMMAND: error: ...`` on stderr; the exit code: 2 for a ``ValueError``, else 1."""
+    """Print ``banditroute COMMAND: error: ...`` on stderr; the exit code: 2 for a ``ValueError``
+    or a missing path (``FileNotFoundError``, e.g. ``--logs`` naming no directory), else 1."""
     print(f"banditroute {command}: error: {exc}", file=sys.stderr)
-    return 2 if isinstance(exc, ValueError) else 1
+    return 2 if isinstance(exc, (ValueError, FileNotFoundError)) else 1
 
 
 def reports_ope_errors(run):

@@ -60,7 +60,8 @@ def calibration_report(log_dir: str | os.PathLike, *, cohorts: tuple[str, ...] =
     """Calibration of the routed aggregate, overall and per cohort, from a decision log.
 
     ``cohorts`` are ``profile``, ``task_type`` (the most probable task type of the request)
-    or any field of the logged context. Only decisions with a logged prediction and an
+    or any field of the logged context (another name is a :class:`ConfigError` on ``cohorts``
+    listing the valid ones). Only decisions with a logged prediction and an
     observed quality count (the first outcome of each decision).
     """
     import ope
@@ -75,13 +76,18 @@ def calibration_report(log_dir: str | os.PathLike, *, cohorts: tuple[str, ...] =
              .collect())
     if frame.height == 0:
         raise ConfigError("log_dir", str(log_dir), "has no decisions with both a prediction and an observed quality")
+    contexts = [(json.loads(c) if c else None) or {} for c in frame["context"].to_list()]
+    valid = ["profile", "task_type", *sorted({k for c in contexts for k in c} - {"profile", "task_type"})]
+    for cohort in cohorts:
+        if cohort not in valid:
+            raise ConfigError("cohorts", cohort, f"must be one of {valid} (profile, task_type or a logged context field)")
     overall = calibration_table(frame["expected_quality"].to_numpy(), frame["quality"].to_numpy(), n_bins=n_bins)
     per_cohort = {}
     for cohort in cohorts:
         if cohort in ("profile", "task_type"):
             keys = frame[cohort]
         else:
-            keys = pl.Series([json.loads(c).get(cohort) for c in frame["context"].to_list()], dtype=pl.String)
+            keys = pl.Series([c.get(cohort) for c in contexts], dtype=pl.String)
         rows = []
         for key in keys.unique().sort(nulls_last=True).to_list():
             mask = (keys.is_null() if key is None else (keys == key).fill_null(False)).to_numpy()

@@ -159,7 +159,9 @@ def resolve_policy(spec: str, fb, *, log_dir: str | Path | None = None, config: 
             router = Router.from_config(path, log_dir=None)
             if log_dir is not None:
                 router.replay(log_dir)
-        return router.action_distribution(fb.contexts, list(fb.action_names))
+        # no context column at all (every logged context was {}): one empty context per round
+        contexts = [{}] * fb.n_rounds if fb.contexts is None else fb.contexts
+        return router.action_distribution(contexts, list(fb.action_names))
     if spec.startswith("shadow:"):
         if log_dir is None:
             raise ConfigError("policy", spec, "needs the log directory")
