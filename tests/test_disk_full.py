@@ -270,3 +270,42 @@ def test_a_rollout_command_the_log_refuses_did_not_happen(tmpfs):
     router.close()
     events = br.scan_table(tmpfs / "logs", "events").collect()
     assert events.get_column("event").to_list() == ["canary_start"]
+
+
+def test_a_request_cancelled_while_its_outcome_is_committed_still_learns_it_once(tmp_path):
+    """The service learns an outcome when its commit's result is known, not when the request's
+    coroutine resumes: a request cancelled while waiting (its row committed anyway) leaves the
+    outcome learned, and a retry is a duplicate (never a second row)."""
+    pytest.importorskip("uvicorn", reason="the service extra (uvicorn) is not installed")
+    import asyncio
+
+    from banditroute.service import app as service_app
+    from banditroute.service.config import ServiceConfig
+    from banditroute.service.replica import start_replica
+
+    routes = tmp_path / "routes.toml"
+    routes.write_text('[[profiles]]\nname = "a"\n[[profiles]]\nname = "b"\n')
+
+    async def scenario():
+        svc = await start_replica(ServiceConfig(config=str(routes), log_dir=str(tmp_path / "logs")),
+                                  handle_forwarded=service_app._forwarded)
+        try:
+            d = svc.router.decide({})
+            await svc.commit.ack()
+            body = {"decision_id": d.id, "quality": 1.0}
+            task = asyncio.ensure_future(service_app._record(svc, d.id, body))
+            await asyncio.sleep(0)  # it appended its row and waits for the commit
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await svc.commit.ack()  # the commit holding the row is done
+            await asyncio.sleep(0.01)
+            learned = svc.router.n_updates
+            retry = await service_app._record(svc, d.id, body)
+        finally:
+            await svc.stop()
+        return learned, retry["status"]
+
+    learned, retry = asyncio.run(scenario())
+    assert (learned, retry) == (1, "duplicate")
+    outcomes = br.scan_table(tmp_path / "logs", "outcomes").collect()
+    assert outcomes.get_column("status").to_list() == ["applied"]

@@ -29,6 +29,7 @@ a load balancer with affinity on the id prefix in front of them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -143,12 +144,12 @@ async def _record(svc: Replica, decision_id: str, body: dict) -> dict:
     """Record a checked outcome body (see :func:`_outcome_id`), once it is durable."""
     claim = svc.router.begin_record(decision_id, quality=body.get("quality"), cost_usd=body.get("cost_usd"),
                                     latency_ms=body.get("latency_ms"))
-    committed = False
-    try:
-        await svc.commit.ack()
-        committed = True
-    finally:  # learned from only once its row is durable; a failed commit changes nothing
-        svc.router.settle_record(claim, committed=committed)
+    # Learned from only once its row is durable, and a failed commit changes nothing: settled
+    # when the commit's result is known (in commit order), even if this request is cancelled.
+    ack = asyncio.ensure_future(svc.commit.ack())
+    ack.add_done_callback(lambda done: svc.router.settle_record(
+        claim, committed=not done.cancelled() and done.exception() is None))
+    await asyncio.shield(ack)
     svc.metrics.outcome(claim.status)
     return {"decision_id": decision_id, "status": claim.status}
 
