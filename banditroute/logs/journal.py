@@ -308,11 +308,27 @@ def writer_lock(log_dir: str | os.PathLike, writer: str):
 
 def claim_writer(log_dir: str | os.PathLike, writer: str) -> tuple[str, int | None]:
     """Take over a gone writer: ``("dead", fd)`` with its lock held on ``fd`` until the caller
-    closes it (so no other process takes it over too), ``("alive", None)`` if its process
-    holds the lock, ``("absent", None)`` if it never wrote a journal here."""
-    if fcntl is None:
+    closes it (so no other process takes it over too), ``("alive", None)`` if another process
+    holds the lock (the writer itself, or a router that took it over first). A writer without a
+    lock file (it closed cleanly, or never wrote a journal here) gets one, so that it too is
+    taken over by one process only; ``("absent", None)`` only where file locks do not exist."""
+    if fcntl is None or not journal_dir(log_dir).is_dir():
         return "absent", None
-    return _take_lock(lock_path(log_dir, writer))
+    path = lock_path(log_dir, writer)
+    for _ in range(3):  # a holder deleting the file between our open and our lock: try again
+        state, fd = _take_lock(path)
+        if state != "absent":
+            return state, fd
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return "alive", None
+        if path.exists() and os.path.samestat(os.fstat(fd), os.stat(path)):
+            return "dead", fd
+        os.close(fd)
+    return "alive", None
 
 
 def forget_writer(log_dir: str | os.PathLike, writer: str) -> None:

@@ -63,9 +63,14 @@ class PeerLink:
 
     async def start(self) -> None:
         if self.supported():
-            for name in (self.writer_id, *self.adopted):
-                self._servers.append(await asyncio.start_unix_server(self._serve, path=SOCKET_PREFIX + name,
-                                                                     limit=_MAX_LINE))
+            self._servers.append(await asyncio.start_unix_server(self._serve, path=SOCKET_PREFIX + self.writer_id,
+                                                                 limit=_MAX_LINE))
+            for name in self.adopted:  # each taken over by this replica only (its lock is held here)
+                try:
+                    self._servers.append(await asyncio.start_unix_server(self._serve, path=SOCKET_PREFIX + name,
+                                                                         limit=_MAX_LINE))
+                except OSError as exc:
+                    _log.warning("cannot listen for outcomes of %s, taken over here: %s", name, exc)
 
     async def close(self) -> None:
         servers, self._servers = self._servers, []
