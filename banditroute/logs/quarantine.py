@@ -52,6 +52,7 @@ __all__ = [
     "check_log",
     "check_part",
     "check_segment",
+    "n_quarantined",
     "part_problem",
     "quarantine",
     "quarantined_files",
@@ -163,9 +164,7 @@ def quarantined_files(log_dir: str | os.PathLike, *, since_us: int | None = None
     """
     root = Path(log_dir) / QUARANTINE_DIR
     out = []
-    for path in sorted(root.rglob("*")) if root.is_dir() else ():
-        if not path.is_file() or path.name.endswith(_NOTE) or path.name.startswith("."):
-            continue
+    for path in sorted(_moved(root)):
         try:
             note = json.loads(path.with_name(path.name + _NOTE).read_text())
         except (OSError, ValueError):
@@ -173,6 +172,25 @@ def quarantined_files(log_dir: str | os.PathLike, *, since_us: int | None = None
         if since_us is None or (note["ts_us"] is not None and note["ts_us"] >= since_us):
             out.append(QuarantinedFile(path, note["original"], note["reason"], note["ts_us"]))
     return out
+
+
+def n_quarantined(log_dir: str | os.PathLike) -> int:
+    """How many files are under ``log_dir/_quarantine`` (their notes not read: a gauge scraped often).
+
+    >>> import tempfile
+    >>> n_quarantined(tempfile.mkdtemp())
+    0
+    """
+    return sum(1 for _ in _moved(Path(log_dir) / QUARANTINE_DIR))
+
+
+def _moved(root: Path):
+    """The files moved to the quarantine directory ``root`` (not their notes)."""
+    if not root.is_dir():
+        return
+    for path in root.rglob("*"):
+        if path.is_file() and not path.name.endswith(_NOTE) and not path.name.startswith("."):
+            yield path
 
 
 # -- journal segments ------------------------------------------------------------------------------

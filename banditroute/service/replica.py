@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..logs.quarantine import quarantined_files
+from ..logs.quarantine import n_quarantined
 from ..logs.store import LogWriter
 from .config import ServiceConfig
 from .forwarding import PeerLink
@@ -116,7 +116,7 @@ class Replica:
                ("banditroute_outcomes_received_forwarded_total", "Outcomes other replicas forwarded here.",
                 self.peers.n_received),
                ("banditroute_quarantined_files", "Damaged log files moved to <log_dir>/_quarantine (see "
-                "'banditroute doctor').", len(quarantined_files(self.router.config.log_dir)))]
+                "'banditroute doctor').", n_quarantined(self.router.config.log_dir))]
         if self.shared is not None:
             s = self.shared
             out += [("banditroute_shared_state_up", "1 if the last sync with Redis succeeded.", int(s.up)),
