@@ -13,6 +13,7 @@ Modules, each importing only modules listed above it (no import cycles)::
     logs                        the log reader's entry points (feedback_from_logs, join_logs, ...)
     dsjson                      Vowpal Wabbit decision-service JSON as LoggedFeedback
     policies                    target policies: resolve_target, one_hot, uniform
+    learning                    learning policies: progressive validation, time split
     intervals                   per-round terms -> value, standard error, interval
     diagnostics                 importance weights and their diagnostics
     reward_models, vw_reward    cross-fitted reward models for DM / DR
@@ -55,11 +56,17 @@ from ope.intervals import Interval, RoundTerms, confidence_interval
 from ope.ips import IPS, SNIPS
 from ope.logs import action_space, feedback_from_logs, join_logs, scan_decisions, scan_outcomes
 from ope.policies import Policy, one_hot, resolve_target, uniform
+from ope.learning import LearningEvaluation, LearningPolicy, progressive, resolve_learning, time_split
 from ope.reward_models import cross_fit_predictions, encode_contexts
 from ope.synthetic import SyntheticBandit, SyntheticProblem
 from ope.vw_reward import VWRegressor
 
 __all__ = [
+    "LearningEvaluation",
+    "LearningPolicy",
+    "progressive",
+    "resolve_learning",
+    "time_split",
     "DM",
     "DR",
     "DRos",

@@ -17,6 +17,7 @@ from ope.base import Estimate, Estimator
 from ope.diagnostics import DiagnosticThresholds
 from ope.errors import InvalidConfigError
 from ope.feedback import LoggedFeedback
+from ope.learning import resolve_learning
 from ope.intervals import DEFAULT_BOOTSTRAP_UNITS
 from ope.ips import IPS, SNIPS
 
@@ -37,6 +38,7 @@ RESULT_SCHEMA = {
     "mean_weight": pl.Float64,
     "support_deficiency": pl.Float64,
     "warnings": pl.List(pl.String),
+    "evaluation": pl.String,
 }
 
 
@@ -60,7 +62,7 @@ def _named_estimators(estimators: Sequence[Estimator] | Mapping[str, Estimator] 
     return dict(items)
 
 
-def _row(policy: str, name: str, est: Estimate) -> dict[str, Any]:
+def _row(policy: str, name: str, est: Estimate, evaluation: str) -> dict[str, Any]:
     return {
         "policy": policy,
         "estimator": name,
@@ -76,6 +78,7 @@ def _row(policy: str, name: str, est: Estimate) -> dict[str, Any]:
         "mean_weight": est.mean_weight,
         "support_deficiency": est.support_deficiency,
         "warnings": list(est.warnings),
+        "evaluation": evaluation,
     }
 
 
@@ -91,6 +94,7 @@ def evaluate(
     value_range: tuple[float, float] | None = None,
     bootstrap_units: int | None = DEFAULT_BOOTSTRAP_UNITS,
     thresholds: DiagnosticThresholds | None = None,
+    learning: str = "progressive",
 ) -> pl.DataFrame:
     """Estimate every policy with every estimator.
 
@@ -106,6 +110,8 @@ def evaluate(
     alpha, interval, n_bootstrap, seed, value_range, bootstrap_units, thresholds
         As in :meth:`ope.Estimator.estimate`; ``seed`` builds one Generator used
         for every cell in order.
+    learning : {"progressive", "progressive:B", "split:F"}, default "progressive"
+        How a policy that learns (an object with ``learn``) is evaluated; see :mod:`ope.learning`.
 
     Returns
     -------
@@ -129,11 +135,14 @@ def evaluate(
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     cache: dict = {}
     rows = []
-    for policy_name, target in policies.items():
+    # learning policies: progressive validation or a time split (then every policy is scored on
+    # the held-out rounds only), see ope.learning; column "evaluation" says which
+    learned = resolve_learning(policies, feedback, learning)
+    for policy_name, target in learned.targets.items():
         for est_name, estimator in named.items():
             est = estimator.estimate(
-                feedback, target, alpha=alpha, interval=interval, n_bootstrap=n_bootstrap, seed=rng,
+                learned.feedback, target, alpha=alpha, interval=interval, n_bootstrap=n_bootstrap, seed=rng,
                 value_range=value_range, bootstrap_units=bootstrap_units, thresholds=thresholds, cache=cache,
             )
-            rows.append(_row(str(policy_name), est_name, est))
+            rows.append(_row(str(policy_name), est_name, est, learned.evaluation[policy_name]))
     return pl.DataFrame(rows, schema=RESULT_SCHEMA)

@@ -295,6 +295,28 @@ class LoggedFeedback:
                 fields[name] = fields[name].filter(series)
         return LoggedFeedback(**fields)
 
+    def take(self, indices: Any) -> LoggedFeedback:
+        """Return the rounds at ``indices`` (in that order; a slice is accepted too).
+
+        Examples
+        --------
+        >>> LoggedFeedback(actions=[0, 1, 1], rewards=[1.0, 0.0, 0.5], propensities=[0.5] * 3,
+        ...                n_actions=2).take([2, 0]).rewards.tolist()
+        [0.5, 1.0]
+        """
+        if not isinstance(indices, slice):
+            indices = np.asarray(indices, dtype=np.int64)
+            if indices.ndim != 1 or (indices.size and (indices.min() < -self.n_rounds or indices.max() >= self.n_rounds)):
+                raise InvalidFeedbackError("indices", f"indices must be rounds in [0, {self.n_rounds})")
+        fields = self._fields()
+        for name in ("actions", "rewards", "propensities", "logging_distribution"):
+            if fields[name] is not None:
+                fields[name] = np.ascontiguousarray(fields[name][indices])
+        for name in ("contexts", "cohorts", "metrics"):
+            if fields[name] is not None:
+                fields[name] = fields[name][indices]
+        return LoggedFeedback(**fields)
+
     @classmethod
     def from_obp(cls, bandit_feedback: Mapping[str, Any]) -> LoggedFeedback:
         """Build feedback from Open Bandit Pipeline's ``bandit_feedback`` dict.

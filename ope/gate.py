@@ -56,7 +56,7 @@ from ope.feedback import LoggedFeedback
 from ope.gate_options import DIRECTIONS, GateOptions, Guardrail, default_reward_model
 from ope.gate_result import ALL_TRAFFIC, GATE_TABLE_SCHEMA, GateResult, benjamini_hochberg, decide
 from ope.intervals import RoundTerms, confidence_interval
-from ope.policies import resolve_target
+from ope.learning import resolve_learning
 
 __all__ = ["gate", "GateOptions", "Guardrail", "GateResult", "benjamini_hochberg", "default_reward_model",
            "DIRECTIONS", "GATE_TABLE_SCHEMA"]
@@ -145,6 +145,7 @@ def gate(
     max_support_deficiency: float = _UNSET,
     reward_model: Any = _UNSET,
     seed: int | np.random.Generator | None = _UNSET,
+    learning: str = _UNSET,
     options: GateOptions | None = None,
 ) -> GateResult:
     """Decide whether ``candidate`` may replace ``baseline``, from the logged traffic.
@@ -191,6 +192,12 @@ def gate(
         For ``"dr"``/``"sndr"``; defaults to :func:`default_reward_model`.
     seed : int or numpy.random.Generator or None, default 0
         Seeds cross-fitting.
+    learning : {"progressive", "progressive:B", "split:F"}, default "progressive"
+        How a candidate or baseline that learns (an object with ``learn``, e.g. a banditroute
+        ``Router``) is evaluated without scoring it on the rounds it learned from: progressive
+        validation in the feedback's (time) order, or a time split (learn on the first
+        fraction ``F``; both policies are then compared on the rest only); see
+        :mod:`ope.learning`. The result's ``evaluation`` says which was used.
     options : GateOptions, optional
         All of the above in one validated object, instead of the keywords (giving both
         ``options`` and any of those keywords is an error).
@@ -223,12 +230,14 @@ def gate(
         estimator=estimator, metric=metric, margin=margin, guardrails=guardrails, cohorts=cohorts,
         cohort_margin=cohort_margin, alpha=alpha, min_n=min_n, min_ess=min_ess, max_weight=max_weight,
         mean_weight_z=mean_weight_z, max_support_deficiency=max_support_deficiency, reward_model=reward_model,
-        seed=seed,
+        seed=seed, learning=learning,
     ).items() if value is not _UNSET}
     options = _options(options, given)
     est = options.build_estimator()
-    t_cand = resolve_target(candidate, feedback)
-    t_base = resolve_target(baseline, feedback)
+    # a learning policy is scored progressively (or on a time split's held-out rounds), never on
+    # the rounds it learned from; a split evaluates both policies on the held-out rounds only
+    learned = resolve_learning({"candidate": candidate, "baseline": baseline}, feedback, options.learning)
+    feedback, t_cand, t_base = learned.feedback, learned.targets["candidate"], learned.targets["baseline"]
     seed = options.seed
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     cells = _cohort_cells(feedback, options.cohort_columns)
@@ -239,7 +248,7 @@ def gate(
         rows += _measure(feedback, t_cand, t_base, est, rng, cells, check, alpha=float(options.alpha))
     global_problems = _global_checks(feedback, t_cand, t_base, float(options.mean_weight_z),
                                      float(options.max_support_deficiency))
-    return decide(rows, global_problems, options)
+    return decide(rows, global_problems, options, learned.evaluation)
 
 
 def _options(options: Any, given: dict[str, Any]) -> GateOptions:

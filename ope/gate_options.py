@@ -18,6 +18,7 @@ import numpy as np
 from ope.base import Estimator
 from ope.dr import DR, SNDR
 from ope.errors import InvalidConfigError
+from ope.learning import LearningEvaluation
 from ope.ips import IPS, SNIPS
 
 __all__ = ["GateOptions", "Guardrail", "default_reward_model", "DIRECTIONS"]
@@ -152,6 +153,7 @@ class GateOptions:
     max_support_deficiency : float >= 0
     reward_model : scikit-learn estimator, optional
     seed : int or numpy.random.Generator or None
+    learning : str or LearningEvaluation ("progressive", "progressive:B", "split:F")
 
     Raises
     ------
@@ -183,8 +185,10 @@ class GateOptions:
     max_support_deficiency: float = 0.001
     reward_model: Any = None
     seed: int | np.random.Generator | None = 0
+    learning: str | LearningEvaluation = "progressive"
 
     def __post_init__(self) -> None:
+        LearningEvaluation.parse(self.learning)
         alpha = _number("alpha", self.alpha)
         if not 0.0 < alpha < 0.5:
             raise InvalidConfigError("alpha", f"alpha must be in (0, 0.5), got {alpha!r}")

@@ -10,8 +10,8 @@ reason in words: what failed, by how much, and what to do about it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,9 @@ class GateResult:
     table : polars.DataFrame
         One row per (cohort, metric) cell, columns :data:`GATE_TABLE_SCHEMA`.
     alpha : float
+    evaluation : mapping, optional
+        How each policy was evaluated (``"candidate"``, ``"baseline"``): static, or for a
+        learning policy progressive validation or a time split (see :mod:`ope.learning`).
 
     Examples
     --------
@@ -62,6 +65,7 @@ class GateResult:
     reasons: tuple[str, ...]
     table: pl.DataFrame
     alpha: float
+    evaluation: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -77,14 +81,15 @@ class GateResult:
         """The verdict and the reasons, one per line."""
         head = ("PROMOTE: the candidate passes every check of the gate" if self.promote
                 else "REFUSE: the candidate does not pass the gate")
-        return "\n".join([f"{head} (alpha = {self.alpha:g}).", *(f"- {r}" for r in self.reasons)])
+        how = [f"{who} evaluated by {text}" for who, text in self.evaluation.items() if not text.startswith("static")]
+        return "\n".join([f"{head} (alpha = {self.alpha:g}).", *(f"- {r}" for r in self.reasons), *how])
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (NaN as None)."""
         rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
                 for row in self.table.to_dicts()]
         return {"promote": self.promote, "verdict": self.verdict, "alpha": self.alpha,
-                "reasons": list(self.reasons), "table": rows}
+                "reasons": list(self.reasons), "evaluation": dict(self.evaluation), "table": rows}
 
 
 def benjamini_hochberg(p_values: Any) -> np.ndarray:
@@ -107,7 +112,8 @@ def benjamini_hochberg(p_values: Any) -> np.ndarray:
     return out
 
 
-def decide(rows: list[dict[str, Any]], global_problems: Sequence[str], options: GateOptions) -> GateResult:
+def decide(rows: list[dict[str, Any]], global_problems: Sequence[str], options: GateOptions,
+           evaluation: Mapping[str, str] | None = None) -> GateResult:
     """Adjust the cells' p-values, judge every cell and give the verdict with its reasons.
 
     Parameters
@@ -148,7 +154,7 @@ def decide(rows: list[dict[str, Any]], global_problems: Sequence[str], options: 
         reasons = _promotion_reasons(table, alpha)
     else:
         reasons = tuple(global_problems) + _refusal_reasons(table)
-    return GateResult(promote, reasons, table, alpha)
+    return GateResult(promote, reasons, table, alpha, dict(evaluation or {}))
 
 
 def _fmt(x: float) -> str:

@@ -115,6 +115,12 @@ class BetaBelief:
         np.add.at(self.beta_, ks, w * (1.0 - quality)[:, None])
         np.logical_or.at(self.dirty_, ks, w > 0)
         self.n_updates_ += len(ks)
+        self._since_refresh += len(ks)
+
+    @property
+    def refresh_due(self) -> bool:
+        """Whether ``refresh_every`` outcomes were applied since the bank was last redrawn."""
+        return self._since_refresh >= self.refresh_every
 
     def shrink(self, k: int, t: int, keep: float) -> None:
         """Recalibrate one cell: keep a fraction ``keep`` of its evidence beyond the prior."""

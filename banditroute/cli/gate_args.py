@@ -43,6 +43,11 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait-window-s", type=float, default=None)
     p.add_argument("--default-reward", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learning", default="progressive", metavar="progressive[:B]|split[:F]",
+                   help="how a learning candidate (config, router) is evaluated without scoring it on rounds it "
+                        "learned from: progressive validation in time order, batches of B rounds (default: "
+                        "progressive, B = rounds/2000), or a time split learning on the first fraction F "
+                        "(default 0.5) and comparing every policy on the rest")
 
 
 def parse_guardrails(items: Sequence[str]) -> dict[str, float]:
@@ -63,4 +68,5 @@ def gate_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`ope.gate.gate` given on the command line."""
     return dict(estimator=args.estimator, margin=args.margin, cohort_margin=args.cohort_margin,
                 guardrails=parse_guardrails(args.guardrail), cohorts=list(args.cohort), alpha=args.alpha,
-                min_n=args.min_n, min_ess=args.min_ess, max_weight=args.max_weight, seed=args.seed)
+                min_n=args.min_n, min_ess=args.min_ess, max_weight=args.max_weight, seed=args.seed,
+                learning=args.learning)

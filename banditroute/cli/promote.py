@@ -35,14 +35,16 @@ def run(args) -> int:
     """Print the gate's verdict, reasons and table; 0 promote, 3 refuse."""
     from ope.gate import gate
 
-    from ..evaluation.candidates import load_feedback, parse_named, resolve_policy
+    from ..evaluation.candidates import load_feedback, parse_named, policy_of
 
     fb = load_feedback(args.logs, cohorts=args.cohort, wait_window_s=args.wait_window_s,
                        default_reward=args.default_reward)
     where = dict(log_dir=args.logs, config=args.config, wait_window_s=args.wait_window_s,
                  default_reward=args.default_reward)
-    candidate = resolve_policy(parse_named(args.candidate)[1], fb, **where)
-    baseline = resolve_policy(parse_named(args.baseline)[1], fb, **where)
+    # a learning candidate (config, router) stays a Router here: the gate evaluates it
+    # progressively (or on a time split), never on the rounds it learned from
+    candidate = policy_of(parse_named(args.candidate)[1], fb, **where)
+    baseline = policy_of(parse_named(args.baseline)[1], fb, **where)
     result = gate(fb, candidate=candidate, baseline=baseline, **gate_kwargs(args))
     if args.json:
         print(json.dumps({"candidate": args.candidate, "baseline": args.baseline, **result.to_dict()}, indent=2))

@@ -11,6 +11,7 @@ import json
 import logging
 
 import numpy as np
+import polars as pl
 
 from ..config.profiles import check_number
 from typing import NamedTuple
@@ -155,6 +156,42 @@ class Outcomes:
             return
         for i, (k, w, q) in enumerate(zip(ks.tolist(), task_probs, quality.tolist())):
             self.learn(k, w, q, None if feedback is None else feedback[i], log_events=False)
+
+    def learn_logged(self, feedback) -> int:
+        """Learn logged rounds given as an ``ope.LoggedFeedback`` (``Router.learn``): the profile
+        of each round's action, the task-type posterior of its context by this router's task
+        model, and quality from ``metrics["quality"]`` (else the rewards, which must then be in
+        [0, 1]); rounds of profiles this router does not know or without quality are skipped.
+        The bank is redrawn every ``refresh_every`` outcomes, as live. Returns the number learned."""
+        index = {p.name: i for i, p in enumerate(self.config.profiles)}
+        ks = np.array([index.get(a, -1) for a in feedback.action_names], dtype=np.int64)[feedback.actions]
+        metrics = feedback.metrics
+        if metrics is not None and "quality" in metrics.columns:
+            quality = metrics.get_column("quality").cast(pl.Float64).fill_null(np.nan).to_numpy()
+        else:
+            quality = np.asarray(feedback.rewards, dtype=np.float64)
+        bad = np.isfinite(quality) & ((quality < 0.0) | (quality > 1.0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InvalidOutcomeError(f"quality must be in [0, 1] to learn from (metrics['quality'], else the "
+                                      f"rewards), got {quality[i]} at round {i}")
+        rows = np.flatnonzero((ks >= 0) & np.isfinite(quality))
+        if rows.size == 0:
+            return 0
+        frame = feedback.contexts
+        contexts = ([{}] * rows.size if frame is None else
+                    [{k: v for k, v in r.items() if v is not None} for r in frame[rows].iter_rows(named=True)])
+        w = np.stack([self.tasks.probs(self.tasks.parse(c)[1]) for c in contexts])
+        ks, quality = ks[rows], quality[rows]
+        rewards, propensities = feedback.rewards[rows], feedback.propensities[rows]
+        learned = None
+        if self.policy.learns:
+            learned = [Feedback(c, w[i], int(ks[i]), float(quality[i]), float(rewards[i]), float(propensities[i]))
+                       for i, c in enumerate(contexts)]
+        self.learn_many(ks, w, quality, learned)
+        if self.belief.refresh_due:  # as often as the live router would redraw it
+            self.belief.refresh()
+        return int(rows.size)
 
     def learn_elsewhere(self, profile: str, task_probs, quality: float) -> None:
         """An outcome of a decision made elsewhere: ``task_probs`` maps task types to weights."""

@@ -268,6 +268,12 @@ class Router:
         with self._lock:
             self._outcomes.learn_many(ks, task_probs, quality, feedback)
 
+    def learn(self, feedback) -> int:
+        """Learn logged rounds (an ``ope.LoggedFeedback``; see ``Outcomes.learn_logged``): how ``ope``
+        evaluates a Router candidate progressively. Returns the number of rounds learned."""
+        with self._lock:
+            return self._outcomes.learn_logged(feedback)
+
     @property
     def drift_events(self) -> list[dict]:
         """Drift recalibrations so far: profile, task type, change, statistic, n_updates."""

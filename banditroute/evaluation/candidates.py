@@ -12,11 +12,19 @@ as a SPEC (a superset of ``python -m ope``'s) and resolved against the joined lo
 ``table:chat=small,code=large[,*=medium]``
                              a static routing table by task type (``*``: every other task type)
 ``config`` / ``config:PATH`` a Router built from a routes file (``config``: the ``--config`` one)
-                             with ``log_dir=None``, replayed on the logs; its action distribution
-``router:PATH``              a Router saved with ``Router.save`` (loaded with ``log_dir=None``)
+                             with ``log_dir=None``, *learning*: evaluated progressively from its prior
+``router:PATH``              a Router saved with ``Router.save`` (loaded with ``log_dir=None``),
+                             learning: evaluated progressively from its saved state
 ``shadow:NAME``              the distribution logged for shadow or canary candidate ``NAME``
 ``file:PATH.npy``            an (n_rounds, n_profiles) array aligned with the joined rounds
 ==========================  =====================================================================
+
+A *learning* candidate (``config``, ``router``) is never scored on rounds it learned from (that
+would reward it for fitting their noise): by default it is evaluated by progressive validation,
+each logged round, in time order, scored with what the candidate would have played then, before
+it learns that round; ``learning="split:F"`` learns on the first fraction ``F`` and scores the
+frozen candidate on the rest (see :mod:`ope.learning`). :func:`load_feedback` returns the rounds
+in time order (decision time, then writer and sequence) for that reason.
 
 >>> parse_named("cheap=always:small")
 ('cheap', 'always:small')
@@ -36,7 +44,8 @@ import polars as pl
 
 from ..errors import ConfigError
 
-__all__ = ["SPEC_HELP", "parse_named", "load_feedback", "resolve_policy"]
+__all__ = ["SPEC_HELP", "parse_named", "load_feedback", "joined_rounds", "policy_of", "resolve_policy",
+           "resolve_policies"]
 
 SPEC_HELP = ("logged | uniform | always:PROFILE | table:TASK=PROFILE,...[,*=PROFILE] | config[:ROUTES.toml] | "
              "router:SAVED.pkl | shadow:NAME | file:PATH.npy")
@@ -63,8 +72,33 @@ def load_feedback(log_dir: str | Path, *, cohorts: Sequence[str] = (), wait_wind
     import ope
 
     window = None if wait_window_s is None else dt.timedelta(seconds=wait_window_s)
-    return ope.LoggedFeedback.from_logs(log_dir, contexts=True, cohorts=list(cohorts), wait_window=window,
-                                        default_reward=default_reward)
+    fb = ope.LoggedFeedback.from_logs(log_dir, contexts=True, cohorts=list(cohorts), wait_window=window,
+                                      default_reward=default_reward)
+    rows = joined_rounds(log_dir, wait_window_s=wait_window_s, default_reward=default_reward, time_order=False)
+    if rows.height != fb.n_rounds:
+        raise ConfigError("log_dir", str(log_dir), "changed while it was read; run again")
+    order = _time_order(rows)
+    return fb if np.array_equal(order, np.arange(fb.n_rounds)) else fb.take(order)
+
+
+def joined_rounds(log_dir: str | Path, *, wait_window_s: float | None = None, default_reward: float | None = None,
+                  columns: Sequence[str] = ("decision_id", "ts", "writer", "seq"), time_order: bool = True):
+    """The joined rounds' log ``columns`` (a polars DataFrame), aligned with
+    :func:`load_feedback`'s rounds (``time_order=False``: with ``LoggedFeedback.from_logs``')."""
+    from ope.logs import join_logs
+
+    window = None if wait_window_s is None else dt.timedelta(seconds=wait_window_s)
+    wanted = list(dict.fromkeys(["row_index", "ts", "writer", "seq", *columns]))
+    rows = join_logs(log_dir, wait_window=window, default_reward=default_reward).select(wanted).collect()
+    rows = rows.sort("row_index")
+    if time_order:
+        rows = rows[_time_order(rows)]
+    return rows.select(list(columns))
+
+
+def _time_order(rows: pl.DataFrame) -> np.ndarray:
+    """Stable order of the rounds by decision time, then writer, then sequence number."""
+    return rows.with_row_index("__i").sort(["ts", "writer", "seq"], maintain_order=True).get_column("__i").to_numpy()
 
 
 def _table(spec: str, fb) -> np.ndarray:
@@ -92,11 +126,8 @@ def _table(spec: str, fb) -> np.ndarray:
 
 
 def _shadow(name: str, fb, log_dir, wait_window_s, default_reward) -> np.ndarray:
-    from ope.logs import join_logs
-
-    window = None if wait_window_s is None else dt.timedelta(seconds=wait_window_s)
-    rows = (join_logs(log_dir, wait_window=window, default_reward=default_reward)
-            .select("row_index", "profiles", "shadow").collect().sort("row_index"))
+    rows = joined_rounds(log_dir, wait_window_s=wait_window_s, default_reward=default_reward,
+                         columns=("profiles", "shadow"))
     if rows.height != fb.n_rounds:
         raise ConfigError("policy", f"shadow:{name}", "could not align the shadow column with the joined rounds")
     index = {p: k for k, p in enumerate(fb.action_names)}
@@ -118,8 +149,11 @@ def _shadow(name: str, fb, log_dir, wait_window_s, default_reward) -> np.ndarray
 
 
 def resolve_policy(spec: str, fb, *, log_dir: str | Path | None = None, config: str | Path | None = None,
-                   wait_window_s: float | None = None, default_reward: float | None = None) -> np.ndarray:
-    """The (n_rounds, n_profiles) action distribution of a SPEC on the logged rounds.
+                   wait_window_s: float | None = None, default_reward: float | None = None,
+                   learning: str = "progressive") -> np.ndarray:
+    """The (n_rounds, n_profiles) action distribution of a SPEC on the logged rounds; a learning
+    one (``config``, ``router``) by progressive validation (a time split scores fewer rounds:
+    use :func:`resolve_policies`).
 
     >>> import ope
     >>> fb = ope.LoggedFeedback(actions=[0, 1], rewards=[1.0, 0.0], propensities=[0.5, 0.5], n_actions=2,
@@ -132,6 +166,34 @@ def resolve_policy(spec: str, fb, *, log_dir: str | Path | None = None, config: 
     ...
     banditroute.errors.ConfigError: policy names profile 'huge', not among the logged ['small', 'large'], got 'always:huge'
     """
+    import ope
+
+    policy = policy_of(spec, fb, log_dir=log_dir, config=config, wait_window_s=wait_window_s,
+                       default_reward=default_reward)
+    if not ope.learning.is_learning(policy):
+        return policy
+    scheme = ope.LearningEvaluation.parse(learning)
+    if scheme.mode != "progressive":
+        raise ConfigError("learning", learning, "scores fewer rounds than the log has: use resolve_policies")
+    return ope.progressive(policy, fb, batch_rounds=scheme.batch_rounds, copy=False)
+
+
+def resolve_policies(specs, fb, *, learning: str = "progressive", **where):
+    """Several SPECs (or arrays) by name on the same rounds, learning ones evaluated by ``learning``
+    (``progressive[:B]`` or ``split[:F]``): an ``ope.LearnedTargets`` (``.feedback``: the rounds
+    evaluated, ``.targets``: arrays, ``.evaluation``: how each was evaluated)."""
+    import ope
+
+    policies = {name: policy_of(spec, fb, **where) if isinstance(spec, str) else spec for name, spec in specs.items()}
+    return ope.resolve_learning(policies, fb, learning)
+
+
+def policy_of(spec: str, fb, *, log_dir: str | Path | None = None, config: str | Path | None = None,
+              wait_window_s: float | None = None, default_reward: float | None = None):
+    """A SPEC as ``ope`` takes it: a static (n_rounds, n_profiles) array, or for ``config`` and
+    ``router`` a Router that learns (``ope`` evaluates it progressively or on a time split;
+    it starts from its prior, or a saved router from its saved state, and is never replayed
+    on the logs first)."""
     from ope.policies import one_hot, uniform
 
     from ..decide.router import Router
@@ -149,19 +211,13 @@ def resolve_policy(spec: str, fb, *, log_dir: str | Path | None = None, config: 
         return one_hot(np.full(fb.n_rounds, fb.action_names.index(name)), fb.n_actions)
     if spec.startswith("table:"):
         return _table(spec, fb)
-    if spec == "config" or spec.startswith("config:") or spec.startswith("router:"):
-        if spec.startswith("router:"):
-            router = Router.load(spec.split(":", 1)[1], log_dir=None)
-        else:
-            path = config if spec == "config" else spec.split(":", 1)[1]
-            if path is None:
-                raise ConfigError("policy", spec, "needs --config ROUTES.toml (or config:PATH)")
-            router = Router.from_config(path, log_dir=None)
-            if log_dir is not None:
-                router.replay(log_dir)
-        # no context column at all (every logged context was {}): one empty context per round
-        contexts = [{}] * fb.n_rounds if fb.contexts is None else fb.contexts
-        return router.action_distribution(contexts, list(fb.action_names))
+    if spec.startswith("router:"):
+        return Router.load(spec.split(":", 1)[1], log_dir=None)
+    if spec == "config" or spec.startswith("config:"):
+        path = config if spec == "config" else spec.split(":", 1)[1]
+        if path is None:
+            raise ConfigError("policy", spec, "needs --config ROUTES.toml (or config:PATH)")
+        return Router.from_config(path, log_dir=None)
     if spec.startswith("shadow:"):
         if log_dir is None:
             raise ConfigError("policy", spec, "needs the log directory")

@@ -21,13 +21,14 @@ import datetime as dt
 import html
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from .candidates import load_feedback, resolve_policy
+from .candidates import load_feedback, resolve_policies
 
 __all__ = ["interval_plot", "histogram", "stacked_area", "routing_share", "render_report", "build_report"]
 
@@ -335,14 +336,16 @@ def build_report(log_dir: str | Path, *, candidates: Mapping[str, Any], baseline
                                                              default_reward=default_reward)
     where = dict(log_dir=log_dir, config=config, wait_window_s=wait_window_s, default_reward=default_reward)
 
-    def target(spec):
-        return resolve_policy(spec, fb, **where) if isinstance(spec, str) else np.asarray(spec, dtype=float)
-
+    learning = gate_kwargs.pop("learning", "progressive")
     base_name = baseline if isinstance(baseline, str) else "baseline"
-    policies = {f"baseline ({base_name})": target(baseline)}
-    policies.update({name: target(spec) for name, spec in candidates.items()})
+    base_key = f"baseline ({base_name})"
+    # learning candidates are evaluated once, progressively or on a time split (then every
+    # policy is compared on the held-out rounds), and the arrays shared by the table and the gate
+    learned = resolve_policies({base_key: baseline, **candidates}, fb, learning=learning, **where)
+    fb, policies = learned.feedback, learned.targets
     estimators = {"IPS": ope.IPS(), "SNIPS": ope.SNIPS(), "DR": ope.DR(reward_model=default_reward_model())}
-    evaluation = ope.evaluate(fb, policies, estimators, seed=seed)
+    evaluation = ope.evaluate(fb, policies, estimators, seed=seed).with_columns(
+        pl.col("policy").replace_strict(learned.evaluation).alias("evaluation"))
     truths = {("baseline (logged)" if k == "logged" else k): v for k, v in (truths or {}).items()}
     weights = {name: ope.importance_weights(fb, t) for name, t in policies.items() if name in candidates}
     chosen = gate_candidate or next(iter(candidates))
@@ -351,7 +354,8 @@ def build_report(log_dir: str | Path, *, candidates: Mapping[str, Any], baseline
 
         raise ConfigError("gate_candidate", chosen, f"must be one of the candidates {list(candidates)}")
     gate_kwargs.setdefault("seed", seed)
-    result = gate(fb, candidate=policies[chosen], baseline=policies[f"baseline ({base_name})"], **gate_kwargs)
+    result = replace(gate(fb, candidate=policies[chosen], baseline=policies[base_key], **gate_kwargs),
+                     evaluation={"candidate": learned.evaluation[chosen], "baseline": learned.evaluation[base_key]})
     beliefs = None
     if router is not None:
         beliefs = (Router.load(router, log_dir=None) if isinstance(router, (str, Path)) else router).beliefs()
@@ -363,4 +367,6 @@ def build_report(log_dir: str | Path, *, candidates: Mapping[str, Any], baseline
         title=title or f"banditroute report: {log_dir}", evaluation=evaluation, truths=truths, gate_result=result,
         gate_label=f"({chosen} vs {base_name})", weights=weights, routing=routing_share(log_dir), beliefs=beliefs,
         notes=[f"{fb.n_rounds:,} logged decisions with outcomes, {fb.n_actions} profiles: "
-               f"{', '.join(fb.action_names)}."])
+               f"{', '.join(fb.action_names)}.",
+               *(f"'{name}' learns; evaluated by {how}." for name, how in learned.evaluation.items()
+                 if not how.startswith("static"))])

@@ -36,13 +36,12 @@ def _evaluate_candidates(log_dir, *, ids, names, expected, per_request, static_t
     """Evaluate the shadow and static-table candidates on the logs, gate, and write the report."""
     import ope
     from ope.gate import default_reward_model, gate
-    from ope.logs import join_logs
 
-    from ..evaluation.candidates import load_feedback, resolve_policy
+    from ..evaluation.candidates import joined_rounds, load_feedback, resolve_policy
     from ..evaluation.report import render_report, routing_share
 
     fb = load_feedback(log_dir, cohorts=["task_type"])
-    logged_ids = join_logs(log_dir).select("row_index", "decision_id").collect().sort("row_index")
+    logged_ids = joined_rounds(log_dir, columns=("decision_id",))
     where = {d: i for i, d in enumerate(ids)}
     req = np.array([where[d] for d in logged_ids.get_column("decision_id").to_list()])
     cols = [names.index(a) for a in fb.action_names]
