@@ -21,6 +21,8 @@ Modules, each importing only modules listed above it (no import cycles)::
     evaluate                    several policies x several estimators -> one table
     gate_options, gate_result   the gate's options (GateOptions) and verdict (GateResult)
     gate                        the promotion gate: measures the cells and decides
+    confseq                     confidence sequences: anytime-valid bounds on off-policy values
+    monitor                     CanaryMonitor: promote / roll back / continue after every batch
     synthetic                   synthetic problems with a known policy value
     cli                         ``python -m ope``
 
@@ -49,9 +51,11 @@ from ope.errors import (
     LogsNotFoundError,
     OPEError,
 )
+from ope.confseq import LowerConfidenceSequence, OffPolicyCS, SequenceBounds
 from ope.evaluate import evaluate
 from ope.gate import GateOptions, GateResult, Guardrail, gate
 from ope.feedback import LoggedFeedback
+from ope.monitor import CanaryMonitor, GuardrailStatus, MonitorOptions, MonitorResult
 from ope.intervals import Interval, RoundTerms, confidence_interval
 from ope.ips import IPS, SNIPS
 from ope.logs import action_space, feedback_from_logs, join_logs, scan_decisions, scan_outcomes
@@ -86,6 +90,13 @@ __all__ = [
     "LogsNotFoundError",
     "OPEError",
     "CorruptLogError",
+    "CanaryMonitor",
+    "GuardrailStatus",
+    "LowerConfidenceSequence",
+    "MonitorOptions",
+    "MonitorResult",
+    "OffPolicyCS",
+    "SequenceBounds",
     "Policy",
     "RoundTerms",
     "SNDR",
