@@ -52,6 +52,11 @@ def add_parser(subparsers):
                    help="without Redis, snapshot the log's learned state every N outcomes (default 50000)")
     p.add_argument("--snapshot-interval-s", type=float, default=300.0,
                    help="... or every S seconds if any were learned (default 300; 0 disables snapshots)")
+    p.add_argument("--candidate-config", action="append", default=[], metavar="NAME=PATH",
+                   help="a routes file POST /v1/rollout may name as its candidate (candidate_config: NAME); "
+                        "repeatable")
+    p.add_argument("--rollout-poll-ms", type=float, default=500.0,
+                   help="how often each replica polls for rollout commands (default 500)")
     p.set_defaults(run=run)
     return p
 
@@ -75,7 +80,9 @@ def run(args) -> int:
                         redis_url=args.redis_url or os.environ.get("BANDITROUTE_REDIS_URL"),
                         redis_namespace=args.redis_namespace, sync_interval_ms=args.sync_interval_ms,
                         snapshot_every_outcomes=args.snapshot_every_outcomes,
-                        snapshot_interval_s=args.snapshot_interval_s)
+                        snapshot_interval_s=args.snapshot_interval_s,
+                        candidate_configs=_candidate_configs(args.candidate_config),
+                        rollout_poll_ms=args.rollout_poll_ms)
     if isinstance(args.workers, bool) or args.workers < 1:
         raise ConfigError("--workers", args.workers, "must be >= 1")
     if not 0 <= args.port <= 65535:
@@ -100,6 +107,19 @@ def run(args) -> int:
                     http=http, h11_max_incomplete_event_size=cfg.max_header_bytes, access_log=False,
                     timeout_graceful_shutdown=10, log_level="warning")
     return 0
+
+
+def _candidate_configs(pairs: list[str]) -> dict | None:
+    """``--candidate-config NAME=PATH`` arguments as ``{NAME: absolute PATH}`` (None: none given)."""
+    configs = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError("--candidate-config", pair, "must be NAME=PATH")
+        if name in configs:
+            raise ConfigError("--candidate-config", name, "is given twice")
+        configs[name] = os.path.abspath(path)
+    return configs or None
 
 
 def _loopback(host: str) -> bool:

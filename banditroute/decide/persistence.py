@@ -35,6 +35,11 @@ Snapshots of a log (:func:`snapshot`, ``<log_dir>/_snapshots/``)
     covers is applied after them: each outcome once, in an order a full replay would not use
     (equal beliefs without discount or drift detection, up to the order of float sums). A
     resume that replayed ``RESUME_SNAPSHOT_MIN`` outcomes or more leaves a snapshot of its result.
+    Last, the rollout stage that the log directory's stored commands leave
+    (``<log_dir>/_rollout/commands``, written by the service's ``POST /v1/rollout``) is
+    restored: its shadows and its canary with its fraction, each candidate rebuilt from its
+    stored routes file and re-taught the applied outcomes logged since it started
+    (:mod:`banditroute.decide.rollout_sync`).
 """
 
 from __future__ import annotations
@@ -61,7 +66,9 @@ from ..logs.quarantine import quarantined_files
 from ..logs.scan import scan_table
 from ..logs.segments import lock_path
 from . import snapshot as snap
+from .commands import FileCommands
 from .ledger import open_log
+from .rollout_sync import RolloutSync
 
 __all__ = ["HOLE_S", "RESUME_SNAPSHOT_MIN", "load", "resume", "save", "snapshot"]
 
@@ -178,6 +185,9 @@ def resume(router, log_dir=None, *, beliefs: bool = True, snapshots: bool = True
     now = time.time_ns() // 1000
     pending = recent_pending_decisions(log_dir, since_us=now - int(router.config.wait_window_s * 1e6), writers=writers)
     restored = parts.issuer.restore(pending, now_us=now)
+    rollout = RolloutSync(router, FileCommands(log_dir), log_dir=log_dir).restore()
+    if rollout:
+        info["rollout"] = rollout
     return {"outcomes_applied": router.n_updates if beliefs else 0, "pending_restored": restored,
             "writers": sorted(writers), **info}
 

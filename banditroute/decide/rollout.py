@@ -11,6 +11,11 @@ A candidate is anything with ``probabilities(context) -> {profile: p}`` (another
 :class:`~banditroute.decide.router.Router` with ``log_dir=None``, a static table, a wrapped VW
 policy). A Router candidate also learns from every applied outcome.
 
+Each command is stamped (:attr:`Rollout.since_us`, :attr:`Rollout.last_command`); commands that
+come from a durable command store (:mod:`banditroute.decide.commands`, the service's
+``/v1/rollout``) carry an id, and :attr:`Rollout.position` counts those applied, so that each is
+applied once (:mod:`banditroute.decide.rollout_sync`).
+
 >>> import numpy as np
 >>> class Static:
 ...     def probabilities(self, context):
@@ -25,6 +30,7 @@ policy). A Router candidate also learns from every applied outcome.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -47,6 +53,17 @@ class Rollout:
         self.shadows: dict[str, object] = {}
         self.canary: tuple[str, object, float] | None = None
         self._learners: set[str] = set()  # candidates that learn from production's outcomes
+        self._init_stamps()
+
+    def _init_stamps(self) -> None:
+        self.since_us: dict[str, int] = {}  #: candidate name -> when the command that started it was given
+        self.last_command: dict | None = None  #: the last command applied (action, name, who, why, ...)
+        self.position = 0  #: commands of a command store applied, in its order
+        self.command_ids: set[str] = set()  #: ids of the stored commands applied
+
+    def __setstate__(self, state: dict) -> None:  # a router pickled before the stamps existed
+        self._init_stamps()
+        self.__dict__.update(state)
 
     @property
     def active(self) -> bool:
@@ -92,8 +109,12 @@ class Rollout:
 
     # -- commands: validated, applied, recorded as events ----------------------------------------
     def command(self, event: str, name: str | None, *, who: str, why: str, policy=None,
-                fraction: float | None = None, learns: bool = False):
-        """Apply one rollout command and record it; returns the promoted policy for ``promote``."""
+                fraction: float | None = None, learns: bool = False, log: bool = True,
+                command_id: str | None = None, ts_us: int | None = None):
+        """Apply one rollout command and record it; returns the promoted policy for ``promote``.
+
+        ``log=False``: no event row (a command another replica accepted and logged, applied
+        here too); ``command_id`` and ``ts_us``: the stored command's id and time."""
         for field, value in (("who", who), ("why", why)):
             check_text(field, value)  # a string the log can hold
         if name is not None:
@@ -113,13 +134,66 @@ class Rollout:
             name, _, fraction = self.stop_canary()
         else:
             raise ConfigError("event", event, "is not a rollout command")
-        if self._log_event is not None:
+        if log and self._log_event is not None:
             try:
                 self._log_event(event, name, fraction, who, why)
             except BaseException:  # the log refused the event row: the command did not happen
                 self.shadows, self.canary, self._learners = before
                 raise
+        self._stamp(event, name, fraction, who, why, command_id, ts_us)
         return result
+
+    def _stamp(self, event, name, fraction, who, why, command_id, ts_us) -> None:
+        ts_us = time.time_ns() // 1000 if ts_us is None else int(ts_us)
+        if event in ("shadow_start", "canary_start"):
+            self.since_us[name] = ts_us
+        elif event in ("shadow_stop", "rollback"):
+            self.since_us.pop(name, None)
+        self.last_command = {"command_id": command_id, "action": event, "name": name, "fraction": fraction,
+                             "who": who, "why": why, "ts_us": ts_us}
+        if command_id is not None:
+            self.command_ids.add(command_id)
+
+    def mark_applied(self, position: int, *, ids=(), last: dict | None = None) -> None:
+        """Record that the command store's commands up to ``position`` (ids ``ids``) are applied
+        here; ``last``: the last of them, as :attr:`last_command` (a restored stage)."""
+        self.position = max(self.position, int(position))
+        self.command_ids.update(ids)
+        if last is not None:
+            self.last_command = dict(last)
+
+    def check(self, event: str, name: str | None = None) -> None:
+        """Raise :class:`ConfigError` if ``event`` on ``name`` cannot be applied to the stage now
+        (nothing changes): the check a command store makes before it accepts a command."""
+        canary = None if self.canary is None else self.canary[0]
+        if event in ("shadow_start", "canary_start"):
+            if name in self.shadows or name == canary:
+                raise ConfigError("name", name, "is already a shadow or canary policy")
+            if event == "canary_start" and canary is not None:
+                raise ConfigError("canary", canary, "is already running: promote or roll it back first")
+        elif event == "shadow_stop":
+            if name not in self.shadows:
+                raise ConfigError("name", name, f"is not a shadow policy (shadows: {sorted(self.shadows)})")
+        elif event in ("canary_fraction", "promote", "rollback"):
+            if canary is None:
+                raise ConfigError("canary", None, "is not running")
+            if name is not None and name != canary:
+                raise ConfigError("name", name, f"is not the canary (the canary is {canary!r})")
+        else:
+            raise ConfigError("action", event, "is not a rollout command")
+
+    def stage(self) -> dict:
+        """The stage as data: the shadows, the canary (name, fraction), when each started, whether
+        it learns, the last command and the position in the command store."""
+        def entry(name):
+            return {"name": name, "since_us": self.since_us.get(name), "learns": name in self._learners}
+
+        canary = None
+        if self.canary is not None:
+            canary = {**entry(self.canary[0]), "fraction": self.canary[2]}
+        return {"shadows": [entry(n) for n in self.shadows], "canary": canary,
+                "last_command": None if self.last_command is None else dict(self.last_command),
+                "position": self.position}
 
     def candidates(self):
         """Every candidate policy, shadow and canary."""

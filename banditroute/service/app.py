@@ -1,7 +1,8 @@
 """The service's ASGI application: maps HTTP to the Router, acknowledging only what is durably logged.
 
-Endpoints: ``POST /v1/decide``, ``POST /v1/outcome``, ``GET /v1/beliefs``, ``GET /healthz``,
-``GET /metrics`` (Prometheus text) and ``GET /openapi.json``. A plain ASGI application run by
+Endpoints: ``POST /v1/decide``, ``POST /v1/outcome``, ``GET /v1/beliefs``, ``GET|POST /v1/rollout``
+(the rollout stage, see :mod:`banditroute.service.rollout_api`), ``GET /healthz``, ``GET /metrics``
+(Prometheus text) and ``GET /openapi.json``. A plain ASGI application run by
 uvicorn (the optional ``service`` extra, started by ``banditroute serve``, see
 :mod:`banditroute.cli.serve`), so the library works without it.
 
@@ -24,7 +25,7 @@ a load balancer with affinity on the id prefix in front of them.
 
 >>> app = create_app(ServiceConfig(config="routes.toml"))
 >>> sorted(app.routes)
-['/healthz', '/metrics', '/openapi.json', '/v1/beliefs', '/v1/decide', '/v1/outcome']
+['/healthz', '/metrics', '/openapi.json', '/v1/beliefs', '/v1/decide', '/v1/outcome', '/v1/rollout']
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .asgi import ApiError, Request, Response, check_keys, encode_compact, envel
 from .config import ServiceConfig
 from .openapi import openapi_spec
 from .replica import Replica, start_replica
+from .rollout_api import get_rollout, post_rollout
 
 __all__ = ["ServiceConfig", "create_app", "app_from_env", "openapi_spec", "ENV_CONFIG", "APP_FACTORY"]
 
@@ -185,7 +187,7 @@ async def _openapi(svc: Replica, request: Request) -> Response:
 
 # -- the application ------------------------------------------------------------------------------
 class _App:
-    """The ASGI application of one replica (plain ASGI: five routes need no framework, and
+    """The ASGI application of one replica (plain ASGI: seven routes need no framework, and
     every layer removed is CPU saved on each request). ``app.state.service`` is the replica
     (:class:`~banditroute.service.replica.Replica`) once started."""
 
@@ -193,10 +195,11 @@ class _App:
         self.cfg = cfg
         self._router = router
         self.state = SimpleNamespace()
-        self.routes = {"/v1/decide": ("POST", _endpoint(_decide)), "/v1/outcome": ("POST", _endpoint(_outcome)),
-                       "/v1/beliefs": ("GET", _endpoint(_beliefs)), "/metrics": ("GET", _endpoint(_metrics)),
-                       "/healthz": ("GET", _endpoint(_healthz, auth=False)),
-                       "/openapi.json": ("GET", _endpoint(_openapi, auth=False))}
+        self.routes = {"/v1/decide": {"POST": _endpoint(_decide)}, "/v1/outcome": {"POST": _endpoint(_outcome)},
+                       "/v1/beliefs": {"GET": _endpoint(_beliefs)}, "/metrics": {"GET": _endpoint(_metrics)},
+                       "/v1/rollout": {"GET": _endpoint(get_rollout), "POST": _endpoint(post_rollout)},
+                       "/healthz": {"GET": _endpoint(_healthz, auth=False)},
+                       "/openapi.json": {"GET": _endpoint(_openapi, auth=False)}}
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]
@@ -211,15 +214,16 @@ class _App:
         svc = getattr(self.state, "service", None)
         try:
             route = self.routes.get(request.path)
+            method = "GET" if request.method == "HEAD" else request.method
             if svc is None:
                 response = envelope(503, "starting", None, "the service is not started")
             elif route is None:
                 response = self._not_served(svc, 404, "not_found", "path", request.path)
-            elif request.method != route[0] and not (route[0] == "GET" and request.method == "HEAD"):
+            elif method not in route:
                 response = self._not_served(svc, 405, "method_not_allowed", "method", request.method,
-                                            {"Allow": route[0]})
+                                            {"Allow": ", ".join(route)})
             else:
-                response = await route[1](svc, request)
+                response = await route[method](svc, request)
         except Exception:  # noqa: BLE001 - a generic 500, the traceback only in the server log
             _log.exception("unhandled error in %s", request.path)
             response = envelope(500, "internal", None, "internal error")

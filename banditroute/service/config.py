@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config.profiles import check_number
+from ..decide.commands import NAME as CANDIDATE_NAME
 from ..errors import ConfigError
 
 __all__ = ["ServiceConfig"]
@@ -61,6 +62,12 @@ class ServiceConfig:
         and at a graceful shutdown; 0 writes none.
     snapshot_keep : int
         Snapshots kept in ``<log_dir>/_snapshots`` (the newest).
+    candidate_configs : dict of str to str, or None
+        Routes files a ``POST /v1/rollout`` may name as its candidate (``candidate_config``),
+        by name (``serve --candidate-config NAME=PATH``); a request never gives a path.
+    rollout_poll_ms : float
+        Period of each replica's poll of the rollout command store (see
+        :mod:`banditroute.service.rollout_store`).
     """
 
     config: str
@@ -78,6 +85,8 @@ class ServiceConfig:
     snapshot_every_outcomes: int = 50_000
     snapshot_interval_s: float = 300.0
     snapshot_keep: int = 2
+    candidate_configs: dict | None = None
+    rollout_poll_ms: float = 500.0
 
     def __post_init__(self) -> None:
         for name in ("config", "log_dir"):
@@ -98,6 +107,15 @@ class ServiceConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(name, value, "must be an integer >= 1")
         check_number("snapshot_interval_s", self.snapshot_interval_s, lo=0.0)
+        check_number("rollout_poll_ms", self.rollout_poll_ms, lo=0.0, lo_open=True)
+        if self.candidate_configs is not None:
+            if not isinstance(self.candidate_configs, dict):
+                raise ConfigError("candidate_configs", self.candidate_configs, "must be a mapping NAME -> PATH")
+            for name, path in self.candidate_configs.items():
+                if not isinstance(name, str) or not CANDIDATE_NAME.fullmatch(name):
+                    raise ConfigError("candidate_configs", name, f"names must match {CANDIDATE_NAME.pattern}")
+                if not isinstance(path, str) or not path:
+                    raise ConfigError(f"candidate_configs.{name}", path, "must be a non-empty path")
 
     def shared_state(self):
         """The :class:`~banditroute.service.shared_state.SharedStateConfig`, or None without Redis."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..decide.commands import ACTIONS, COMMAND_ID, MAX_WHO, MAX_WHY, NAME
+
 __all__ = ["openapi_spec"]
 
 
@@ -11,10 +13,10 @@ def openapi_spec(router, *, auth: bool, max_body_bytes: int) -> dict:
     >>> import banditroute as br
     >>> spec = openapi_spec(br.Router([br.Profile("a")], task_types=["chat"]), auth=False, max_body_bytes=100)
     >>> sorted(spec["paths"])
-    ['/healthz', '/metrics', '/v1/beliefs', '/v1/decide', '/v1/outcome']
+    ['/healthz', '/metrics', '/v1/beliefs', '/v1/decide', '/v1/outcome', '/v1/rollout']
     """
     err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    errors = {str(s): err for s in (400, 401, 404, 405, 413, 422, 500, 503)}
+    errors = {str(s): err for s in (400, 401, 404, 405, 409, 413, 422, 500, 503)}
     number = {"type": "number", "nullable": True}
     prob_map = {"type": "object", "additionalProperties": {"type": "number"}}
 
@@ -43,6 +45,25 @@ def openapi_spec(router, *, auth: bool, max_body_bytes: int) -> dict:
     outcome = {"type": "object", "required": ["decision_id"], "additionalProperties": False, "properties": {
         "decision_id": {"type": "string"}, "quality": {**number, "minimum": 0, "maximum": 1},
         "cost_usd": {**number, "minimum": 0}, "latency_ms": {**number, "minimum": 0}}}
+    text = {"type": "string", "minLength": 1}
+    rollout_body = {"type": "object", "required": ["action", "who", "why"], "additionalProperties": False,
+                    "properties": {
+                        "action": {"type": "string", "enum": list(ACTIONS)},
+                        "name": {"type": "string", "pattern": "^" + NAME.pattern + "$"},
+                        "fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                        "who": {**text, "maxLength": MAX_WHO}, "why": {**text, "maxLength": MAX_WHY},
+                        "candidate_toml": {**text, "description": "routes-file content (the format of --config)"},
+                        "candidate_config": {"type": "string", "description": "a name given to serve's "
+                                             "--candidate-config NAME=PATH"},
+                        "command_id": {"type": "string", "pattern": "^" + COMMAND_ID.pattern + "$"}}}
+    candidate = {"type": "object", "properties": {"name": {"type": "string"}, "since": {"type": "string"},
+                                                  "learns": {"type": "boolean"}, "n_updates": {"type": "integer",
+                                                                                              "nullable": True}}}
+    stage = {"type": "object", "properties": {
+        "replica": {"type": "string"}, "position": {"type": "integer"},
+        "shadows": {"type": "array", "items": candidate},
+        "canary": {**candidate, "nullable": True, "properties": {**candidate["properties"], "fraction": {
+            "type": "number"}}}, "last_command": {"type": "object", "nullable": True}}}
     spec = {
         "openapi": "3.0.3",
         "info": {"title": "banditroute", "version": "1",
@@ -56,6 +77,13 @@ def openapi_spec(router, *, auth: bool, max_body_bytes: int) -> dict:
                 "type": "object", "properties": {"decision_id": {"type": "string"}, "status": {
                     "type": "string", "enum": ["applied", "duplicate", "late"]}}}, outcome)},
             "/v1/beliefs": {"get": op("beliefs", "Posterior per (profile, task type)", {"type": "object"})},
+            "/v1/rollout": {
+                "get": op("rollout", "This replica's rollout stage: shadows, canary and fraction, last command",
+                          stage),
+                "post": op("rolloutCommand", "Shadow, canary, fraction, promote or rollback; stored, logged with "
+                           "who and why, applied by every replica", {"type": "object", "properties": {
+                               "status": {"type": "string", "enum": ["applied", "duplicate"]},
+                               "command": {"type": "object"}, "rollout": stage}}, rollout_body)},
             "/healthz": {"get": op("healthz", "Liveness", {"type": "object"}, secured=False)},
             "/metrics": {"get": op("metrics", "Prometheus metrics", {"type": "string"}, media="text/plain")},
         },

@@ -7,6 +7,10 @@ commit, compacted into Parquet parts in a background process) and no automatic f
 the :class:`~banditroute.service.group_commit.GroupCommit` writes, so a response can wait
 for exactly the commit holding its rows.
 
+Rollout commands (``/v1/rollout``) reach every replica through a command store, the log
+directory's or, with Redis, a Redis list; each replica restores the stage from it before it
+serves (without Redis: within ``Router.resume``) and polls it (:mod:`banditroute.service.rollout_store`).
+
 >>> from banditroute.service.config import ServiceConfig
 >>> preflight(ServiceConfig(config="/nonexistent/routes.toml"))
 Traceback (most recent call last):
@@ -25,6 +29,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from ..decide.commands import Candidate, FileCommands
+from ..decide.rollout_sync import RolloutSync, build_candidate
 from ..errors import ConfigError
 from ..logs.quarantine import n_quarantined
 from ..logs.store import LogWriter
@@ -32,6 +38,7 @@ from .config import ServiceConfig
 from .forwarding import PeerLink
 from .group_commit import GroupCommit
 from .metrics import Metrics
+from .rollout_store import RedisCommands, RolloutPoller
 
 __all__ = ["Replica", "SnapshotSchedule", "preflight", "start_replica"]
 
@@ -58,6 +65,8 @@ class Replica:
         The router, its log writer, the group commit, the metrics and the peer link.
     shared : SharedState or None
         The shared posterior state (None without Redis).
+    rollout, rollout_poller : RolloutSync, RolloutPoller
+        The router's end of the rollout command store, and its poll.
     writer_id : str
         The log writer's id; the replica's decision ids start with it.
     """
@@ -93,6 +102,12 @@ class Replica:
         if shared_cfg is None and cfg.snapshot_interval_s > 0:
             self.snapshots = SnapshotSchedule(router, every_outcomes=cfg.snapshot_every_outcomes,
                                               interval_s=cfg.snapshot_interval_s, keep=cfg.snapshot_keep)
+        # without Redis the stage was restored by resume(), from the same store
+        store = (FileCommands(router.config.log_dir) if shared_cfg is None else
+                 RedisCommands(url=shared_cfg.url, namespace=shared_cfg.namespace, timeout_s=shared_cfg.timeout_s))
+        self.rollout = RolloutSync(router, store, log_dir=router.config.log_dir)
+        self.rollout_poller = RolloutPoller(self.rollout, interval_s=cfg.rollout_poll_ms / 1e3,
+                                            restored=shared_cfg is None)
 
     @property
     def requires_auth(self) -> bool:
@@ -116,7 +131,11 @@ class Replica:
                ("banditroute_outcomes_received_forwarded_total", "Outcomes other replicas forwarded here.",
                 self.peers.n_received),
                ("banditroute_quarantined_files", "Damaged log files moved to <log_dir>/_quarantine (see "
-                "'banditroute doctor').", n_quarantined(self.router.config.log_dir))]
+                "'banditroute doctor').", n_quarantined(self.router.config.log_dir)),
+               ("banditroute_rollout_commands_applied", "Rollout commands of the command store applied here "
+                "(its position).", self.rollout.position),
+               ("banditroute_rollout_poll_failures_total", "Polls of the rollout command store that failed.",
+                self.rollout_poller.n_failures)]
         if self.shared is not None:
             s = self.shared
             out += [("banditroute_shared_state_up", "1 if the last sync with Redis succeeded.", int(s.up)),
@@ -130,16 +149,22 @@ class Replica:
         return out
 
     async def start(self) -> None:
-        """Pull the shared state (when configured), then start the committer and the peer link."""
+        """Pull the shared state and restore the rollout stage from Redis (when configured),
+        then start the committer, the peer link and the rollout poll."""
         if self.shared is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.shared.start)
+            await asyncio.get_running_loop().run_in_executor(None, self.rollout_poller.poll)  # the restore
         self.commit.start()
         await self.peers.start()
         if self.snapshots is not None:
             self.snapshots.start()
+        self.rollout_poller.start()
 
     async def stop(self) -> None:
-        """Close the peer link, commit what is waiting (flushing the log), push the last increments."""
+        """Stop the rollout poll, close the peer link, commit what is waiting (flushing the log),
+        push the last increments."""
+        await asyncio.get_running_loop().run_in_executor(None, self.rollout_poller.stop)
+        self.rollout.store.close()
         await self.peers.close()
         await self.commit.close()
         self.metrics.close()  # a last publish; scrapes show this replica as gone at once
@@ -231,6 +256,16 @@ def preflight(cfg: ServiceConfig) -> None:
     from ..decide.router import Router
 
     router = Router.from_config(cfg.config, log_dir=None)
+    for name, path in (cfg.candidate_configs or {}).items():  # each builds, and fits the service
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--candidate-config {name}", path, f"cannot be read ({getattr(exc, 'strerror', exc)})") \
+                from None
+        try:
+            build_candidate(router, Candidate.of(text, config=name, path=path))
+        except ConfigError as exc:
+            raise ConfigError(f"--candidate-config {name}", path, exc.problem) from None
     if cfg.redis_url is not None:
         from .shared_state import SharedState
 
