@@ -5,7 +5,7 @@ posted to one worker of ``serve --workers 2`` is in effect at both within the st
 (``PROPAGATION_S``: every decision either worker makes from then on is drawn from the logged
 mixture); a worker killed with SIGKILL (uvicorn starts another) and a restarted service still run
 the canary with its fraction, its learning candidate re-taught the outcomes since it started;
-each command is one event row (who, what, why); bad input is a 400 naming the field, no token a
+each command is one event row (who, what, why); bad input is a 422 naming the field (as on every endpoint), no token a
 401, a command that does not fit the stage a 409 (two racing canaries: exactly one wins); two
 replicas sharing Redis (separate log directories) both apply a command, and a restarted one
 restores the stage from Redis.
@@ -205,7 +205,7 @@ def test_canary_reaches_both_workers_within_the_bound_and_survives_sigkill_and_r
     assert "Traceback" not in (tmp_path / f"server-{port}.log").read_text()
 
 
-BAD = [  # (body, field): 400 naming the field
+BAD = [  # (body, field): 422 naming the field
     ({"action": "launch", "who": "a", "why": "b"}, "action"),
     ({"action": "canary_start", "name": "c", "candidate_toml": BIG, "why": "b"}, "who"),
     ({"action": "canary_start", "name": "c", "candidate_toml": BIG, "fraction": 0.1, "who": "a", "why": " "}, "why"),
@@ -234,13 +234,13 @@ BAD = [  # (body, field): 400 naming the field
 ]
 
 
-def test_bad_input_is_a_400_naming_the_field_and_no_token_a_401(tmp_path):
+def test_bad_input_is_a_422_naming_the_field_and_no_token_a_401(tmp_path):
     port, logs = free_port(), tmp_path / "logs"
     proc = start_service(tmp_path, port, extra=["--token", TOKEN, "--max-body-bytes", "131072"], log_dir=logs)
     try:
         for body, field in BAD:
             status, err = call(port, "/v1/rollout", body)
-            assert (status, err["error"]["field"]) == (400, field), (body, err)
+            assert (status, err["error"]["field"]) == (422, field), (body, err)
             assert err["error"]["message"].startswith(field) or field in ("body", "force"), err
         assert call(port, "/v1/rollout", raw=b"{")[0] == 400
         for token in (None, "wrong-token-123"):

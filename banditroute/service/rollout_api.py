@@ -16,7 +16,7 @@ NAME=PATH``; never a path from the request). Its profiles must be among the serv
 types must cover the service's. ``who`` and ``why`` are required.
 
 Answers: 200 with ``status`` (``applied``, or ``duplicate`` for a ``command_id`` applied
-already), the stored command and this replica's stage; 400 naming the field for any malformed
+already), the stored command and this replica's stage; 422 naming the field for any malformed
 input (unknown field, wrong type, out of range, too long, a candidate that does not build); 409
 naming the field when the command does not fit the stage (a canary already running, ...); 401
 without the token; 503 if the command store or the log cannot be written (the command did not
@@ -51,11 +51,11 @@ FIELDS = ("action", "name", "fraction", "who", "why", "candidate_toml", "candida
 
 
 def _bad(field: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_request", field, message)
+    return ApiError(422, "invalid_request", field, message)
 
 
 def read_candidate_config(configs: dict | None, name) -> Candidate:
-    """The candidate of ``serve --candidate-config NAME=PATH`` named ``name`` (400 if it is not one)."""
+    """The candidate of ``serve --candidate-config NAME=PATH`` named ``name`` (422 if it is not one)."""
     allowed = sorted(configs or {})
     if not isinstance(name, str) or name not in allowed:
         shown = name if isinstance(name, str) and len(name) <= 64 else type(name).__name__
@@ -76,7 +76,7 @@ def read_candidate_config(configs: dict | None, name) -> Candidate:
 
 
 def parse_command(body: dict, *, replica: str, configs: dict | None) -> RolloutCommand:
-    """The command of a ``POST /v1/rollout`` body; :class:`ApiError` 400 naming the field."""
+    """The command of a ``POST /v1/rollout`` body; :class:`ApiError` 422 naming the field (as every endpoint)."""
     for key in body:
         if key not in FIELDS:
             shown = str(key)[:64]
