@@ -145,8 +145,14 @@ def two_writer_logs(tmp_path_factory):
         d = router.decide({"task_type": task})
         good = 0.8 if (d.profile == "large") == (task == "code") else 0.4
         router.record(d.id, quality=float(rng.random() < good))
+    a.save(root / "live_a.npz")  # a router that learned from (and logged) these very rounds
     a.close()
     b.close()
+    elsewhere = Router(profiles, task_types=("chat", "code"), log_dir=None, seed=4)
+    for _ in range(50):  # trained on other traffic: a fair candidate, evaluated from its saved state
+        d = elsewhere.decide({"task_type": "code"})
+        elsewhere.record(d.id, quality=1.0 if d.profile == "large" else 0.0)
+    elsewhere.save(root / "elsewhere.npz")
     routes = root / "routes.toml"
     routes.write_text('[router]\ntask_types = ["chat", "code"]\nseed = 3\n'
                       '[[profiles]]\nname = "small"\ncost_usd = 0.001\nlatency_ms = 100\n'
@@ -213,3 +219,15 @@ def test_the_report_names_the_evaluation(two_writer_logs, tmp_path):
     html = (tmp_path / "r.html").read_text()
     assert "&#x27;new&#x27; learns; evaluated by progressive validation" in html or \
         "'new' learns; evaluated by progressive validation" in html
+
+
+def test_a_saved_router_that_learned_these_logs_is_refused(two_writer_logs):
+    root, log_dir, _ = two_writer_logs
+    out = _cli("promote", "--logs", str(log_dir), "--candidate", f"router:{root / 'live_a.npz'}", "--baseline",
+               "uniform", cwd=root)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "issued decisions of this log" in out.stderr and "config:PATH" in out.stderr
+    out = _cli("promote", "--logs", str(log_dir), "--candidate", f"router:{root / 'elsewhere.npz'}", "--baseline",
+               "uniform", cwd=root)
+    assert out.returncode in (0, 3), out.stderr
+    assert "candidate evaluated by progressive validation" in out.stdout

@@ -125,6 +125,23 @@ def _table(spec: str, fb) -> np.ndarray:
     return out
 
 
+def _check_learned_elsewhere(router, spec: str, log_dir) -> None:
+    """Refuse a saved router that learned and issued decisions of this very log: its state
+    already holds these rounds' outcomes, so no evaluation on them can be fair."""
+    from ..logs.scan import scan_table
+
+    if router.n_updates == 0:
+        return
+    firsts = (scan_table(log_dir, "decisions").group_by("writer").agg(pl.col("decision_id").first())
+              .collect().get_column("decision_id").to_list())
+    mine = [d for d in firsts if router.issued(d)]
+    if mine:
+        raise ConfigError("policy", spec, f"issued decisions of this log ({mine[0]}, ...) and learned "
+                          f"{router.n_updates:,} outcomes: its state already holds these rounds, so scoring it on "
+                          "them would reward it for fitting their noise; evaluate its routes file (config:PATH, "
+                          "which learns progressively from the prior) or a router saved before these logs")
+
+
 def _shadow(name: str, fb, log_dir, wait_window_s, default_reward) -> np.ndarray:
     rows = joined_rounds(log_dir, wait_window_s=wait_window_s, default_reward=default_reward,
                          columns=("profiles", "shadow"))
@@ -212,7 +229,10 @@ def policy_of(spec: str, fb, *, log_dir: str | Path | None = None, config: str |
     if spec.startswith("table:"):
         return _table(spec, fb)
     if spec.startswith("router:"):
-        return Router.load(spec.split(":", 1)[1], log_dir=None)
+        router = Router.load(spec.split(":", 1)[1], log_dir=None)
+        if log_dir is not None:
+            _check_learned_elsewhere(router, spec, log_dir)
+        return router
     if spec == "config" or spec.startswith("config:"):
         path = config if spec == "config" else spec.split(":", 1)[1]
         if path is None:
