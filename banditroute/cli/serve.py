@@ -57,6 +57,20 @@ def add_parser(subparsers):
                         "repeatable")
     p.add_argument("--rollout-poll-ms", type=float, default=500.0,
                    help="how often each replica polls for rollout commands (default 500)")
+    p.add_argument("--monitor-interval-s", type=float, default=10.0,
+                   help="while a canary runs, each replica's monitor checks it every S seconds and rolls it back "
+                        "(for every replica) when it is worse (default 10; 0 disables)")
+    p.add_argument("--monitor-metric", choices=("quality", "reward"), default="quality",
+                   help="outcome compared by the monitor (default quality, in [0, 1])")
+    p.add_argument("--monitor-reward-range", default=None, metavar="LO:HI",
+                   help="known range of the reward (required with --monitor-metric reward)")
+    p.add_argument("--monitor-alpha", type=float, default=0.05,
+                   help="the monitor's error probability over the whole canary (default 0.05)")
+    p.add_argument("--monitor-margin", type=float, default=0.0,
+                   help="roll back once the candidate is shown worse by more than this (default 0)")
+    p.add_argument("--monitor-wait-s", type=float, default=None,
+                   help="outcomes arriving later than this after their decision are not counted by the monitor; "
+                        "rounds are checked once this old (default: the routes file's wait_window_s)")
     p.set_defaults(run=run)
     return p
 
@@ -82,7 +96,10 @@ def run(args) -> int:
                         snapshot_every_outcomes=args.snapshot_every_outcomes,
                         snapshot_interval_s=args.snapshot_interval_s,
                         candidate_configs=_candidate_configs(args.candidate_config),
-                        rollout_poll_ms=args.rollout_poll_ms)
+                        rollout_poll_ms=args.rollout_poll_ms, monitor_interval_s=args.monitor_interval_s,
+                        monitor_metric=args.monitor_metric, monitor_reward_range=_range(args.monitor_reward_range),
+                        monitor_alpha=args.monitor_alpha, monitor_margin=args.monitor_margin,
+                        monitor_wait_s=args.monitor_wait_s)
     if isinstance(args.workers, bool) or args.workers < 1:
         raise ConfigError("--workers", args.workers, "must be >= 1")
     if not 0 <= args.port <= 65535:
@@ -120,6 +137,21 @@ def _candidate_configs(pairs: list[str]) -> dict | None:
             raise ConfigError("--candidate-config", name, "is given twice")
         configs[name] = os.path.abspath(path)
     return configs or None
+
+
+def _range(text: str | None) -> tuple[float, float] | None:
+    """``--monitor-reward-range LO:HI`` as ``(LO, HI)``."""
+    if text is None:
+        return None
+    lo, sep, hi = text.partition(":")
+    try:
+        return (float(lo), float(hi)) if sep else _range_error(text)
+    except ValueError:
+        return _range_error(text)
+
+
+def _range_error(text: str):
+    raise ConfigError("--monitor-reward-range", text, "must be LO:HI (two numbers)")
 
 
 def _loopback(host: str) -> bool:

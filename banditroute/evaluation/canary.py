@@ -4,10 +4,13 @@
 since the last poll and feeds them to an anytime-valid monitor (:mod:`ope.monitor`), so it can
 poll as often as it likes. When the monitor declares ``"rollback"`` (a guardrail failed, or the
 candidate is clearly worse) the watcher calls ``router.rollback(who=..., why=...)`` with the
-monitor's numbers as JSON, so the rollback is an event row of the log carrying them. A
-``"promote"`` is reported, not acted on: promotion stays a person's command.
+monitor's numbers as JSON, so the rollback is an event row of the log carrying them (or, given
+``rollback=``, calls that instead: the service submits a rollback command to its command store, so
+every replica rolls back, see :mod:`banditroute.service.canary_monitor`). A ``"promote"`` is
+reported, not acted on: promotion stays a person's command.
 
-What it reads, all from the log (``scan_table``, :func:`ope.join_logs`):
+What it reads, all from the log (``scan_table``: the Parquet parts and the rows still in journal
+segments, joined as :func:`ope.join_logs` joins them):
 
 - the canary: the last ``canary_start`` event (name, start time, fraction), the
   ``canary_fraction`` events after it, and the ``promote`` / ``rollback`` that ended it;
@@ -20,9 +23,9 @@ Rounds are fed in decision-time order, once each, when they are ``wait_window`` 
 outcome that counts has arrived (one later does not count, as in :func:`ope.join_logs`), so no
 round is fed before its outcome is settled. Rounds without a counted outcome are left out unless
 ``default_reward`` is given; rounds whose primary metric or a guardrail metric is null are left
-out too (valid if that does not depend on the outcome). The log must be flushed up to
-``now - wait_window`` when polling (the writer's flush interval is far shorter than the default
-window).
+out too (valid if that does not depend on the outcome). The log must hold every row committed up
+to ``now - wait_window`` when polling: a writer's rows are read once flushed or committed to its
+journal (a service's replicas commit each row before answering).
 
 >>> import tempfile
 >>> import banditroute as br
@@ -47,7 +50,6 @@ import time
 import numpy as np
 import polars as pl
 
-from ope import join_logs
 from ope.monitor import CanaryMonitor, MonitorOptions, MonitorResult
 
 from ..errors import ConfigError
@@ -117,9 +119,7 @@ def canary_rounds(log_dir: str | os.PathLike, run: CanaryRun, *, since_us: int, 
     end = until_us if run.end_us is None else min(until_us, run.end_us)
     start = max(since_us, run.start_us)
     wanted = list(dict.fromkeys([metric, *metrics]))
-    frame = (join_logs(log_dir, wait_window=wait_window, default_reward=default_reward)
-             .with_columns(pl.col("ts").dt.epoch("us").alias("ts_us"))
-             .filter((pl.col("ts_us") >= start) & (pl.col("ts_us") < end) & pl.col("shadow").is_not_null())
+    frame = (_joined(log_dir, wait_window=wait_window, default_reward=default_reward, start_us=start, end_us=end)
              .drop_nulls(wanted)
              .select("ts_us", "writer", "seq", "profiles", "profile", "propensity", "shadow", *wanted)
              .sort("ts_us", "writer", "seq").collect())
@@ -136,6 +136,33 @@ def canary_rounds(log_dir: str | os.PathLike, run: CanaryRun, *, since_us: int, 
     return {"candidate_probs": p_cand, "baseline_probs": p_prod, "propensities": propensity,
             "rewards": frame.get_column(metric).to_numpy().astype(np.float64),
             "metrics": {m: frame.get_column(m).to_numpy().astype(np.float64) for m in metrics}}
+
+
+_OUTCOME_METRICS = ("reward", "quality", "cost_usd", "latency_ms")
+
+
+def _joined(log_dir, *, wait_window: dt.timedelta, default_reward: float | None, start_us: int,
+            end_us: int) -> pl.LazyFrame:
+    """The decisions of ``[start_us, end_us)`` with a shadow, joined with their first outcome
+    within ``wait_window`` (:func:`ope.join_logs`'s rules, ``duplicates="first"``), read with
+    ``scan_table`` so that rows still in journal segments (a running service's) are seen."""
+    lo = dt.datetime.fromtimestamp(start_us / 1e6, tz=dt.timezone.utc)
+    decisions = (scan_table(log_dir, "decisions")
+                 .with_columns(pl.col("ts").dt.epoch("us").alias("ts_us"))
+                 .filter((pl.col("ts_us") >= start_us) & (pl.col("ts_us") < end_us) & pl.col("shadow").is_not_null())
+                 .select("decision_id", "ts", "ts_us", "writer", "seq", "profiles", "profile", "propensity", "shadow"))
+    outcomes = (scan_table(log_dir, "outcomes").filter(pl.col("ts") >= lo)
+                .select("decision_id", pl.col("ts").alias("outcome_ts"),
+                        *[pl.col(m).cast(pl.Float64) for m in _OUTCOME_METRICS])
+                .join(decisions.select("decision_id", pl.col("ts").alias("decision_ts")), on="decision_id",
+                      how="inner")
+                .filter((pl.col("outcome_ts") - pl.col("decision_ts")) <= pl.lit(wait_window))
+                .group_by("decision_id")
+                .agg([pl.col(m).get(pl.col("outcome_ts").arg_min()) for m in _OUTCOME_METRICS]))
+    joined = decisions.join(outcomes, on="decision_id", how="inner" if default_reward is None else "left")
+    if default_reward is not None:
+        joined = joined.with_columns(pl.col("reward").fill_null(float(default_reward)))
+    return joined
 
 
 class CanaryWatcher:
@@ -160,6 +187,10 @@ class CanaryWatcher:
         Reward of rounds without a counted outcome (None: left out).
     who : str
         Recorded as the rollback's ``who``.
+    rollback : callable(who, why), optional
+        What rolls the canary back (default: ``router.rollback(who=who, why=why)``, this router
+        only). The service passes one that submits a rollback command to its command store.
+        Raising leaves the canary to be rolled back at the next poll.
 
     Attributes
     ----------
@@ -171,7 +202,7 @@ class CanaryWatcher:
 
     def __init__(self, router, log_dir: str | os.PathLike, *, options: MonitorOptions | None = None,
                  metric: str = "reward", wait_window: dt.timedelta = dt.timedelta(seconds=60),
-                 default_reward: float | None = None, who: str = "monitor") -> None:
+                 default_reward: float | None = None, who: str = "monitor", rollback=None) -> None:
         if metric not in METRICS:
             raise ConfigError("metric", metric, f"must be one of {METRICS}")
         if not isinstance(wait_window, dt.timedelta) or wait_window < dt.timedelta(0):
@@ -184,6 +215,9 @@ class CanaryWatcher:
             raise ConfigError("options.guardrails", unknown, f"must be logged metrics other than {metric!r}: {METRICS}")
         self.router, self.log_dir, self.metric, self.who = router, log_dir, metric, who
         self.wait_window, self.default_reward = wait_window, default_reward
+        if rollback is not None and not callable(rollback):
+            raise ConfigError("rollback", type(rollback).__name__, "must be a callable (who, why)")
+        self.rollback = rollback if rollback is not None else self._rollback_router
         self.monitor_: CanaryMonitor | None = None
         self.rolled_back_ = False
         self._run_key: tuple[str, int] | None = None
@@ -208,6 +242,9 @@ class CanaryWatcher:
             self._fed_until_us = until_us
         result = self.monitor_.result()
         if result.decision == "rollback" and run.running and not self.rolled_back_:
-            self.router.rollback(who=self.who, why=json.dumps(result.to_dict(), separators=(",", ":")))
+            self.rollback(self.who, json.dumps(result.to_dict(), separators=(",", ":")))
             self.rolled_back_ = True
         return result
+
+    def _rollback_router(self, who: str, why: str) -> None:
+        self.router.rollback(who=who, why=why)

@@ -17,7 +17,9 @@ from ..config.profiles import check_number
 from ..decide.commands import NAME as CANDIDATE_NAME
 from ..errors import ConfigError
 
-__all__ = ["ServiceConfig"]
+__all__ = ["MONITOR_METRICS", "ServiceConfig"]
+
+MONITOR_METRICS = ("quality", "reward")  #: what the canary monitor may compare
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +70,19 @@ class ServiceConfig:
     rollout_poll_ms : float
         Period of each replica's poll of the rollout command store (see
         :mod:`banditroute.service.rollout_store`).
+    monitor_interval_s : float
+        While a canary is in effect, each replica feeds its logged rounds to an anytime-valid
+        monitor every this many seconds and rolls it back (a command to every replica) when the
+        monitor says so (see :mod:`banditroute.service.canary_monitor`); 0 disables. Default 10.
+    monitor_metric : {"quality", "reward"}
+        The outcome column compared; ``"quality"`` lies in [0, 1], ``"reward"`` needs ...
+    monitor_reward_range : (float, float) or None
+        ... its known range (``serve --monitor-reward-range LO:HI``).
+    monitor_alpha, monitor_margin : float
+        The monitor's ``alpha`` (over the whole canary) and ``margin`` (:class:`ope.MonitorOptions`).
+    monitor_wait_s : float or None
+        How long after a decision its outcome counts for the monitor (rounds are fed once that
+        old; a later outcome is not counted); None: the router's ``wait_window_s``.
     """
 
     config: str
@@ -87,6 +102,12 @@ class ServiceConfig:
     snapshot_keep: int = 2
     candidate_configs: dict | None = None
     rollout_poll_ms: float = 500.0
+    monitor_interval_s: float = 10.0
+    monitor_metric: str = "quality"
+    monitor_reward_range: tuple | list | None = None
+    monitor_alpha: float = 0.05
+    monitor_margin: float = 0.0
+    monitor_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("config", "log_dir"):
@@ -108,6 +129,7 @@ class ServiceConfig:
                 raise ConfigError(name, value, "must be an integer >= 1")
         check_number("snapshot_interval_s", self.snapshot_interval_s, lo=0.0)
         check_number("rollout_poll_ms", self.rollout_poll_ms, lo=0.0, lo_open=True)
+        self._check_monitor()
         if self.candidate_configs is not None:
             if not isinstance(self.candidate_configs, dict):
                 raise ConfigError("candidate_configs", self.candidate_configs, "must be a mapping NAME -> PATH")
@@ -116,6 +138,33 @@ class ServiceConfig:
                     raise ConfigError("candidate_configs", name, f"names must match {CANDIDATE_NAME.pattern}")
                 if not isinstance(path, str) or not path:
                     raise ConfigError(f"candidate_configs.{name}", path, "must be a non-empty path")
+
+    def _check_monitor(self) -> None:
+        check_number("monitor_interval_s", self.monitor_interval_s, lo=0.0)
+        if self.monitor_metric not in MONITOR_METRICS:
+            raise ConfigError("monitor_metric", self.monitor_metric, f"must be one of {MONITOR_METRICS}")
+        rng = self.monitor_reward_range
+        if rng is not None:
+            if not isinstance(rng, (tuple, list)) or len(rng) != 2:
+                raise ConfigError("monitor_reward_range", rng, "must be (low, high)")
+            check_number("monitor_reward_range", rng[0])
+            check_number("monitor_reward_range", rng[1])
+            if not rng[0] < rng[1]:
+                raise ConfigError("monitor_reward_range", list(rng), "must have low < high")
+        elif self.monitor_metric == "reward":
+            raise ConfigError("monitor_reward_range", None, "is required with monitor_metric 'reward' "
+                              "(serve --monitor-reward-range LO:HI)")
+        check_number("monitor_alpha", self.monitor_alpha, lo=0.0, hi=0.5, lo_open=True, hi_open=True)
+        check_number("monitor_margin", self.monitor_margin)
+        if self.monitor_wait_s is not None:
+            check_number("monitor_wait_s", self.monitor_wait_s, lo=0.0)
+
+    def monitor_options(self):
+        """The :class:`ope.MonitorOptions` of the canary monitor."""
+        from ope.monitor import MonitorOptions
+
+        rng = (0.0, 1.0) if self.monitor_reward_range is None else tuple(float(x) for x in self.monitor_reward_range)
+        return MonitorOptions(alpha=self.monitor_alpha, margin=self.monitor_margin, reward_range=rng)
 
     def shared_state(self):
         """The :class:`~banditroute.service.shared_state.SharedStateConfig`, or None without Redis."""

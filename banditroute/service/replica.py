@@ -10,6 +10,8 @@ for exactly the commit holding its rows.
 Rollout commands (``/v1/rollout``) reach every replica through a command store, the log
 directory's or, with Redis, a Redis list; each replica restores the stage from it before it
 serves (without Redis: within ``Router.resume``) and polls it (:mod:`banditroute.service.rollout_store`).
+While a canary runs, each replica's monitor watches it and rolls it back through the same store
+(:mod:`banditroute.service.canary_monitor`).
 
 >>> from banditroute.service.config import ServiceConfig
 >>> preflight(ServiceConfig(config="/nonexistent/routes.toml"))
@@ -34,6 +36,7 @@ from ..decide.rollout_sync import RolloutSync, build_candidate
 from ..errors import ConfigError
 from ..logs.quarantine import n_quarantined
 from ..logs.store import LogWriter
+from .canary_monitor import monitor_for
 from .config import ServiceConfig
 from .forwarding import PeerLink
 from .group_commit import GroupCommit
@@ -67,6 +70,8 @@ class Replica:
         The shared posterior state (None without Redis).
     rollout, rollout_poller : RolloutSync, RolloutPoller
         The router's end of the rollout command store, and its poll.
+    monitor : CanaryMonitorLoop or None
+        The canary monitor (None: ``monitor_interval_s`` is 0).
     writer_id : str
         The log writer's id; the replica's decision ids start with it.
     """
@@ -108,6 +113,8 @@ class Replica:
         self.rollout = RolloutSync(router, store, log_dir=router.config.log_dir)
         self.rollout_poller = RolloutPoller(self.rollout, interval_s=cfg.rollout_poll_ms / 1e3,
                                             restored=shared_cfg is None)
+        self.monitor = (None if cfg.monitor_interval_s <= 0 else
+                        monitor_for(cfg, router, self.rollout, replica=self.writer_id))
 
     @property
     def requires_auth(self) -> bool:
@@ -136,6 +143,14 @@ class Replica:
                 "(its position).", self.rollout.position),
                ("banditroute_rollout_poll_failures_total", "Polls of the rollout command store that failed.",
                 self.rollout_poller.n_failures)]
+        if self.monitor is not None:
+            m = self.monitor
+            out += [("banditroute_monitor_polls_total", "Canary monitor polls that fed the monitor.", m.n_polls),
+                    ("banditroute_monitor_poll_failures_total", "Canary monitor polls that failed.", m.n_failures),
+                    ("banditroute_monitor_rollbacks_total", "Canaries this replica's monitor rolled back.",
+                     m.n_rollbacks),
+                    ("banditroute_monitor_canary_rounds", "Rounds of the last watched canary fed to its monitor.",
+                     m.n_rounds)]
         if self.shared is not None:
             s = self.shared
             out += [("banditroute_shared_state_up", "1 if the last sync with Redis succeeded.", int(s.up)),
@@ -150,7 +165,7 @@ class Replica:
 
     async def start(self) -> None:
         """Pull the shared state and restore the rollout stage from Redis (when configured),
-        then start the committer, the peer link and the rollout poll."""
+        then start the committer, the peer link, the rollout poll and the canary monitor."""
         if self.shared is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.shared.start)
             await asyncio.get_running_loop().run_in_executor(None, self.rollout_poller.poll)  # the restore
@@ -159,10 +174,14 @@ class Replica:
         if self.snapshots is not None:
             self.snapshots.start()
         self.rollout_poller.start()
+        if self.monitor is not None:
+            self.monitor.start()
 
     async def stop(self) -> None:
-        """Stop the rollout poll, close the peer link, commit what is waiting (flushing the log),
-        push the last increments."""
+        """Stop the canary monitor and the rollout poll, close the peer link, commit what is waiting
+        (flushing the log), push the last increments."""
+        if self.monitor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.monitor.stop)
         await asyncio.get_running_loop().run_in_executor(None, self.rollout_poller.stop)
         self.rollout.store.close()
         await self.peers.close()
