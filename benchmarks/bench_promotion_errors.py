@@ -39,36 +39,39 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def routes_toml(k: int) -> str:
-    return "".join(f'[[profiles]]\nname = "p{i}"\ncost_usd = 0.001\nlatency_ms = 300\n\n' for i in range(k))
+def routes_toml(k: int, tasks: int) -> str:
+    head = "" if tasks <= 1 else "[router]\ntask_types = [" + ", ".join(f'"t{j}"' for j in range(tasks)) + "]\n\n"
+    return head + "".join(f'[[profiles]]\nname = "p{i}"\ncost_usd = 0.001\nlatency_ms = 300\n\n' for i in range(k))
 
 
 def write_logs(log_dir: Path, *, n: int, k: int, qualities: np.ndarray, exploration: float, seed: int,
-               src: Path) -> None:
+               src: Path, tasks: int) -> None:
     sys.path.insert(0, str(src))
     import banditroute as br
 
     rng = np.random.default_rng(seed)
+    task_types = [f"t{j}" for j in range(tasks)] if tasks > 1 else ["default"]
     router = br.Router([br.Profile(f"p{i}", cost_usd=0.001, latency_ms=300) for i in range(k)],
-                       exploration=exploration, log_dir=str(log_dir), seed=seed)
+                       task_types=task_types, exploration=exploration, log_dir=str(log_dir), seed=seed)
     with router:
         for _ in range(n):
-            d = router.decide({})
+            d = router.decide({"task_type": task_types[rng.integers(tasks)]} if tasks > 1 else {})
             router.record(d.id, quality=float(rng.random() < qualities[int(d.profile[1:])]))
 
 
 def one(args: tuple) -> dict:
-    scenario, rep, n, k, gain, exploration, learning, src = args
+    scenario, rep, n, k, gain, exploration, learning, src, tasks, baseline = args
     seed = 1_000_003 * (1 if scenario == "null" else 2) + rep
     qualities = np.full(k, 0.5)
     if scenario == "gain":
         qualities[np.random.default_rng(seed).integers(k)] += gain
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_logs(root / "logs", n=n, k=k, qualities=qualities, exploration=exploration, seed=seed, src=Path(src))
-        (root / "routes.toml").write_text(routes_toml(k))
+        write_logs(root / "logs", n=n, k=k, qualities=qualities, exploration=exploration, seed=seed, src=Path(src),
+                   tasks=tasks)
+        (root / "routes.toml").write_text(routes_toml(k, tasks))
         cmd = [sys.executable, "-m", "banditroute", "promote", "--logs", "logs", "--config", "routes.toml",
-               "--candidate", "config:routes.toml", "--baseline", "uniform"]
+               "--candidate", "config:routes.toml", "--baseline", baseline]
         if learning:
             cmd += ["--learning", learning]
         env = {**os.environ, "PYTHONPATH": str(src)}
@@ -89,11 +92,13 @@ def main(argv=None) -> None:
     ap.add_argument("--exploration", type=float, default=0.8)
     ap.add_argument("--scenarios", default="null,gain")
     ap.add_argument("--learning", default=None, help="--learning passed to promote (default: the CLI's default)")
+    ap.add_argument("--tasks", type=int, default=1, help="task types in the contexts (uniform; 1: empty contexts)")
+    ap.add_argument("--baseline", default="uniform", help="--baseline SPEC of promote")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--before", default=None, help="checkout whose banditroute and ope run the CLI")
     a = ap.parse_args(argv)
     src = str(Path(a.before).resolve() if a.before else ROOT)
-    jobs = [(s, r, a.n, a.profiles, a.gain, a.exploration, a.learning, src)
+    jobs = [(s, r, a.n, a.profiles, a.gain, a.exploration, a.learning, src, a.tasks, a.baseline)
             for s in a.scenarios.split(",") for r in range(a.reps)]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(a.workers) as pool:
@@ -101,6 +106,7 @@ def main(argv=None) -> None:
     wall = time.perf_counter() - t0
     print(f"code: {src}; n = {a.n:,} rounds, {a.profiles} profiles, exploration floor {a.exploration} "
           f"(each profile logged with p >= {a.exploration / a.profiles:.3f}), learning = {a.learning or 'default'}, "
+          f"{a.tasks} task type(s), baseline {a.baseline}, "
           f"{a.reps} replications per scenario, {wall:.0f} s wall\n")
     print("| scenario | true gain of the candidate | replications | promoted | MC s.e. | 95% upper bound | median CLI s |")
     print("|---|---|---|---|---|---|---|")
