@@ -131,11 +131,17 @@ class Ledger:
     def event(self, event: str, policy: str, fraction, who: str, why: str) -> None:
         """An event row (rollout command, drift), flushed at once: rare and important. Raises
         :class:`LogError` if the log refused the row (sync mode); a flush that fails in group
-        mode keeps it buffered for the next one (a warning)."""
+        mode keeps it buffered for the next one (a warning). A writer that does not flush itself
+        (``auto_flush=False``: the service's, owned by its group commit) is left to its owner: a
+        flush here would commit other requests' rows behind the committer's back, and it would
+        acknowledge them before they are durable (the service acks a rollout command after its
+        commit)."""
         if self.writer is not None:
             self.writer.append(EventRow(time.time_ns() // 1000, self.writer_id, self.next_seq(), event, policy,
                                         None if fraction is None else float(fraction), who, why,
                                         self.policy_version))
+            if not self.writer.auto_flush:
+                return
             try:
                 self.writer.flush()
             except LogError as exc:

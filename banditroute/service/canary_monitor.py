@@ -66,8 +66,11 @@ class RollbackCommand:
     ``sync`` (a :class:`~banditroute.decide.rollout_sync.RolloutSync`). Returns ``"applied"``,
     ``"duplicate"`` (another replica's monitor stored it) or ``"gone"`` (no canary any more)."""
 
-    def __init__(self, sync, *, replica: str):
+    def __init__(self, sync, *, replica: str, commit=None):
         self.sync, self.replica = sync, replica
+        #: blocks until the log rows buffered so far are durable (the service's group commit: the
+        #: rollback's event row is committed by the log's owner, see ``Ledger.event``)
+        self.commit = commit
         self.n_applied = 0  #: rollback commands stored and applied by this replica
 
     def __call__(self, who: str, why: str) -> str:
@@ -83,6 +86,8 @@ class RollbackCommand:
             return "gone"
         if status == "applied":
             self.n_applied += 1
+            if self.commit is not None:
+                self.commit()
             _log.warning("canary %r rolled back by the monitor: %s", canary["name"], why)
         return status
 

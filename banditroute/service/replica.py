@@ -175,6 +175,8 @@ class Replica:
             self.snapshots.start()
         self.rollout_poller.start()
         if self.monitor is not None:
+            loop = asyncio.get_running_loop()  # the monitor thread's rollback event row: durable via the commit
+            self.monitor.rollback.commit = lambda: asyncio.run_coroutine_threadsafe(self.commit.ack(), loop).result()
             self.monitor.start()
 
     async def stop(self) -> None:
