@@ -26,53 +26,13 @@ import banditroute as br  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_service import free_port, start_service, stop_service  # noqa: E402
+from test_rollout_http import TOKEN, call, command, replicas_up, stages  # noqa: E402  (the same HTTP helpers)
 
-TOKEN = "canary-test-token"
 # the service's routes (bench_service.ROUTES): small, medium, large x chat, code, math
 ALWAYS = '[router]\ntask_types = ["chat", "code", "math"]\n[[profiles]]\nname = "{}"\n'
 QUALITY = {"small": 0.0, "medium": 1.0, "large": 1.0}  # the test's world: small always fails
 MONITOR = ["--monitor-interval-s", "0.5", "--monitor-wait-s", "1"]
 N_ROUNDS = 400  # per canary
-
-
-def call(port, path, body=None):
-    """One request on a fresh connection (so requests spread over the workers): (status, JSON)."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="GET" if data is None else "POST",
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def command(port, **body):
-    status, answer = call(port, "/v1/rollout", {"who": "alice", "why": "try it", **body})
-    assert status == 200, answer
-    return answer
-
-
-def stages(port, replicas, *, until, timeout_s=30.0):
-    """GET /v1/rollout until every replica has answered with ``until(stage)`` true:
-    {replica: (seconds it took, its stage)}."""
-    seen, start = {}, time.monotonic()
-    while set(seen) < set(replicas) and time.monotonic() - start < timeout_s:
-        status, stage = call(port, "/v1/rollout")
-        assert status == 200, stage
-        if stage["replica"] in replicas and stage["replica"] not in seen and until(stage):
-            seen[stage["replica"]] = (time.monotonic() - start, stage)
-        time.sleep(0.02)
-    assert set(seen) == set(replicas), (seen, replicas)
-    return seen
-
-
-def replicas_up(port, n=2, timeout_s=30.0):
-    seen, deadline = set(), time.monotonic() + timeout_s
-    while len(seen) < n and time.monotonic() < deadline:
-        seen.add(call(port, "/healthz")[1]["replica"])
-    assert len(seen) == n
-    return seen
 
 
 def one_round(port, i):

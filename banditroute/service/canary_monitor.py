@@ -31,12 +31,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 import time
 
 from ..decide.commands import MAX_WHY, RolloutCommand
 from ..decide.rollout_sync import RolloutConflictError
 from ..evaluation.canary import CanaryWatcher
+from .periodic import Periodic
 
 __all__ = ["COMMIT_LAG_S", "CanaryMonitorLoop", "RollbackCommand", "rollback_id", "monitor_for"]
 
@@ -102,20 +102,21 @@ def monitor_for(cfg, router, sync, *, replica: str) -> "CanaryMonitorLoop":
     return CanaryMonitorLoop(watcher, sync, interval_s=cfg.monitor_interval_s, rollback=rollback)
 
 
-class CanaryMonitorLoop:
+class CanaryMonitorLoop(Periodic):
     """Polls ``watcher`` every ``interval_s`` seconds while ``sync``'s router runs a canary, in a
     thread of its own; a poll never raises (see the module docstring)."""
 
+    thread_name = "banditroute-canary-monitor"
+
     def __init__(self, watcher: CanaryWatcher, sync, *, interval_s: float, lag_s: float = COMMIT_LAG_S,
                  rollback: RollbackCommand | None = None):
+        super().__init__(interval_s)
         self.watcher, self.sync, self.rollback = watcher, sync, rollback
-        self.interval_s, self.lag_s = float(interval_s), float(lag_s)
+        self.lag_s = float(lag_s)
         self.n_polls = 0  #: polls that fed the monitor
         self.n_failures = 0  #: polls that failed
         self.last_result = None  #: the monitor's last result (``MonitorResult``)
         self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread = None
 
     def poll(self) -> None:
         """One round: nothing without a canary; else feed the watcher, act on a rollback."""
@@ -144,15 +145,3 @@ class CanaryMonitorLoop:
         """Rounds of the last watched canary fed to its monitor."""
         return 0 if self.last_result is None else self.last_result.n_rounds
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="banditroute-canary-monitor", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()

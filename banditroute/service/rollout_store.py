@@ -23,9 +23,9 @@ loaded machine); ``tests/test_rollout_http.py`` checks every decision made from 
 from __future__ import annotations
 
 import logging
-import threading
 
 from ..decide.commands import RolloutCommand, StoredCommand
+from .periodic import Periodic
 
 __all__ = ["PROPAGATION_S", "RedisCommands", "RolloutPoller"]
 
@@ -97,21 +97,21 @@ class RedisCommands:
             self._client.close()
 
 
-class RolloutPoller:
+class RolloutPoller(Periodic):
     """Applies the store's new commands to the replica's router every ``interval_s`` seconds,
     in a thread of its own (:meth:`RolloutSync.sync
     <banditroute.decide.rollout_sync.RolloutSync.sync>`). Until a first restore succeeded (with
     Redis unreachable at start-up) each round tries it again."""
 
+    thread_name = "banditroute-rollout"
+
     def __init__(self, sync, *, interval_s: float, restored: bool = True):
+        super().__init__(interval_s)
         self.sync = sync
-        self.interval_s = float(interval_s)
         self.restored = restored
         self.n_rounds = 0  #: polls made
         self.n_failures = 0  #: polls that failed (the store unreachable)
         self.last_error: str | None = None  #: why the last poll failed (None: it did not)
-        self._stop = threading.Event()
-        self._thread = None
 
     def poll(self) -> None:
         """One round: restore or catch up; a failure is counted and logged once, never raised."""
@@ -133,15 +133,3 @@ class RolloutPoller:
             _log.warning("rollout commands read again")
         self.last_error = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="banditroute-rollout", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
