@@ -12,12 +12,17 @@ This module holds the live phase; the rest of the demo is in its siblings:
 * :mod:`~banditroute.sim.demo_evaluation`: after the run, the candidates evaluated
   off-policy on the logs, the promotion gate and the HTML report;
 * :mod:`~banditroute.sim.demo_result`: the :class:`~banditroute.sim.demo_result.DemoResult`
-  it returns; :mod:`~banditroute.sim.demo_summary`: the text it prints.
+  it returns; :mod:`~banditroute.sim.demo_summary`: the text it prints;
+* :mod:`~banditroute.sim.demo_runs`: the run directories of ``banditroute demo``, the routes
+  file a run writes next to its logs and the follow-up commands it prints.
+
+A run needs a ``log_dir`` that holds no log yet (the evaluation matches the logged decisions to
+this run's): one that does is refused before anything runs.
 
 >>> import io
 >>> r = run_demo(n_requests=2_000, seed=0, log_dir=None, progress=False, out=io.StringIO())
->>> r.n_requests, sorted(r.to_dict())[:3], r.candidates, r.report_path
-(2000, ['batch_size', 'candidates', 'cumulative_regret'], (), None)
+>>> r.n_requests, sorted(r.to_dict())[:3], r.candidates, r.report_path, r.routes_path
+(2000, ['batch_size', 'beliefs', 'candidates'], (), None, None)
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from ..errors import ConfigError
 from .demo_evaluation import _evaluate_candidates
 from .demo_measures import _degradations, _onboardings, _phases, _windows
 from .demo_result import DemoResult
+from .demo_runs import ROUTES_FILE, holds_log, routes_toml
 from .demo_summary import format_summary
 from .scenario import Scenario
 from .simulator import Simulator
@@ -87,7 +93,8 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
              drift: DriftConfig | None = DriftConfig(),
              exploration: float = 0.02, batch_size: int = 16, benchmark_runs: int = 200,
              n_windows: int = 10, event_window: int = 20, progress_stream: TextIO | None = None,
-             evaluate: bool = True, report: str | os.PathLike | None = _AUTO) -> DemoResult:
+             evaluate: bool = True, report: str | os.PathLike | None = _AUTO,
+             routes: str | os.PathLike | None = _AUTO) -> DemoResult:
     """Route ``n_requests`` simulated requests through a Router and summarise the run.
 
     Parameters
@@ -98,6 +105,7 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         Seeds the simulator and the router (``--seed``).
     log_dir : str or None
         Where the router writes its decision and outcome logs (``--log-dir``); None: no logs.
+        It must not hold a log already (:class:`~banditroute.errors.ConfigError` before the run).
     progress : bool
         Draw a progress bar on stderr (``--no-progress`` turns it off).
     out : text stream or None
@@ -139,6 +147,11 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     report : path, None or "auto"
         Where to write the HTML report (``--report PATH``); ``"auto"``: ``report.html`` next
         to ``log_dir``; None: no report (``--no-report``). Needs ``evaluate`` and ``log_dir``.
+    routes : path, None or "auto"
+        Where to write the routes file of the router that ran (its settings, every profile
+        including those that joined later; ``Router.from_config`` on it and ``replay`` of the logs
+        give the live router's final beliefs); ``"auto"``: ``routes.toml`` next to ``log_dir``;
+        None: none. Needs ``log_dir``.
 
     Returns
     -------
@@ -155,6 +168,8 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
                             ("event_window", event_window, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
             raise ConfigError(name, value, f"must be an integer >= {lo}")
+    if log_dir is not None and holds_log(log_dir):
+        raise ConfigError("log_dir", str(log_dir), "already holds a decision log (a demo run needs a fresh directory)")
     t0 = time.perf_counter()
     scenario = Scenario.default(n_requests=n_requests) if scenario is None else scenario
     sim_seq, router_seq = np.random.SeedSequence(seed).spawn(2)
@@ -220,6 +235,12 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     finally:
         bar.close()
         router.close()
+    routes_path = None
+    if log_dir is not None and routes is not None:
+        routes_path = Path(log_dir).parent / ROUTES_FILE if routes == _AUTO else Path(routes)
+        routes_path.write_text(routes_toml(router.config, header=(
+            f"The router of `banditroute demo --requests {n_requests} --seed {seed}` (profiles that joined\n"
+            "during the run included; the router's seed is derived from the demo's).")), encoding="utf-8")
 
     static_idx = np.array([index[bench.table[t]] for t in scenario.task_types])
     steps = np.arange(n_requests)
@@ -248,6 +269,8 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         cumulative_regret=float((per_request["oracle"] - per_request["router"]).sum()),
         drift_events=tuple(router.drift_events), record_status=status, log_dir=None if log_dir is None else str(log_dir),
         wall_time_s=time.perf_counter() - t0, evaluation_time_s=time.perf_counter() - t_eval if evaluating else 0.0,
+        routes_path=None if routes_path is None else str(routes_path), beliefs=tuple(router.beliefs().to_dicts()),
+        shadows=("cost-aware",) if evaluating else (),
         **evaluation,
     )
     if out is not None:

@@ -49,6 +49,13 @@ class DemoResult:
     drift_events : tuple of dict
         The router's drift detections (profile, task type, change, statistic, and
         ``n_updates``, the number of outcomes applied when it fired).
+    routes_path : str or None
+        Where the routes file of the router that ran was written.
+    beliefs : tuple of dict
+        The live router's final beliefs (``Router.beliefs().to_dicts()``): what ``banditroute
+        replay`` of the logs with the routes file gives back.
+    shadows : tuple of str
+        The shadow candidates that ran (logged with every decision).
     """
 
     n_requests: int
@@ -74,6 +81,9 @@ class DemoResult:
     report_path: str | None = None
     evaluation_time_s: float = 0.0
     drift_events: tuple = ()
+    routes_path: str | None = None
+    beliefs: tuple = ()
+    shadows: tuple = ()
 
     def phase(self, name: str) -> dict:
         """The phase called ``name`` (``"stationary"``, ``"overall"``, ...)."""

@@ -2,7 +2,8 @@
 
 :func:`format_summary` turns the numbers into the tables ``banditroute demo`` prints: the
 static table, reward per phase and per window, routing shares per task type, the events,
-and (when the run evaluated) the candidates, the gate's verdict and the report's path.
+and (when the run evaluated) the candidates, the gate's verdict and the report's path; with
+logs, the routes file and the commands that use it (:func:`~banditroute.sim.demo_runs.follow_up_commands`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from .demo_evaluation import DEMO_GUARDRAILS
 from .demo_measures import SHARE_OFF, SHARE_ON
 from .demo_result import DemoResult
+from .demo_runs import follow_up_commands
 
 __all__ = ["format_summary"]
 
@@ -99,4 +101,8 @@ def format_summary(r: DemoResult) -> str:
         lines += [f"  - {reason}" for reason in r.gate["reasons"]]
     if r.report_path:
         lines += ["", f"Report: {r.report_path}"]
+    if r.routes_path and r.log_dir:
+        lines += ["", f"Routes file of this run: {r.routes_path}", "Next, on this run's logs and routes file:"]
+        lines += [f"  {c}" for c in follow_up_commands(log_dir=r.log_dir, routes=r.routes_path,
+                                                       shadow=r.shadows[0] if r.shadows else None)]
     return "\n".join(lines) + "\n"
