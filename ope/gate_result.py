@@ -92,6 +92,17 @@ class GateResult:
                 "reasons": list(self.reasons), "evaluation": dict(self.evaluation), "table": rows}
 
 
+def _times(factor: float) -> str:
+    """How many times the traffic, rounded as a person would say it.
+
+    >>> _times(2.345), _times(18.08), _times(1808.4)
+    ('about 2.3x', 'about 18x', 'more than 100x')
+    """
+    if factor < 10:
+        return f"about {factor:.1f}x"
+    return f"about {factor:.0f}x" if factor < 100 else "more than 100x"
+
+
 def benjamini_hochberg(p_values: Any) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (step-up; NaN counts as 1).
 
@@ -212,7 +223,7 @@ def _cell_reason(r: dict, problems: list[str], *, alpha: float, z: float) -> str
     gap = (diff - thr) if higher else (thr - diff)
     if gap > 0 and math.isfinite(r["stderr"]) and r["stderr"] > 0:
         factor = (z * r["stderr"] / gap) ** 2
-        act = f"about {factor:.1f}x the traffic would be needed if the difference holds; keep the canary running"
+        act = f"{_times(factor)} the traffic would be needed if the difference holds; keep the canary running"
     else:
         act = "the point estimate itself misses it; the candidate is unlikely to pass with more traffic"
     side = "lower" if higher else "upper"

@@ -41,7 +41,7 @@ def run(args) -> int:
     from ..evaluation.report import build_report
 
     if not args.candidate:
-        raise ConfigError("--candidate", None, "give at least one NAME=SPEC")
+        raise ConfigError("--candidate", problem="give at least one NAME=SPEC")
     html = build_report(
         args.logs, candidates=dict(parse_named(c) for c in args.candidate), baseline=args.baseline,
         config=args.config, router=args.router, gate_candidate=args.gate, gate_kwargs=gate_kwargs(args),

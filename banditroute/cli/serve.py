@@ -80,7 +80,7 @@ def run(args) -> int:
     try:
         import uvicorn
     except ImportError:
-        raise ConfigError("serve", None, "needs the service extra: pip install 'banditroute[service]'") from None
+        raise ConfigError("serve", problem="needs the service extra: pip install 'banditroute[service]'") from None
     from ..service.app import APP_FACTORY, ENV_CONFIG
     from ..service.http_limits import bounded_http
     from ..service.config import ServiceConfig
