@@ -2,10 +2,10 @@
 
 >>> from banditroute.config.settings import RouterConfig
 >>> from banditroute.config.profiles import Profile
->>> check_choice(RouterConfig(profiles=(Profile("a"),), policy="ucb"), None)
+>>> check_choice(RouterConfig(profiles=(Profile("a"),), policy="exp3"), None)
 Traceback (most recent call last):
 ...
-banditroute.errors.ConfigError: policy must be 'thompson', 'greedy' or 'linear', got 'ucb'
+banditroute.errors.ConfigError: policy must be 'thompson', 'greedy', 'linear' or 'ucb', got 'exp3'
 """
 
 from __future__ import annotations
