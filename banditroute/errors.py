@@ -14,6 +14,7 @@ from __future__ import annotations
 
 __all__ = [
     "BanditrouteError",
+    "EscalationError",
     "ConfigError",
     "InvalidRequestError",
     "InvalidOutcomeError",
@@ -85,3 +86,8 @@ class LogError(BanditrouteError, OSError):
 class OutcomeInFlightError(BanditrouteError, RuntimeError):
     """Another outcome for the same decision is being committed to the log right now: retry
     (it becomes a duplicate if that one is committed, or is applied if it failed)."""
+
+
+class EscalationError(BanditrouteError, RuntimeError):
+    """``escalate()`` cannot escalate this decision: the chain reached ``max_escalations``, or the
+    decision was already escalated (the message names its child)."""

@@ -1,6 +1,7 @@
 """record(): statuses, posterior updates, forgetting, replay, routing rules."""
 
 import numpy as np
+import polars as pl
 import pytest
 
 import banditroute as br
@@ -107,7 +108,10 @@ def test_replay_rebuilds_the_same_beliefs(profiles, seed, tmp_path):
     assert fresh.replay(tmp_path) == live.n_updates
     assert fresh.profiles == live.profiles
     assert all(np.array_equal(f, l) for f, l in zip(fresh.evidence(), live.evidence()))
-    assert fresh.beliefs().equals(live.beliefs())
+    # the log does not hold the configuration of a profile added live: its configured cost and
+    # latency (the prior of the learned ones) are unknown to the replay; all else is the same
+    learned_usage = pl.col("^(cost|latency)_.*$")
+    assert fresh.beliefs().drop(learned_usage).equals(live.beliefs().drop(learned_usage))
     with pytest.raises(br.ConfigError, match="router must be fresh"):
         fresh.replay(tmp_path)
 
@@ -128,7 +132,7 @@ def test_fallback_when_nothing_is_feasible(profiles, seed):
     d = router.decide({})
     assert (d.profile, d.propensity, d.fallback_reason) == ("small", 1.0, "no feasible profile")
     assert set(d.excluded) == {"small", "medium", "large"}
-    assert d.excluded["large"] == "cost_usd 0.012 > budget.max_cost_usd 0.0001"
+    assert d.excluded["large"] == "expected cost_usd 0.012 > budget.max_cost_usd 0.0001"
     strict = br.Router(profiles, seed=seed, budget=budget)
     with pytest.raises(br.NoFeasibleProfileError, match=r"profiles has no feasible profile .*no fallback is configured"):
         strict.decide({})
@@ -190,6 +194,7 @@ def test_evidence_round_trip_and_validation(profiles, seed):
     assert alpha_ev.sum() + beta_ev.sum() == pytest.approx(200.0)
     other = br.Router(profiles, task_types=TASKS, seed=seed + 1)
     other.set_evidence(alpha_ev, beta_ev)
-    assert other.beliefs().equals(router.beliefs())
+    reliability = ["profile", "task_type", "mean", "ci_low", "ci_high", "n", "alpha", "beta"]  # what evidence is
+    assert other.beliefs().select(reliability).equals(router.beliefs().select(reliability))
     with pytest.raises(br.ConfigError, match=r"alpha_evidence must be a finite, non-negative array of shape \(3, 3\)"):
         other.set_evidence(alpha_ev[:2], beta_ev)

@@ -80,19 +80,19 @@ def test_a_row_types_fields_are_its_tables_columns_in_order(table):
 
 
 def test_the_schemas_are_the_ones_logs_were_written_with():
-    """SCHEMA_VERSION 2, spelled out: a change here must come with a new schema version."""
-    assert SCHEMA_VERSION == 2
+    """SCHEMA_VERSION 3, spelled out: a change here must come with a new schema version."""
+    assert SCHEMA_VERSION == 3
     assert list(DECISION_SCHEMA.items()) == [
         ("decision_id", pl.String), ("ts", pl.Datetime("us", "UTC")), ("writer", pl.String), ("seq", pl.Int64),
         ("policy_version", pl.String), ("context", pl.String), ("task_types", pl.List(pl.String)),
         ("task_probs", pl.List(pl.Float64)), ("profiles", pl.List(pl.String)),
         ("probabilities", pl.List(pl.Float64)), ("profile", pl.String), ("propensity", pl.Float64),
         ("excluded", pl.String), ("fallback_reason", pl.String), ("shadow", pl.String),
-        ("expected_quality", pl.Float64), ("schema_version", pl.Int32)]
+        ("expected_quality", pl.Float64), ("parent_id", pl.String), ("schema_version", pl.Int32)]
     assert list(OUTCOME_SCHEMA.items()) == [
         ("decision_id", pl.String), ("ts", pl.Datetime("us", "UTC")), ("writer", pl.String), ("seq", pl.Int64),
         ("quality", pl.Float64), ("cost_usd", pl.Float64), ("latency_ms", pl.Float64), ("reward", pl.Float64),
-        ("status", pl.String), ("schema_version", pl.Int32)]
+        ("status", pl.String), ("error", pl.String), ("schema_version", pl.Int32)]
     assert list(EVENT_SCHEMA.items()) == [
         ("ts", pl.Datetime("us", "UTC")), ("writer", pl.String), ("seq", pl.Int64), ("event", pl.String),
         ("policy", pl.String), ("fraction", pl.Float64), ("who", pl.String), ("why", pl.String),
@@ -170,18 +170,19 @@ def test_the_tuple_form_and_the_row_form_write_the_same_bytes(tmp_path, batch, u
 def test_a_tuple_of_the_wrong_length_is_refused_and_the_log_stays_readable(tmp_path, use_journal):
     w = LogWriter(tmp_path, auto_flush=False, journal=use_journal)
     w.append("outcomes", tuple(outcome(0)))
-    short = tuple(outcome(1))[:-1]
-    message = (r"^outcomes row must have 9 values \(decision_id, ts, writer, seq, quality, cost_usd, latency_ms, "
-               r"reward, status\), got \('w-1', ")
+    short = tuple(outcome(1))[:-2]
+    message = (r"^outcomes row must have 10 values \(decision_id, ts, writer, seq, quality, cost_usd, latency_ms, "
+               r"reward, status, error\), got \('w-1', ")
     with pytest.raises(br.ConfigError, match=message) as info:
         w.append("outcomes", short)
     assert info.value.field == "outcomes row" and info.value.value == short
     with pytest.raises(br.ConfigError, match=r"^events row must have 9 values \(ts, writer, "):
         w.append("events", tuple(decision(2)))  # a row of another table
-    with pytest.raises(br.ConfigError, match=r"^columns must hold 9 columns for outcomes \(decision_id, .*\), got 8$"):
+    with pytest.raises(br.ConfigError, match=r"^columns must hold 10 columns for outcomes \(decision_id, .*\), got 8$"):
         w.append_columns(OutcomeRow, [[v] for v in short])
+    w.append("outcomes", tuple(outcome(3))[:-1])  # schema version 2's width: taken, error null
     w.close()
-    assert read_rows(tmp_path, "outcomes") == [tuple(outcome(0))]  # only the good row, nothing torn
+    assert read_rows(tmp_path, "outcomes") == [tuple(outcome(0)), tuple(outcome(3))]  # nothing torn
 
 
 def test_an_unknown_table_or_a_bare_tuple_is_refused(tmp_path):

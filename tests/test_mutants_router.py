@@ -132,15 +132,17 @@ def test_quality_weight_multiplies_reliability_against_cost(policy, seed):
     """u = w_q * q - w_c * cost. With w_q = 2 and w_c = 1: 'pricey' (q ~ 0.9, cost 0.5) has
     u ~ 1.3 and 'cheap' (q ~ 0.1, cost 0) u ~ 0.2, so 'pricey' wins every scenario (the
     posteriors Beta(900, 100) and Beta(100, 900) have sd 0.0095, the gap is > 100 sd). Were
-    the weight to divide instead, 'cheap' would win (0.05 vs -0.05)."""
+    the weight to divide instead, 'cheap' would win (0.05 vs -0.05). The costs are the configured
+    ones (cost learning off: its prior uncertainty about the cost would blur the trade-off)."""
     profiles = [br.Profile("pricey", cost_usd=0.5, prior=br.BetaPrior(alpha=900.0, beta=100.0)),
                 br.Profile("cheap", cost_usd=0.0, prior=br.BetaPrior(alpha=100.0, beta=900.0))]
+    fixed = br.CostLearning(enabled=False)
     router = br.Router(profiles, objective=br.Objective(quality=2.0, cost=1.0), policy=policy,
-                       exploration=0.0, seed=seed)
+                       exploration=0.0, seed=seed, cost_learning=fixed)
     assert router.probabilities({}) == {"pricey": 1.0, "cheap": 0.0}
     # and the trade-off turns with the weights: at w_q = 0.5 the 0.4 quality gap < the 0.5 cost gap
     cheap_wins = br.Router(profiles, objective=br.Objective(quality=0.5, cost=1.0), policy=policy,
-                           exploration=0.0, seed=seed)
+                           exploration=0.0, seed=seed, cost_learning=fixed)
     assert cheap_wins.probabilities({}) == {"pricey": 0.0, "cheap": 1.0}
 
 

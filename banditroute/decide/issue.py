@@ -25,14 +25,15 @@ __all__ = ["Issuer"]
 class Issuer:
     """Draws, numbers, remembers and logs decisions for one router."""
 
-    def __init__(self, pipeline, pending, ledger, rng: np.random.Generator, *, keep_context: bool):
+    def __init__(self, pipeline, pending, ledger, rng: np.random.Generator):
         self.pipeline = pipeline
         self.pending = pending
         self.ledger = ledger
         self.rng = rng
-        self.keep_context = keep_context  # the policy learns from each decision's context
+        # every pending decision keeps its context's JSON and propensity: a policy that learns
+        # reads them, and an escalation decides again for the same request
 
-    def one(self, text: str, task, entry) -> Decision:
+    def one(self, text: str, task, entry, parent_id: str | None = None) -> Decision:
         k = bisect_right(entry.cdf, self.rng.random() * entry.cdf[-1])
         ts = time.time_ns() // 1000
         ledger, names, tasks = self.ledger, self.pipeline.names, self.pipeline.tasks
@@ -44,19 +45,19 @@ class Issuer:
             ledger.writer.append(DecisionRow(did, ts, ledger.writer_id, seq, ledger.policy_version, text, tasks.names,
                                              tasks.as_list(task), names, entry.pmf_list, name, propensity,
                                              entry.excluded_json, entry.fallback_reason, entry.shadow_json,
-                                             entry.expected[k]))
-        self.pending.add(did, (k, task, ts, text, propensity) if self.keep_context else (k, task, ts, None, None))
+                                             entry.expected[k], parent_id))
+        self.pending.add(did, (k, task, ts, text, propensity))
         return make_decision((did, name, propensity, entry.probs, tasks.view(task), ledger.policy_version,
-                              entry.excluded, entry.fallback_reason))
+                              entry.excluded, entry.fallback_reason, parent_id))
 
-    def many(self, contexts) -> list[Decision]:
+    def many(self, contexts, budget=None) -> list[Decision]:
         if isinstance(contexts, pl.DataFrame):
-            frame = plan_frame(self.pipeline, self.rng, contexts)
+            frame = plan_frame(self.pipeline, self.rng, contexts) if budget is None else None
             if frame is not None:
                 return self._many(*frame)
             # a case only the row path handles (it also raises the exact error)
             contexts = [{k: v for k, v in row.items() if v is not None} for row in contexts.iter_rows(named=True)]
-        resolved = [self.pipeline.resolve(c) for c in contexts]
+        resolved = [self.pipeline.resolve(c, budget) for c in contexts]
         if not resolved:
             return []
         texts, tasks, entries = (list(col) for col in zip(*resolved))
@@ -73,10 +74,7 @@ class Issuer:
         first, ids = ledger.next_ids(n)
         propensities = [e.pmf_list[k] for e, k in zip(entries, ks)]
         indices = space.all_indices(tasks)
-        if self.keep_context:
-            rows = zip(ks, tasks, repeat(ts), texts, propensities)
-        else:
-            rows = zip(ks, tasks, repeat(ts), repeat(None), repeat(None))
+        rows = zip(ks, tasks, repeat(ts), texts, propensities)
         chosen = list(map(names.__getitem__, ks))
         fallback = [e.fallback_reason for e in entries]
         version = ledger.policy_version
@@ -85,10 +83,10 @@ class Issuer:
                 ids, [ts] * n, [ledger.writer_id] * n, range(first, first + n), [version] * n,
                 texts, [space.names] * n, space.as_lists(tasks, indices), [names] * n,
                 [e.pmf_list for e in entries], chosen, propensities, [e.excluded_json for e in entries], fallback,
-                [e.shadow_json for e in entries], [e.expected[k] for e, k in zip(entries, ks)]])
+                [e.shadow_json for e in entries], [e.expected[k] for e, k in zip(entries, ks)], [None] * n])
         self.pending.add_many(ids, rows, now_us=ts)  # tuples in PendingDecision's field order (after the log)
         return list(map(make_decision, zip(ids, chosen, propensities, [e.probs for e in entries], space.views(tasks, indices),
-                                           repeat(version), [e.excluded for e in entries], fallback)))
+                                           repeat(version), [e.excluded for e in entries], fallback, repeat(None))))
 
     def restore(self, rows: pl.DataFrame, *, now_us: int) -> int:
         """Make logged decisions pending again (a restart): the rows of
@@ -106,7 +104,6 @@ class Issuer:
             hot = np.flatnonzero(w)
             task = int(hot[0]) if hot.size == 1 and w[hot[0]] == 1.0 else w
             ids.append(did)
-            entries.append(PendingDecision(k, task, int(ts), context if self.keep_context else None,
-                                           propensity if self.keep_context else None))
+            entries.append(PendingDecision(k, task, int(ts), context, propensity))
         self.pending.add_many(ids, entries, now_us=now_us)
         return len(ids)

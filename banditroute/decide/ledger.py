@@ -119,13 +119,14 @@ class Ledger:
         self._issued[self.writer_id] = 0
 
     # -- rows ---------------------------------------------------------------------------------
-    def outcome(self, decision_id: str, quality, cost_usd, latency_ms, reward, status: str) -> int | None:
+    def outcome(self, decision_id: str, quality, cost_usd, latency_ms, reward, status: str,
+                error: str | None = None) -> int | None:
         """Append an outcome row; returns its sequence number (None without a log)."""
         if self.writer is None:
             return None
         seq = self.next_seq()
         self.writer.append(OutcomeRow(decision_id, time.time_ns() // 1000, self.writer_id, seq,
-                                      quality, cost_usd, latency_ms, reward, status))
+                                      quality, cost_usd, latency_ms, reward, status, error))
         return seq
 
     def event(self, event: str, policy: str, fraction, who: str, why: str) -> None:

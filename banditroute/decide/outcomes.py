@@ -1,5 +1,6 @@
 """An outcome's way: join it to its pending decision, compute its reward, teach the beliefs
-(with drift recalibration) and the policy, let learning candidates learn, log it.
+(with drift recalibration), the learned cost, latency and availability (``Usage``), the
+onboarding caps and the policy, let learning candidates learn, log it.
 
 The live path (:meth:`Outcomes.record`) and the replay of the log (:meth:`Outcomes.learn`
 with ``log_events=False``) make the same updates in the same order, so they agree.
@@ -13,8 +14,11 @@ import logging
 import numpy as np
 import polars as pl
 
-from ..config.profiles import check_number
+import time
 from typing import NamedTuple
+
+from ..config.mechanisms import check_error_kind
+from ..config.profiles import check_number
 
 from ..errors import InvalidOutcomeError, LogError, OutcomeInFlightError, UnknownDecisionError
 from ..policies.base import Feedback
@@ -36,13 +40,16 @@ class OutcomeClaim(NamedTuple):
     cost_usd: float | None
     latency_ms: float | None
     reward: float | None
+    error: str | None = None  #: a failed call's kind
 
 
 class Outcomes:
     """The learning side of one router (its parts are shared with the decision side)."""
 
-    def __init__(self, config, tasks, belief, drift, policy, pending, ledger, rollout):
+    def __init__(self, config, tasks, belief, drift, policy, pending, ledger, rollout, usage, onboarding):
         self.config = config  # replaced by the router when a profile is added
+        self.usage = usage
+        self.onboarding = onboarding
         self.tasks = tasks
         self.belief = belief
         self.drift = drift
@@ -53,19 +60,23 @@ class Outcomes:
         self.drift_events: list[dict] = []
         self._unsettled: dict[str, int] = {}  # decision id -> seq of outcome rows logged, not yet settled
 
-    def begin(self, decision_id, quality, cost_usd, latency_ms) -> OutcomeClaim:
+    def begin(self, decision_id, quality, cost_usd, latency_ms, error=None) -> OutcomeClaim:
         """See :meth:`banditroute.decide.router.Router.begin_record` (the caller holds the
         lock): claim the outcome and append its row (durable on return in sync mode); a failed
         append drops the claim and raises. :meth:`settle` ends it."""
         quality = check_outcome("quality", quality, 0.0, 1.0)
         cost_usd = check_outcome("cost_usd", cost_usd, 0.0, None)
         latency_ms = check_outcome("latency_ms", latency_ms, 0.0, None)
-        claim = self.claim(decision_id, quality, cost_usd, latency_ms)
+        error = check_error_kind(error)
+        if error is not None and quality is not None:
+            raise InvalidOutcomeError("quality", quality, f"must not be given with error={error!r}: a failed call "
+                                      "has no answer to judge (error_quality sets what a failure teaches)")
+        claim = self.claim(decision_id, quality, cost_usd, latency_ms, error)
         if claim.status != "duplicate":
             self.log(claim)
         return claim
 
-    def claim(self, decision_id, quality, cost_usd, latency_ms) -> OutcomeClaim:
+    def claim(self, decision_id, quality, cost_usd, latency_ms, error=None) -> OutcomeClaim:
         """Join an outcome to its decision and claim it (nothing learned yet): status
         ``"applied"``, ``"late"`` or ``"duplicate"`` (nothing claimed). Raises
         :class:`UnknownDecisionError`, or :class:`OutcomeInFlightError` while another outcome
@@ -83,9 +94,11 @@ class Outcomes:
                 reward = objective.reward(quality=quality, cost_usd=cost_usd, latency_ms=latency_ms)
         else:
             status = "applied"
-            if quality is not None:
+            # a failed call delivered nothing: its reward counts quality error_quality, else 0
+            judged = quality if error is None else self.config.error_quality or 0.0
+            if judged is not None:
                 profile = self.config.profiles[entry.k]
-                reward = objective.reward(quality=quality,
+                reward = objective.reward(quality=judged,
                                           cost_usd=profile.cost_usd if cost_usd is None else cost_usd,
                                           latency_ms=profile.latency_ms if latency_ms is None else latency_ms)
         claimed = self.pending.claim(decision_id, late=status == "late")
@@ -94,14 +107,14 @@ class Outcomes:
                                        "has an outcome being committed to the log right now; retry")
         if claimed == "duplicate":
             status = "duplicate"
-        return OutcomeClaim(decision_id, status, entry, quality, cost_usd, latency_ms, reward)
+        return OutcomeClaim(decision_id, status, entry, quality, cost_usd, latency_ms, reward, error)
 
     def log(self, claim: OutcomeClaim) -> None:
         """Append a claimed outcome's row (durable on return in sync mode); if that fails, the
         claim is dropped (a retry starts afresh) and the error raised."""
         try:
             seq = self.ledger.outcome(claim.decision_id, claim.quality, claim.cost_usd, claim.latency_ms,
-                                      claim.reward, claim.status)
+                                      claim.reward, claim.status, claim.error)
         except BaseException:
             self.settle(claim, committed=False)
             raise
@@ -124,12 +137,19 @@ class Outcomes:
         self._unsettled.pop(claim.decision_id, None)
         self.pending.settle(claim.decision_id, late=claim.status == "late", committed=committed)
         entry, quality = claim.entry, claim.quality
-        if not committed or claim.status != "applied" or quality is None:
+        if not committed or claim.status != "applied":
             return
         w = self.tasks.probs(entry.task)
+        for event in self.usage.observe(entry.k, w, claim.cost_usd, claim.latency_ms, claim.error, time.time()):
+            self._event(*event)
+        if claim.error is not None:
+            quality = self.config.error_quality
+        if quality is None:
+            return
         feedback = (Feedback(json.loads(entry.context), w, entry.k, quality, claim.reward, entry.propensity)
                     if self.policy.learns else None)
         self.learn(entry.k, w, quality, feedback)
+        self._graduate(True)
         if self.rollout.has_learners:
             task_probs = dict(zip(self.config.task_types, w.tolist()))
             name = self.config.profiles[entry.k].name
@@ -146,11 +166,29 @@ class Outcomes:
         if feedback is not None:
             self.policy.update(feedback)
 
-    def learn_many(self, ks: np.ndarray, task_probs: np.ndarray, quality: np.ndarray, feedback=None) -> None:
+    def learn_many(self, ks: np.ndarray, task_probs: np.ndarray, quality: np.ndarray, feedback=None, *,
+                   cost=None, latency=None, failed=None) -> int:
         """Many applied outcomes in order (a replay): vectorised when nothing depends on their
         order (no discounting, no drift detection, a policy that reads the beliefs only), else
-        one by one; the same beliefs either way. ``feedback`` (a sequence, one per outcome) is
-        required when the policy learns."""
+        one by one; the same beliefs either way. ``feedback`` (a sequence, one per outcome with a
+        quality) is required when the policy learns. ``cost`` / ``latency`` (NaN: not reported)
+        and ``failed`` (failed calls) teach :class:`~banditroute.decide.usage.Usage`; a quality
+        of NaN teaches the beliefs nothing (a failed call's is ``error_quality``)."""
+        if failed is None:  # as record() counts them: answered calls, cost and latency not reported
+            failed = np.zeros(len(ks), dtype=bool)
+        nan = np.full(len(ks), np.nan)
+        self.usage.observe_many(ks, task_probs, nan if cost is None else cost, nan if latency is None else latency,
+                                failed)
+        if self.config.error_quality is not None:
+            quality = np.where(failed, self.config.error_quality, quality)
+        rows = np.isfinite(quality)
+        if not rows.all():
+            ks, task_probs, quality = ks[rows], task_probs[rows], quality[rows]
+        self._learn_many(ks, task_probs, quality, feedback)
+        self._graduate(False)
+        return int(rows.sum())
+
+    def _learn_many(self, ks, task_probs, quality, feedback) -> None:
         if self.belief.discount == 1.0 and self.drift is None and not self.policy.learns:
             self.belief.update_many(ks, task_probs, quality)
             return
@@ -188,7 +226,10 @@ class Outcomes:
         if self.policy.learns:
             learned = [Feedback(c, w[i], int(ks[i]), float(quality[i]), float(rewards[i]), float(propensities[i]))
                        for i, c in enumerate(contexts)]
-        self.learn_many(ks, w, quality, learned)
+        observed = [metrics.get_column(c).cast(pl.Float64).fill_null(np.nan).to_numpy()[rows]
+                    if metrics is not None and c in metrics.columns else None for c in ("cost_usd", "latency_ms")]
+        self.learn_many(ks, w, quality, learned, cost=observed[0], latency=observed[1],
+                        failed=np.zeros(rows.size, dtype=bool))
         if self.belief.refresh_due:  # as often as the live router would redraw it
             self.belief.refresh()
         return int(rows.size)
@@ -201,6 +242,22 @@ class Outcomes:
         w = np.array([task_probs.get(t, 0.0) for t in self.config.task_types])
         if w.sum() > 0:
             self.learn(names.index(profile), w / w.sum(), quality, None)
+
+    def _graduate(self, log_events: bool) -> None:
+        """Onboarding profiles with enough evidence leave the cap (an event row when live)."""
+        if not self.onboarding.active:
+            return
+        evidence = (self.belief.alpha_ + self.belief.beta_ - self.belief.alpha0_ - self.belief.beta0_).sum(axis=1)
+        for k, n in self.onboarding.graduates(evidence):
+            if log_events:
+                self._event("onboarding_graduated", self.config.profiles[k].name,
+                            f"{n:.0f} outcomes >= onboarding.min_outcomes {self.onboarding.config.min_outcomes}")
+
+    def _event(self, event: str, policy: str, why: str) -> None:
+        try:
+            self.ledger.event(event, policy, None, "router", why)
+        except LogError as exc:  # the outcome is applied; the event is derived from it
+            _log.warning("%s event of %s not logged: %s", event, policy, exc)
 
     def _recalibrate(self, k: int, t: int, kind: str, stat: float, log_event: bool) -> None:
         drift = self.config.drift

@@ -219,11 +219,12 @@ def _check_base(router, log_dir, meta: dict) -> None:
     log["positions"] = {str(w): int(s) for w, s in log["positions"].items()}
     log["n_unmatched"] = int(log.get("n_unmatched", 0))
     cfg, theirs = router.config, snap.from_data(meta["config"])
-    for name in ("task_types", "prior", "policy", "features", "n_draws", "refresh_every", "discount", "drift"):
+    for name in ("task_types", "prior", "policy", "features", "n_draws", "refresh_every", "discount", "drift",
+                 "cost_learning", "error_quality"):
         if getattr(cfg, name) != getattr(theirs, name):
             raise ConfigError("snapshot", name, f"was taken with another {name} ({getattr(theirs, name)!r})")
-    mine = [(p.name, p.prior) for p in cfg.profiles]
-    if [(p.name, p.prior) for p in theirs.profiles[:len(mine)]] != mine:
+    mine = [(p.name, p.prior, p.cost_usd, p.latency_ms) for p in cfg.profiles]  # costs: the cost prior
+    if [(p.name, p.prior, p.cost_usd, p.latency_ms) for p in theirs.profiles[:len(mine)]] != mine:
         raise ConfigError("snapshot", [p.name for p in theirs.profiles], "was taken with other profiles (or priors)")
     if meta.get("policy_class") != type(router.policy).__name__ or (
             meta.get("learner") is not None and snap.to_data(router.policy.settings()) != meta["learner"]):

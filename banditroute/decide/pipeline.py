@@ -2,13 +2,17 @@
 
 For one request::
 
-    context -> task-type posterior (TaskSpace) -> feasibility mask (Feasibility)
-            -> policy proposal -> reliability floor -> exploration floor -> pmf (Policy.pmf)
+    context -> task-type posterior (TaskSpace) -> allow-lists (Feasibility)
+            -> expected cost and latency (Usage) -> the router's and the request's budgets,
+               cooldowns, the profiles an escalation chain already tried
+            -> policy proposal (cost and latency scenarios in the utility) -> reliability floor
+               -> exploration floor -> pmf (Policy.pmf) -> onboarding cap (OnboardingCaps)
             -> rollout stage (shadow pmfs logged; canary mixture drawn from) -> fallback, timeout
 
 The result is an :class:`Entry`: the pmf with everything logged beside it. A policy that
-declares itself ``cacheable`` is asked once per (task, failing allow-lists) key until its
-``version`` changes; the entries are shared by every decision drawn from them.
+declares itself ``cacheable`` is asked once per key (task, failing allow-lists, request budget,
+tried profiles, cooldowns) until its ``version``, the learned costs' or the onboarding set's
+changes; the entries are shared by every decision drawn from them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import ConfigError, NoFeasibleProfileError
-from .feasibility import Feasibility
+from .feasibility import Feasibility, over_budget
 from ..policies.base import PolicyQuery
 
 __all__ = ["Entry", "DecisionPipeline"]
@@ -53,42 +57,49 @@ class DecisionPipeline:
     """The steps of one decision over a router's configuration, task space, beliefs, policy and
     rollout stage (each owned elsewhere; the pipeline owns the cache)."""
 
-    def __init__(self, config, tasks, belief, policy, rollout):
+    def __init__(self, config, tasks, belief, policy, rollout, usage, onboarding):
         self.tasks = tasks
         self.belief = belief
         self.policy = policy
         self.rollout = rollout
+        self.usage = usage
+        self.onboarding = onboarding
         self.configure(config)
 
     def configure(self, config) -> None:
         """Derive the per-profile arrays of a (new) configuration and empty the cache."""
         self.config = config
-        obj = config.objective
         self.names = [p.name for p in config.profiles]
         self.index = {n: i for i, n in enumerate(self.names)}
-        self.offset = np.array([obj.cost * p.cost_usd + obj.latency * p.latency_ms for p in config.profiles])
-        self.feasibility = Feasibility(config.profiles, config.budget)
+        self.feasibility = Feasibility(config.profiles)
         self._cache: dict = {}
-        self._cache_version = -1
+        self._cache_version = None
 
     @property
     def cacheable(self) -> bool:
         return self.policy.cacheable
 
-    def resolve(self, context) -> tuple[str, object, Entry]:
-        """Validate a context; return its JSON text, its task and the entry to draw from."""
+    def resolve(self, context, budget=None, tried: tuple = (), why: str | None = None) -> tuple[str, object, Entry]:
+        """Validate a context; return its JSON text, its task and the entry to draw from (under
+        the request's ``budget``, without the profiles ``tried`` by an escalation chain)."""
         text, task = self.tasks.parse(context)
+        return (text, task, self.staged(task, context, budget, tried, why))
+
+    def staged(self, task, context, budget=None, tried: tuple = (), why: str | None = None) -> Entry:
+        """The entry to draw from for a parsed request: production's, then the rollout stage (for
+        a first choice only: an escalation is production's choice among the untried profiles)."""
         ceiling = self.config.decision_timeout_ms
         start = time.perf_counter() if ceiling is not None else 0.0
-        entry = self.entry(task, context)
-        if self.rollout.active:
+        entry = self.entry(task, context, budget, tried, why)
+        if self.rollout.active and not tried:  # production alone escalates: a canary decides first choices
             pmf, shadow = self.rollout.apply(context, entry.pmf, self.names)
             entry = Entry(pmf, self.names, dict(entry.excluded), entry.expected, entry.fallback_reason, shadow)
         if ceiling is not None:
             elapsed_ms = (time.perf_counter() - start) * 1e3
             if elapsed_ms > ceiling:
-                entry = self.fallback({}, f"decision took {elapsed_ms:.3f} ms > decision_timeout_ms {ceiling:g}")
-        return text, task, entry
+                entry = self.fallback({}, f"decision took {elapsed_ms:.3f} ms > decision_timeout_ms {ceiling:g}",
+                                      tried)
+        return entry
 
     def action_distribution(self, contexts, profiles) -> np.ndarray:
         """The pmf of each context (no draw, nothing logged) as an array of shape
@@ -108,18 +119,21 @@ class DecisionPipeline:
         out[:, known] = pmf[:, [columns[j] for j in known]]
         return out
 
-    def entry(self, task, context: Mapping) -> Entry:
+    def entry(self, task, context: Mapping, budget=None, tried: tuple = (), why: str | None = None) -> Entry:
         """The production entry (before the rollout stage) for a task and a context."""
         failing, mask = self.feasibility.of(context)
+        cooling = self.usage.cooling(time.time()) if self.config.cooldown is not None else ()
         if not self.policy.cacheable:
-            return self._compute(task, mask, failing, context)
-        if self._cache_version != self.policy.version:
+            return self._compute(task, mask, failing, context, budget, tried, why, cooling)
+        version = (self.policy.version, self.usage.version, self.onboarding.version)
+        if self._cache_version != version:
             self._cache.clear()
-            self._cache_version = self.policy.version
-        key = (self.tasks.key(task), failing)
+            self._cache_version = version
+        key = (self.tasks.key(task), failing, None if budget is None else (budget.max_cost_usd, budget.max_latency_ms),
+               tried, why, cooling)
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._compute(task, mask, failing, context)
+            entry = self._compute(task, mask, failing, context, budget, tried, why, cooling)
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()
             self._cache[key] = entry
@@ -129,20 +143,32 @@ class DecisionPipeline:
         """Forget the cached entries (they are recomputed on the next decision)."""
         self._cache.clear()
 
-    def _compute(self, task, mask, failing, context) -> Entry:
+    def _compute(self, task, mask, failing, context, budget, tried, why, cooling) -> Entry:
         cfg = self.config
         excluded = self.feasibility.excluded(context, failing)
-        query = PolicyQuery(task, self.tasks.probs(task), mask, context, self.offset, cfg.objective.quality,
-                            cfg.exploration)
+        cost, latency = self.usage.expected(task)
+        out: dict[int, str] = over_budget(self.names, cost, latency, cfg.budget, "budget")
+        if budget is not None:
+            for k, reason in over_budget(self.names, cost, latency, budget, "request budget").items():
+                out.setdefault(k, reason)
+        for k, _ in cooling:
+            out[k] = self.usage.cooling_reason(k)
+        for k in tried:
+            out[k] = f"already tried in this escalation chain ({why})"
+        if out:
+            mask = mask.copy()
+            mask[list(out)] = False
+            excluded.update((self.names[k], reason) for k, reason in sorted(out.items()))
+        obj = cfg.objective
+        query = PolicyQuery(task, self.tasks.probs(task), mask, context, obj.cost * cost + obj.latency * latency,
+                            obj.quality, cfg.exploration, self.usage.penalty_draws(task, obj))
         pmf, below = self.policy.pmf(query)
         for i in np.flatnonzero(below):
             excluded[self.names[i]] = (f"reliability below floor {cfg.reliability_floor:g} with "
                                        f"probability > {cfg.floor_confidence:g}")
         if pmf is None:
-            return self.fallback(excluded, "no feasible profile")
-        static = not failing and not below.any()  # the usual case: the exclusions' JSON is made once
-        return Entry(pmf, self.names, excluded, self.expected(task),
-                     excluded_json=self.feasibility.static_excluded_json if static else None)
+            return self.fallback(excluded, "no feasible profile", tried)
+        return Entry(self.onboarding.cap(pmf), self.names, excluded, self.expected(task))
 
     def expected(self, task) -> list:
         """Posterior mean reliability of every profile under the request's task posterior
@@ -150,13 +176,16 @@ class DecisionPipeline:
         means = self.belief.mean()
         return (means[:, task] if type(task) is int else means @ task).tolist()
 
-    def fallback(self, excluded: dict, why: str) -> Entry:
-        """The entry that plays the configured fallback profile (or the error without one)."""
+    def fallback(self, excluded: dict, why: str, tried: tuple = ()) -> Entry:
+        """The entry that plays the configured fallback profile (or the error without one, or
+        when an escalation chain already tried it)."""
         fallback = self.config.fallback
-        if fallback is None:
+        if fallback is None or self.index[fallback] in tried:
             detail = "; ".join(f"{k}: {v}" for k, v in excluded.items())
-            raise NoFeasibleProfileError("profiles", None, f"has no feasible profile for this request ({detail}) "
-                                         "and no fallback is configured")
+            rule = ("no fallback is configured" if fallback is None else
+                    f"the fallback {fallback!r} was already tried in this escalation chain")
+            raise NoFeasibleProfileError("profiles", problem=f"has no feasible profile for this request ({detail}) "
+                                         f"and {rule}")
         pmf = np.zeros(len(self.names))
         pmf[self.index[fallback]] = 1.0
         return Entry(pmf, self.names, excluded, [None] * len(self.names), fallback_reason=why)
@@ -164,5 +193,5 @@ class DecisionPipeline:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_cache"] = {}  # entries hold read-only views that do not pickle; recomputed on demand
-        state["_cache_version"] = -1
+        state["_cache_version"] = None
         return state

@@ -18,6 +18,7 @@ recalibration (``banditroute.beliefs``) and the policy (``banditroute.policies``
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -28,26 +29,30 @@ import polars as pl
 
 from ..beliefs.beta import BetaBelief
 from ..beliefs.drift import PageHinkley
+from ..config.mechanisms import Cooldown, CostLearning, Onboarding, request_budget
 from ..config.profiles import BetaPrior, Budget, DriftConfig, Objective, Profile, prior_arrays
 from ..config.settings import RouterConfig, build_from_file
 from ..errors import ConfigError
-from ..logs.replay import replay as replay_logs
 from ..policies.base import Policy, PolicySetup
 from ..policies.choice import choose, version_prefix
-from . import persistence
 from .decision import Decision
+from .escalation import Escalations, check_reason
 from .issue import Issuer
 from .ledger import Ledger, open_log
+from .onboarding import OnboardingCaps
 from .outcomes import OutcomeClaim, Outcomes
 from .pending import PendingWindow
 from .pipeline import DecisionPipeline
 from .request import TaskClassifier, TaskSpace
+from .usage import Usage
 from .rollout import Rollout
+from .router_rollout import RolloutCommands
+from .router_state import StateMethods
 
 __all__ = ["Router"]
 
 
-class Router:
+class Router(RolloutCommands, StateMethods):
     """Routes requests across profiles by Thompson sampling, logging exact propensities.
 
     Parameters
@@ -75,7 +80,9 @@ class Router:
                  decision_timeout_ms: float | None = None, log_dir: str | os.PathLike | None = None,
                  durability: str = "group", log_journal: bool = False, wait_window_s: float = 3600.0,
                  max_pending: int = 200_000, policy_version: str | None = None, seed: int | None = None,
-                 task_model: TaskClassifier | None = None, learner=None):
+                 cost_learning: CostLearning = CostLearning(), max_escalations: int = 2,
+                 onboarding: Onboarding | None = None, cooldown: Cooldown | None = None,
+                 error_quality: float | None = None, task_model: TaskClassifier | None = None, learner=None):
         if isinstance(task_types, str) or not isinstance(task_types, Sequence):
             raise ConfigError("task_types", task_types, "must be a list of task-type names")
         if isinstance(profiles, Profile) or not isinstance(profiles, Sequence):
@@ -88,7 +95,8 @@ class Router:
             decision_timeout_ms=decision_timeout_ms,
             log_dir=os.fspath(log_dir) if isinstance(log_dir, os.PathLike) else log_dir, durability=durability,
             log_journal=log_journal, wait_window_s=wait_window_s, max_pending=max_pending,
-            policy_version=policy_version, seed=seed)
+            policy_version=policy_version, seed=seed, cost_learning=cost_learning, max_escalations=max_escalations,
+            onboarding=onboarding, cooldown=cooldown, error_quality=error_quality)
         seeds = np.random.SeedSequence(cfg.seed).spawn(3)
         self._rng = np.random.default_rng(seeds[0])
         self._tasks = TaskSpace(cfg.task_types, task_model)
@@ -103,11 +111,15 @@ class Router:
         self._version_prefix = version_prefix(cfg, learner)
         self._ledger = Ledger(open_log(cfg), policy_version=self._version())
         self._rollout = Rollout(self._ledger.event)
-        self._pipeline = DecisionPipeline(cfg, self._tasks, self._belief, self._policy, self._rollout)
+        self._usage = Usage(cfg)
+        self._onboarding = OnboardingCaps(cfg.onboarding)
+        self._pipeline = DecisionPipeline(cfg, self._tasks, self._belief, self._policy, self._rollout, self._usage,
+                                          self._onboarding)
         self._pending = PendingWindow(wait_window_s=cfg.wait_window_s, max_pending=cfg.max_pending)
-        self._issuer = Issuer(self._pipeline, self._pending, self._ledger, self._rng, keep_context=self._policy.learns)
+        self._issuer = Issuer(self._pipeline, self._pending, self._ledger, self._rng)
+        self._escalations = Escalations(cfg.max_escalations, cfg.max_pending)
         self._outcomes = Outcomes(cfg, self._tasks, self._belief, self._drift, self._policy, self._pending,
-                                  self._ledger, self._rollout)
+                                  self._ledger, self._rollout, self._usage, self._onboarding)
         self._lock = threading.RLock()
 
     def _version(self) -> str:
@@ -119,8 +131,9 @@ class Router:
         """Build a router from a TOML file (see :func:`banditroute.config.settings.load_config`)."""
         return build_from_file(cls, path, overrides)
 
-    def add_profile(self, profile: Profile) -> None:
-        """Add a profile; it starts from its prior (diffuse unless it carries one)."""
+    def add_profile(self, profile: Profile, *, onboard: bool = True) -> None:
+        """Add a profile; it starts from its prior (diffuse unless it carries one). With
+        ``onboarding`` set (and ``onboard``), its probability is capped until it has earned its share."""
         with self._lock:
             if not isinstance(profile, Profile):
                 raise ConfigError("profile", profile, "must be a Profile")
@@ -131,9 +144,12 @@ class Router:
             self._belief.add_profile(*prior_arrays([profile], self.config.task_types, self.config.prior))
             if self._drift is not None:
                 self._drift.add_profile()
+            self._usage.add_profile(profile, len(self.config.task_types), self.config)
             self._pipeline.configure(self.config)
             self._outcomes.config = self.config
             self._ledger.policy_version = self._version()
+            if onboard and self.config.onboarding is not None:
+                self._onboard([profile.name])
 
     # -- what the router is -------------------------------------------------------------------
     @property
@@ -194,26 +210,57 @@ class Router:
         return len(self._pending)
 
     # -- deciding -------------------------------------------------------------------------------
-    def probabilities(self, context: Mapping) -> dict[str, float]:
-        """The distribution ``decide(context)`` would draw from now; no side effects."""
+    def probabilities(self, context: Mapping, *, budget: Budget | Mapping | None = None) -> dict[str, float]:
+        """The distribution ``decide(context, budget=budget)`` would draw from now; no side effects."""
         with self._lock:
-            return dict(self._pipeline.resolve(context)[2].probs)
+            return dict(self._pipeline.resolve(context, request_budget(budget))[2].probs)
 
-    def decide(self, context: Mapping) -> Decision:
-        """Choose a profile for one request and log the decision with its exact propensity."""
+    def decide(self, context: Mapping, *, budget: Budget | Mapping | None = None) -> Decision:
+        """Choose a profile for one request and log the decision with its exact propensity.
+
+        ``budget`` (a :class:`Budget` or a mapping with ``max_cost_usd`` / ``max_latency_ms``)
+        excludes, for this request, the profiles whose expected cost or latency is over it
+        (probability 0, the reason in ``Decision.excluded``); the fallback rule applies when
+        nothing fits. Budgets compare the learned posterior mean (see ``cost_learning``)."""
         with self._lock:
-            return self._issuer.one(*self._pipeline.resolve(context))
+            return self._issuer.one(*self._pipeline.resolve(context, request_budget(budget)))
 
-    def decide_batch(self, contexts: Sequence[Mapping] | pl.DataFrame) -> list[Decision]:
+    def escalate(self, decision_id: str, *, reason: str = "verifier_failed",
+                 budget: Budget | Mapping | None = None) -> Decision:
+        """Decide again for the request of ``decision_id`` after its answer failed (a verifier, a
+        judge, a failed call): a new decision with ``parent_id`` = ``decision_id``, drawn among the
+        profiles the chain has not tried (the tried ones at probability 0), with its own exact
+        propensity, logged. Give the request's ``budget`` again if it had one. Raises
+        :class:`EscalationError` beyond ``max_escalations`` or for a decision already escalated,
+        :class:`UnknownDecisionError` for a decision no longer pending, and
+        :class:`NoFeasibleProfileError` when every profile was tried (and no untried fallback).
+        See :mod:`banditroute.decide.escalation`."""
+        with self._lock:
+            reason, budget = check_reason(reason), request_budget(budget)
+            chain = self._escalations.chain(decision_id, self._pending, self.issued(decision_id))
+            parent = self._pending.get(decision_id)
+            entry = self._pipeline.staged(parent.task, json.loads(parent.context), budget, chain.tried, reason)
+            child = self._issuer.one(parent.context, parent.task, entry, parent_id=decision_id)
+            self._escalations.add(decision_id, chain, child.id, self._pipeline.index[child.profile])
+            return child
+
+    @property
+    def n_escalations(self) -> int:
+        """Escalations issued by this router so far."""
+        return self._escalations.count
+
+    def decide_batch(self, contexts: Sequence[Mapping] | pl.DataFrame, *,
+                     budget: Budget | Mapping | None = None) -> list[Decision]:
         """Decide for many requests at once; the same decisions as calling ``decide`` on each
         in order (one uniform draw per request, in order), logged as one batch.
 
         ``contexts`` is a sequence of mappings, or a polars DataFrame with one column per
         field (the vectorised path: validation, JSON encoding and the draws run column-wise;
-        a null is an absent field for allow-lists and is logged as JSON null).
+        a null is an absent field for allow-lists and is logged as JSON null). ``budget``
+        applies to every request (see :meth:`decide`).
         """
         with self._lock:
-            return self._issuer.many(contexts)
+            return self._issuer.many(contexts, request_budget(budget))
 
     def action_distribution(self, contexts, profiles: Sequence[str]) -> np.ndarray:
         """Action distribution of shape (n_contexts, len(profiles)) for offline evaluation.
@@ -227,7 +274,7 @@ class Router:
 
     # -- learning -------------------------------------------------------------------------------
     def record(self, decision_id: str, *, quality: float | None = None, cost_usd: float | None = None,
-               latency_ms: float | None = None) -> str:
+               latency_ms: float | None = None, error: str | None = None) -> str:
         """Join an outcome to its decision, log it, then update the posterior.
 
         Returns ``"applied"`` (posterior updated), ``"duplicate"`` (this decision already has an
@@ -236,21 +283,25 @@ class Router:
         posterior, exactly as the logs' join and the replay treat it). An id this router
         never issued raises :class:`UnknownDecisionError`. ``quality`` is in [0, 1]; without
         it the outcome is logged but teaches nothing. Missing ``cost_usd`` / ``latency_ms``
-        are taken from the profile's configuration in the logged reward. If the log cannot
-        take the row (:class:`LogError`), nothing changed and a retry starts afresh.
+        are taken from the profile's configuration in the logged reward; given, they teach the
+        learned cost and latency. ``error`` (``"rate_limited"``, ``"timeout"``, ``"server_error"``,
+        ...) records a failed call: logged in column ``error``, counted against the profile's
+        availability (and its ``cooldown``), a judgement of quality only with ``error_quality``.
+        If the log cannot take the row (:class:`LogError`), nothing changed and a retry starts afresh.
         """
         with self._lock:
-            claim = self.begin_record(decision_id, quality=quality, cost_usd=cost_usd, latency_ms=latency_ms)
+            claim = self.begin_record(decision_id, quality=quality, cost_usd=cost_usd, latency_ms=latency_ms,
+                                      error=error)
             self._outcomes.settle(claim, committed=True)
             return claim.status
 
     def begin_record(self, decision_id: str, *, quality: float | None = None, cost_usd: float | None = None,
-                     latency_ms: float | None = None) -> OutcomeClaim:
+                     latency_ms: float | None = None, error: str | None = None) -> OutcomeClaim:
         """:meth:`record`'s first step, for a caller that commits the log itself (the service):
         the outcome is claimed and its row appended; nothing is learned until
         :meth:`settle_record` says whether the row was committed."""
         with self._lock:
-            return self._outcomes.begin(decision_id, quality, cost_usd, latency_ms)
+            return self._outcomes.begin(decision_id, quality, cost_usd, latency_ms, error)
 
     def settle_record(self, claim: OutcomeClaim, *, committed: bool) -> None:
         """Apply a :meth:`begin_record` outcome whose row is durable, or drop it (a retry starts afresh)."""
@@ -260,13 +311,17 @@ class Router:
     def withdraw(self, decision_id: str) -> bool:
         """Forget a pending decision whose log row could not be committed (the caller got an error)."""
         with self._lock:
+            self._escalations.withdraw(decision_id)
             return self._pending.discard(decision_id)
 
-    def learn_many(self, ks: np.ndarray, task_probs: np.ndarray, quality: np.ndarray, feedback=None) -> None:
+    def learn_many(self, ks: np.ndarray, task_probs: np.ndarray, quality: np.ndarray, feedback=None, *,
+                   cost=None, latency=None, failed=None) -> int:
         """Learn applied outcomes in order (the beliefs, with drift recalibration, and with
-        ``feedback`` the policy): the replay's way in, the same updates as ``record``."""
+        ``feedback`` the policy; the learned cost, latency and availability): the replay's way
+        in, the same updates as ``record`` (see ``Outcomes.learn_many``). Returns how many taught
+        the beliefs (those with a quality)."""
         with self._lock:
-            self._outcomes.learn_many(ks, task_probs, quality, feedback)
+            return self._outcomes.learn_many(ks, task_probs, quality, feedback, cost=cost, latency=latency, failed=failed)
 
     def learn(self, feedback) -> int:
         """Learn logged rounds (an ``ope.LoggedFeedback``; see ``Outcomes.learn_logged``): how ``ope``
@@ -290,9 +345,16 @@ class Router:
 
     # -- beliefs --------------------------------------------------------------------------------
     def beliefs(self, *, level: float = 0.95) -> pl.DataFrame:
-        """Posterior per (profile, task type): mean, credible interval, effective n, alpha, beta."""
+        """Posterior per (profile, task type): reliability (mean, credible interval, effective n,
+        alpha, beta); learned cost and latency (``cost_mean``, ``cost_sd`` (of the mean), ``cost_n``,
+        ``latency_*``); ``availability`` (probability a call answers) and ``failed_calls``;
+        ``onboarding`` (still under the onboarding cap)."""
         with self._lock:
-            return self._belief.summary(self.profiles, list(self.config.task_types), level=level)
+            frame = self._belief.summary(self.profiles, list(self.config.task_types), level=level)
+            n_tasks = len(self.config.task_types)
+            onboarding = np.repeat([n in self._onboarding.names(self.profiles) for n in self.profiles], n_tasks)
+            return frame.with_columns(**{k: pl.Series(v) for k, v in self._usage.summary_columns(n_tasks).items()},
+                                      onboarding=pl.Series(onboarding))
 
     @property
     def n_updates(self) -> int:
@@ -304,6 +366,7 @@ class Router:
         redrawn every ``refresh_every`` outcomes)."""
         with self._lock:
             self._belief.refresh()
+            self._usage.refresh()
 
     def evidence(self) -> tuple[np.ndarray, np.ndarray]:
         """Evidence beyond the prior, ``(alpha - alpha0, beta - beta0)``, each of shape
@@ -317,94 +380,6 @@ class Router:
         """Replace the evidence beyond the prior (e.g. by state merged across replicas)."""
         with self._lock:
             self._belief.set_evidence(alpha_evidence, beta_evidence)
-
-    # -- rollout: shadow and canary candidates (each command is an event row in the log) ------
-    def add_shadow(self, name: str, policy, *, who: str = "", why: str = "") -> None:
-        """Compute ``policy``'s distribution on every request and log it (column ``shadow``)
-        next to the decision, without changing what is executed."""
-        with self._lock:
-            self._rollout.command("shadow_start", name, policy=policy, who=who, why=why,
-                                  learns=isinstance(policy, Router))
-
-    def remove_shadow(self, name: str, *, who: str = "", why: str = "") -> None:
-        with self._lock:
-            self._rollout.command("shadow_stop", name, who=who, why=why)
-
-    def start_canary(self, name: str, policy, *, fraction: float, who: str, why: str) -> None:
-        """Let ``policy`` decide a ``fraction`` of traffic; the logged propensity is the mixture
-        probability, exactly. Recorded as an event (who, what, why) in the log."""
-        with self._lock:
-            self._rollout.command("canary_start", name, policy=policy, fraction=fraction, who=who, why=why,
-                                  learns=isinstance(policy, Router))
-
-    def set_canary_fraction(self, fraction: float, *, who: str, why: str) -> None:
-        with self._lock:
-            self._rollout.command("canary_fraction", None, fraction=fraction, who=who, why=why)
-
-    def promote(self, *, who: str, why: str):
-        """Promote the canary: it decides all traffic from now on (fraction 1). Returns it."""
-        with self._lock:
-            return self._rollout.command("promote", None, who=who, why=why)
-
-    def rollback(self, *, who: str, why: str) -> None:
-        """Stop the canary: production decides all traffic again."""
-        with self._lock:
-            self._rollout.command("rollback", None, who=who, why=why)
-
-    # -- state and the log ----------------------------------------------------------------------
-    def replay(self, log_dir: str | os.PathLike) -> int:
-        """Rebuild this (fresh) router's beliefs from the outcomes logged under ``log_dir``;
-        see :func:`banditroute.logs.replay.replay`. Returns the number of outcomes applied."""
-        with self._lock:
-            return replay_logs(self, log_dir)
-
-    def resume(self, log_dir: str | os.PathLike | None = None, *, beliefs: bool = True, snapshot: bool = True) -> dict:
-        """Continue, before the first decision, where the routers that logged under ``log_dir``
-        (default: this router's) stopped: the beliefs become the newest valid snapshot of the log
-        and the outcomes logged after it (all without one, or ``snapshot=False``; none with
-        ``beliefs=False``); the dead writers' decisions in the wait window are pending here again
-        (see :mod:`~banditroute.decide.persistence`). Returns what was taken over."""
-        with self._lock:
-            return persistence.resume(self, log_dir, beliefs=beliefs, snapshots=snapshot)
-
-    def snapshot(self, log_dir: str | os.PathLike | None = None, *, keep: int = 2) -> os.PathLike:
-        """Write what a replay of ``log_dir`` (default: this router's log) learns now, and the log
-        position it covers, to ``<log_dir>/_snapshots/`` for :meth:`resume`; keep the newest ``keep``."""
-        return persistence.snapshot(self, log_dir, keep=keep)
-
-    def use_log_writer(self, writer) -> None:
-        """Log through ``writer`` (e.g. one a service commits in groups); before any decision."""
-        with self._lock:
-            self._ledger.use_writer(writer)
-
-    def flush(self) -> None:
-        """Make every decision and outcome so far durable on disk."""
-        if self._ledger.writer is not None:
-            self._ledger.writer.flush()
-
-    def close(self) -> None:
-        """Flush the log and release it (and the writers taken over by :meth:`resume`)."""
-        if self._ledger.writer is not None:
-            self._ledger.writer.close()
-        self._ledger.release()
-
-    def __enter__(self) -> "Router":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def save(self, path: str | os.PathLike, *, format: str = "data") -> None:
-        """Write the settings and state to ``path`` atomically, as data (loading it runs no code);
-        ``format="pickle"``: a pickle (loading one runs its code: only files you wrote)."""
-        persistence.save(self, path, format=format)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, log_dir: str | os.PathLike | None | object = ..., task_model=None,
-             format: str = "data") -> "Router":
-        """Load :meth:`save`'s file: logs to the saved ``log_dir`` (or the given one; None: no log) under
-        a new writer id, and takes the outcomes of the saved pending decisions."""
-        return persistence.load(cls, path, log_dir=log_dir, task_model=task_model, format=format)
 
     def __getstate__(self) -> dict:
         with self._lock:

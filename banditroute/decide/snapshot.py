@@ -41,6 +41,7 @@ from ..beliefs.state import (
     take,
     unpack_strings,
 )
+from ..config.mechanisms import Cooldown, CostLearning, Onboarding
 from ..config.profiles import BetaPrior, Budget, DriftConfig, Objective, Profile
 from ..config.settings import RouterConfig
 from ..errors import ConfigError
@@ -57,7 +58,8 @@ __all__ = ["SNAPSHOT_DIR", "Parts", "build", "from_data", "learner_settings", "n
            "restore_learned", "snapshot_dir", "snapshot_files", "state", "to_data", "writing"]
 
 SNAPSHOT_DIR = "_snapshots"
-_SETTINGS = {cls.__name__: cls for cls in (Profile, BetaPrior, Objective, Budget, DriftConfig, RouterConfig, VWConfig)}
+_SETTINGS = {cls.__name__: cls for cls in (Profile, BetaPrior, Objective, Budget, DriftConfig, RouterConfig, VWConfig,
+                                           CostLearning, Onboarding, Cooldown)}
 _LEARNERS = {cls.__name__: cls for cls in (VWPolicy,)}  #: learners handed over as objects, rebuilt from data
 
 
@@ -74,6 +76,8 @@ class Parts(NamedTuple):
     pipeline: object
     rollout: object
     outcomes: object
+    usage: object
+    onboarding: object
 
 
 def parts_of(router) -> Parts:
@@ -81,7 +85,7 @@ def parts_of(router) -> Parts:
     Router's one view of all of them): this module is the Router's serializer, as pickle was."""
     s = router.__getstate__()
     return Parts(s["_rng"], s["_belief"], s["_drift"], s["_policy"], s["_ledger"], s["_pending"], s["_issuer"],
-                 s["_pipeline"], s["_rollout"], s["_outcomes"])
+                 s["_pipeline"], s["_rollout"], s["_outcomes"], s["_usage"], s["_onboarding"])
 
 
 # -- a router as data -------------------------------------------------------------------------------
@@ -93,13 +97,14 @@ def state(router, *, complete: bool, log: dict | None = None) -> tuple[dict, dic
     arrays: dict[str, np.ndarray] = {}
     _put(arrays, "policy", parts.policy.state_arrays())  # first: a learner that cannot says so
     _put(arrays, "belief", parts.belief.state_arrays())
+    _put(arrays, "usage", parts.usage.state_arrays())
     if parts.drift is not None:
         _put(arrays, "drift", parts.drift.state_arrays())
     meta = {"kind": "router", "library_version": _version(), "created_us": time.time_ns() // 1000,
             "complete": complete, "config": to_data(cfg), "policy_class": type(parts.policy).__name__,
             "learner": learner_settings(parts.policy, cfg), "task_model": router.task_model is not None,
             "n_updates": router.n_updates, "drift_events": [dict(e) for e in router.drift_events],
-            "rollout": _stage(parts.rollout)}
+            "rollout": _stage(parts.rollout), "onboarding": sorted(parts.onboarding.active)}
     if complete:
         arrays["router/rng"] = generator_state(parts.rng)
         meta["ledger"] = _issued(parts.ledger)
@@ -137,6 +142,11 @@ def build(cls, meta: dict, arrays: dict, *, task_model=None):
 def restore_learned(parts: Parts, meta: dict, arrays: dict) -> None:
     """Give a router's parts the learned state of ``arrays`` (shapes checked by each part)."""
     parts.belief.load_state_arrays(_sub(arrays, "belief"))
+    usage = _sub(arrays, "usage")
+    if usage or "log" in meta:  # a file saved before costs were learned keeps the configured ones
+        parts.usage.load_state_arrays(usage)
+    for k in meta.get("onboarding", []):
+        parts.onboarding.start(int(k))
     if parts.drift is not None:
         parts.drift.load_state_arrays(_sub(arrays, "drift"))
     parts.policy.load_state_arrays(_sub(arrays, "policy"))

@@ -66,7 +66,7 @@ def calibration_report(log_dir: str | os.PathLike, *, cohorts: tuple[str, ...] =
     """
     import ope
 
-    joined = ope.join_logs(log_dir, wait_window=wait_window)
+    joined = ope.join_logs(log_dir, wait_window=wait_window, escalations="all")  # every prediction counts
     if "expected_quality" not in joined.collect_schema().names():
         raise ConfigError("log_dir", str(log_dir), "holds decisions without expected_quality "
                           "(logged before schema version 2): no predictions to calibrate")

@@ -1,7 +1,7 @@
 """Rebuild a router's state from its logs: the posterior (:func:`replay`), and for a restart
 the decisions still waiting for their outcome (:func:`pending_decisions`, :func:`writer_positions`).
 
-Every outcome logged with status ``"applied"`` (and a quality) is applied again, in log order
+Every outcome logged with status ``"applied"`` is applied again, in log order
 (outcome time, then writer, then sequence number), with the task-type posterior logged with its
 decision: the same updates the live router made, so the beliefs come out the same.
 
@@ -54,8 +54,7 @@ def applied_outcomes(log_dir: str | os.PathLike, *, on_corrupt: str = "quarantin
     decisions = scan_table(log_dir, "decisions", on_corrupt=on_corrupt).select(
         "decision_id", "profile", "task_types", "task_probs", "context", "propensity")
     outcomes = (scan_table(log_dir, "outcomes", on_corrupt=on_corrupt)
-                .filter((pl.col("status") == "applied") & pl.col("quality").is_not_null())
-                .select("decision_id", "ts", "writer", "seq", "quality", "reward"))
+                .filter(pl.col("status") == "applied").select(_TAIL))
     return (outcomes.join(decisions, on="decision_id", how="inner")
             .sort(["ts", "writer", "seq"]).collect())
 
@@ -70,9 +69,9 @@ def replay(router, log_dir: str | os.PathLike, *, on_corrupt: str = "quarantine"
         raise ConfigError("router", f"{router.n_updates} updates",
                           "must be fresh (replay would count its updates twice)")
     rows = applied_outcomes(log_dir, on_corrupt=on_corrupt)
-    learn_outcomes(router, rows)
+    n = learn_outcomes(router, rows)
     router.refresh()
-    return rows.height
+    return n
 
 
 def task_weights(rows: pl.DataFrame, task_types: list[str]) -> np.ndarray:
@@ -190,22 +189,27 @@ def outcomes_between(log_dir: str | os.PathLike, after: Mapping[str, int], upto:
 def learn_outcomes(router, rows: pl.DataFrame) -> int:
     """Teach ``router`` the applied outcomes ``rows`` (in log order, as :func:`outcomes_between`
     gives them): the updates :func:`replay` makes, on given rows (a snapshot's tail). Profiles
-    of the rows the router lacks are added with its prior. Returns the number applied."""
+    of the rows the router lacks are added with its prior. Returns the number that taught the
+    beliefs (those with a quality; every row teaches the learned cost, latency and availability)."""
     if rows.height == 0:
         return 0
     for name in rows.get_column("profile").unique(maintain_order=True).to_list():
         if name not in router.profiles:
-            router.add_profile(Profile(name))
+            router.add_profile(Profile(name), onboard=False)  # a profile of the log: not new
     index = {name: i for i, name in enumerate(router.profiles)}
     ks = rows.get_column("profile").replace_strict(index, return_dtype=pl.Int64).to_numpy()
     w = task_weights(rows, router.task_types)
-    quality = rows.get_column("quality").to_numpy().astype(np.float64)
+    quality, cost, latency = (rows.get_column(c).cast(pl.Float64).fill_null(np.nan).to_numpy()
+                              for c in ("quality", "cost_usd", "latency_ms"))
+    failed = rows.get_column("error").is_not_null().to_numpy()
     feedback = None
-    if router.policy.learns:  # the same calls record() made
-        feedback = [Feedback(json.loads(c), w[i], int(ks[i]), q, r, p) for i, (c, q, r, p) in enumerate(
-            rows.select("context", "quality", "reward", "propensity").iter_rows())]
-    router.learn_many(ks, w, quality, feedback)
-    return rows.height
+    if router.policy.learns:  # the same calls record() made (outcomes with a quality, or failed ones)
+        error_quality = router.config.error_quality
+        feedback = [Feedback(json.loads(c), w[i], int(ks[i]), error_quality if e is not None else q, r, p)
+                    for i, (c, q, r, p, e) in enumerate(rows.select("context", "quality", "reward", "propensity",
+                                                                     "error").iter_rows())
+                    if (error_quality if e is not None else q) is not None]
+    return router.learn_many(ks, w, quality, feedback, cost=cost, latency=latency, failed=failed)
 
 
 def recent_pending_decisions(log_dir: str | os.PathLike, *, since_us: int, writers: set[str],
@@ -225,11 +229,11 @@ def recent_pending_decisions(log_dir: str | os.PathLike, *, since_us: int, write
             .collect())
 
 
-_TAIL = ("decision_id", "ts", "writer", "seq", "quality", "reward")
+_TAIL = ("decision_id", "ts", "writer", "seq", "quality", "reward", "cost_usd", "latency_ms", "error")
 
 
 def _applied(log_dir) -> pl.LazyFrame:
-    return scan_table(log_dir, "outcomes").filter((pl.col("status") == "applied") & pl.col("quality").is_not_null())
+    return scan_table(log_dir, "outcomes").filter(pl.col("status") == "applied")
 
 
 def _past(after: Mapping[str, int]) -> pl.Expr:

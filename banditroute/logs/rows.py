@@ -32,10 +32,11 @@ import polars as pl
 
 from ..errors import ConfigError
 
-__all__ = ["DecisionRow", "OutcomeRow", "EventRow", "Row", "TableDef", "TABLES", "table_def", "SCHEMA_VERSION",
+__all__ = ["ADDED_SINCE_V2", "padded", "DecisionRow", "OutcomeRow", "EventRow", "Row", "TableDef", "TABLES", "table_def", "SCHEMA_VERSION",
            "DECISION_SCHEMA", "OUTCOME_SCHEMA", "EVENT_SCHEMA"]
 
-SCHEMA_VERSION = 2  # 2: decisions gained `shadow` and `expected_quality` (nullable); the `events` table
+SCHEMA_VERSION = 3  # 2: decisions gained `shadow` and `expected_quality` (nullable); the `events` table
+# 3: decisions gained `parent_id` (an escalation's parent decision), outcomes `error` (a failed call); nullable
 SCHEMA_VERSION_DTYPE = pl.Int32
 TS = pl.Datetime("us", "UTC")
 
@@ -83,6 +84,7 @@ class DecisionRow(NamedTuple):
     fallback_reason: OptStr
     shadow: OptStr  # the shadow policies' choices, JSON text
     expected_quality: OptFloat
+    parent_id: OptStr = None  # the decision this one escalates (Router.escalate); None for a first choice
 
     table = "decisions"
 
@@ -91,7 +93,7 @@ class OutcomeRow(NamedTuple):
     """One outcome reported for a decision (table ``outcomes``).
 
     >>> TABLES["outcomes"].columns[4:]
-    ('quality', 'cost_usd', 'latency_ms', 'reward', 'status')
+    ('quality', 'cost_usd', 'latency_ms', 'reward', 'status', 'error')
     """
 
     decision_id: Str
@@ -103,6 +105,7 @@ class OutcomeRow(NamedTuple):
     latency_ms: OptFloat
     reward: OptFloat  # the objective's value
     status: Str  # "applied", "late", "duplicate", ...
+    error: OptStr = None  # a failed call's kind ("rate_limited", "timeout", ...); None for an answer
 
     table = "outcomes"
 
@@ -183,6 +186,22 @@ Row = Union[DecisionRow, OutcomeRow, EventRow]
 #: every table of the log, by name
 TABLES: dict[str, TableDef] = {t.name: t for t in map(_define, (DecisionRow, OutcomeRow, EventRow))}
 _BY_KEY = {**TABLES, **{t.row_type: t for t in TABLES.values()}}
+
+#: trailing nullable columns added since schema version 2 (a tuple or column list of an older
+#: width is taken with nulls there: code written against version 2 keeps working)
+ADDED_SINCE_V2 = {"decisions": 1, "outcomes": 1, "events": 0}
+
+
+def padded(table: str, values: Sequence, width: int, fill) -> Sequence | None:
+    """``values`` of one of ``table``'s accepted widths, padded with ``fill()`` to ``width``
+    (None if its width is not accepted)."""
+    n = len(values)
+    if n == width:
+        return values
+    if ADDED_SINCE_V2[table] and n == width - ADDED_SINCE_V2[table]:
+        return (*values, *(fill() for _ in range(width - n)))
+    return None
+
 
 DECISION_SCHEMA = TABLES["decisions"].schema
 OUTCOME_SCHEMA = TABLES["outcomes"].schema

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import LogError
-from .rows import TABLES
+from .rows import ADDED_SINCE_V2, TABLES
 
 __all__ = ["JOURNAL_DIR", "journal_dir", "segment_path", "part_name", "lock_path", "encode_commit", "read_segment",
            "read_segment_lines", "SegmentLines", "segment_columns", "live_segments"]
@@ -147,13 +147,17 @@ def read_segment(path: Path) -> list[dict]:
 
 
 def segment_columns(commits: list[dict], table: str, n_columns: int) -> list[list]:
-    """Concatenate one table's column lists across a segment's commits."""
+    """Concatenate one table's column lists across a segment's commits. A commit of an older
+    schema lacks the columns added since (nullable, always added last): they are nulls."""
     columns = [[] for _ in range(n_columns)]
     for commit in commits:
         cols = commit.get(table)
         if cols:
             for acc, col in zip(columns, cols):
                 acc.extend(col)
+            if len(cols) == n_columns - ADDED_SINCE_V2.get(table, 0):
+                for acc in columns[len(cols):]:
+                    acc.extend([None] * len(cols[0]))
     return columns
 
 

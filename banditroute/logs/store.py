@@ -76,7 +76,8 @@ from .durable import make_dirs
 from .frames import TableBuffer
 from .journal import Journal, recover
 from .parts import compact_segment, write_parts
-from .rows import DECISION_SCHEMA, EVENT_SCHEMA, OUTCOME_SCHEMA, SCHEMA_VERSION, TABLES, Row, TableDef, table_def
+from .rows import (DECISION_SCHEMA, EVENT_SCHEMA, OUTCOME_SCHEMA, SCHEMA_VERSION, TABLES, Row, TableDef, padded,
+                   table_def)
 from .scan import scan_table
 
 __all__ = ["LogWriter", "DECISION_SCHEMA", "OUTCOME_SCHEMA", "EVENT_SCHEMA", "SCHEMA_VERSION", "scan_table",
@@ -180,7 +181,9 @@ class LogWriter:
         else:
             key, row = row, values
             if len(row) != _WIDTHS.get(key):
-                _reject(key, row)
+                row = padded(key, row, _WIDTHS[key], lambda: None) if key in _WIDTHS else None
+                if row is None:
+                    _reject(key, values)
         if self._failing:
             self._check_backlog(1)
         with self._lock:
@@ -201,6 +204,8 @@ class LogWriter:
         (:class:`~banditroute.logs.rows.DecisionRow`, ...) or a table's name, ``columns`` one
         sequence of values per field, in the row type's order (``ts`` as in :meth:`append`)."""
         t = table_def(table)
+        if columns and len(columns) != t.width:  # an older width: nulls in the columns added since
+            columns = padded(t.name, columns, t.width, lambda: [None] * len(columns[0])) or columns
         if len(columns) != t.width:
             raise ConfigError("columns", len(columns), f"must hold {t.width} columns for {t.name} "
                               f"({', '.join(t.columns)})")

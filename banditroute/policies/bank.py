@@ -7,10 +7,11 @@ exploration floor. A subclass supplies one hook, :meth:`BankPolicy.quality_draws
 
 For a task-type posterior ``p`` and scenario ``m``::
 
-    u[m, k] = w_q * q[m, k] - (w_c * cost_usd[k] + w_l * latency_ms[k])      (-inf if infeasible)
+    u[m, k] = w_q * q[m, k] - (w_c * cost[m, k] + w_l * latency[m, k])      (-inf if infeasible)
     pmf[k]  = (1 - eps) * mean_m 1[k = argmax_j u[m, j]]  +  eps * 1[k feasible] / n_feasible
 
-The pmf is the probability with which the router executes each profile, exactly.
+(``cost``, ``latency``: scenarios of the learned cost and latency when the router learns them,
+:attr:`PolicyQuery.offset_draws`; otherwise their expected values for every scenario.) The pmf is the probability with which the router executes each profile, exactly.
 
 >>> import numpy as np
 >>> from banditroute.beliefs.beta import BetaBelief
@@ -80,7 +81,9 @@ class BankPolicy(Policy):
             below = feasible & ((q < self.reliability_floor).mean(axis=0) > self.floor_confidence)
             feasible = feasible & ~below
         n_profiles = feasible.shape[0]
-        u = q * query.quality_weight - query.offset
+        # scenario m pairs reliability draw m with cost/latency draw m (independent posteriors)
+        penalty = query.offset if query.offset_draws is None or q.shape[0] == 1 else query.offset_draws
+        u = q * query.quality_weight - penalty
         if int(feasible.sum()) < n_profiles:
             u = np.where(feasible, u, -np.inf)
         return np.bincount(u.argmax(axis=1), minlength=n_profiles).astype(np.float64), below

@@ -51,9 +51,12 @@ class PolicyQuery(NamedTuple):
     task_probs: np.ndarray  #: the task-type posterior, shape (n_task_types,)
     feasible: np.ndarray  #: boolean mask of the profiles budgets and allow-lists leave
     context: Mapping  #: the request's (validated) context
-    offset: np.ndarray  #: per-profile penalty ``w_c * cost_usd + w_l * latency_ms``
+    offset: np.ndarray  #: per-profile expected penalty ``w_c * cost_usd + w_l * latency_ms`` (learned means)
     quality_weight: float  #: ``w_q``
     exploration: float  #: the router's exploration floor ``eps``
+    #: scenarios of the penalty (learned cost and latency), shape (n_draws, n_profiles), or None:
+    #: a policy that draws scenarios (Thompson sampling) uses them; others use ``offset``, their mean
+    offset_draws: np.ndarray | None = None
 
 
 class Feedback(NamedTuple):
