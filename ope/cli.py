@@ -3,6 +3,12 @@
 Policy specs: ``uniform``, ``logging`` (the logged probabilities), ``always:PROFILE``
 (deterministic) or ``file:PATH.npy`` (an (n_rounds, n_actions) array aligned with the
 joined rounds). The CLI only parses arguments and calls the library.
+
+``--escalations first`` (default): only root decisions are rounds, so the table is the value of
+each policy's first choice; the escalated decisions left out are counted in a note after the
+table. ``--escalations all``: every decision is a round (biased for a first choice's value; a
+warning says so). A warning also counts the escalated decisions (failed answers) left without a
+round for want of an outcome. See :mod:`ope.escalations`.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import polars as pl
 
 from ope.dr import DM, DR, SNDR, DRos, SwitchDR
 from ope.errors import InvalidConfigError, OPEError
+from ope.escalations import ESCALATION_RULES
 from ope.evaluate import evaluate
 from ope.feedback import LoggedFeedback
 from ope.intervals import INTERVAL_METHODS
 from ope.ips import IPS, SNIPS
+from ope.log_columns import LogColumns, read_log_columns
 from ope.policies import one_hot, uniform
 
 __all__ = ["main", "build_parser"]
@@ -54,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-window-s", type=float, default=None, help="count outcomes within this many seconds")
     p.add_argument("--default-reward", type=float, default=None, help="reward of rounds without outcome (default: drop)")
     p.add_argument("--duplicates", default="first", choices=["first", "last", "mean"])
+    p.add_argument("--escalations", default="first", choices=list(ESCALATION_RULES),
+                   help="first: root decisions only, the value of a first choice (default); "
+                        "all: every decision, escalated ones too (biased for a first choice)")
     p.add_argument("--interval", default="normal", choices=list(INTERVAL_METHODS))
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--n-bootstrap", type=int, default=1000)
@@ -107,6 +118,27 @@ def _policy(spec: str, fb: LoggedFeedback) -> np.ndarray:
     raise InvalidConfigError("policy", f"policy spec must be uniform, logging, always:NAME or file:PATH, got {spec!r}")
 
 
+def _escalation_notes(columns: LogColumns) -> list[str]:
+    """What the rounds say about escalated decisions (nothing when the logs hold none).
+
+    >>> _escalation_notes(LogColumns(actions=np.array([0]), rewards=np.array([1.0]), propensities=np.array([1.0]),
+    ...                              n_actions=1, action_names=("a",), n_escalated=2))
+    ['note: 2 escalated decision(s) (parent_id set) left out with their outcomes: the rounds are first choices (--escalations first)']
+    """
+    notes = []
+    if columns.n_escalated and columns.escalations == "first":
+        notes.append(f"note: {columns.n_escalated} escalated decision(s) (parent_id set) left out with their outcomes: "
+                     "the rounds are first choices (--escalations first)")
+    elif columns.n_escalated:
+        notes.append(f"warning: {columns.n_escalated} escalated decision(s) (parent_id set) are rounds "
+                     "(--escalations all): the estimates are biased for the value of a first choice")
+    if columns.n_escalated_without_outcome:
+        notes.append(f"warning: {columns.n_escalated_without_outcome} decision(s) were escalated (their answer failed) "
+                     "but have no counted outcome, so no round: the estimates lean toward answers that passed "
+                     "(record the failed answer's outcome on the decision it escalates)")
+    return notes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 on bad input).
 
@@ -121,10 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         window = None if args.wait_window_s is None else dt.timedelta(seconds=args.wait_window_s)
-        fb = LoggedFeedback.from_logs(
+        columns = read_log_columns(
             args.log_dir, wait_window=window, default_reward=args.default_reward, duplicates=args.duplicates,
-            reward=args.reward, contexts=args.contexts,
+            escalations=args.escalations, reward=args.reward, contexts=args.contexts,
         )
+        fb = LoggedFeedback(**columns.as_kwargs())
         specs = args.policy or ["logging=logging", "uniform=uniform"]
         policies = {}
         for item in specs:
@@ -138,14 +171,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OPEError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    notes = _escalation_notes(columns)
     if args.json == "-":
         print(json.dumps(table.to_dicts(), indent=2))
+        for note in notes:
+            print(note, file=sys.stderr)
         return 0
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60):
         print(table.drop("warnings"))
     for row in table.iter_rows(named=True):
         for warning in row["warnings"]:
             print(f"warning [{row['policy']} / {row['estimator']}]: {warning}")
+    for note in notes:
+        print(note)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(table.to_dicts(), fh, indent=2)

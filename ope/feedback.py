@@ -367,6 +367,7 @@ class LoggedFeedback:
         wait_window: Any = None,
         default_reward: float | None = None,
         duplicates: str = "first",
+        escalations: str = "first",
         reward: str = "reward",
         contexts: bool | Sequence[str] = False,
         cohorts: Sequence[str] = (),
@@ -376,7 +377,7 @@ class LoggedFeedback:
         """Read banditroute's Parquet logs: decisions joined with outcomes, streamed.
 
         See :func:`ope.logs.feedback_from_logs` for every option (late, duplicate
-        and missing outcomes, reward metric, contexts, cohorts).
+        and missing outcomes, escalated decisions, reward metric, contexts, cohorts).
 
         Examples
         --------
@@ -386,14 +387,8 @@ class LoggedFeedback:
         ope.errors.LogsNotFoundError: log_dir has no decisions/**/*.parquet files: /nonexistent
         """
         columns = read_log_columns(
-            log_dir,
-            wait_window=wait_window,
-            default_reward=default_reward,
-            duplicates=duplicates,
-            reward=reward,
-            contexts=contexts,
-            cohorts=cohorts,
-            metrics=metrics,
+            log_dir, wait_window=wait_window, default_reward=default_reward, duplicates=duplicates,
+            escalations=escalations, reward=reward, contexts=contexts, cohorts=cohorts, metrics=metrics,
             logging_distribution=logging_distribution,
         )
         return cls(**columns.as_kwargs())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,14 @@ import numpy as np
 import polars as pl
 
 from ope.errors import InvalidConfigError, InvalidFeedbackError
+from ope.escalations import check_escalations, count_escalated, escalated_rows
 from ope.log_join import METRICS, LogSnapshot, action_space, join_logs, scan_decisions
 
 __all__ = ["LogColumns", "read_log_columns"]
 
 _SEP = "\x1f"  # joins a profiles list into one key (the unit separator is in no profile name)
+# the fields of LogColumns that report on the reading (not arguments of LoggedFeedback)
+_REPORT = ("skipped_files", "n_escalated", "n_escalated_without_outcome", "escalations")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -52,10 +55,19 @@ class LogColumns:
     metrics: pl.DataFrame | None = None
     #: damaged files left out of the reading (``on_corrupt="skip"``; not a ``LoggedFeedback`` argument)
     skipped_files: tuple = ()  # of ope.log_join.SkippedFile
+    #: escalated decisions (non-null ``parent_id``) in the logs: left out of the rounds, with their
+    #: outcomes, under ``escalations="first"``; rounds under ``"all"`` (not a ``LoggedFeedback`` argument)
+    n_escalated: int = 0
+    #: decisions that were escalated (a failed answer) but are not rounds, for want of a counted
+    #: outcome: the failure is missing from the rounds (not a ``LoggedFeedback`` argument)
+    n_escalated_without_outcome: int = 0
+    #: the ``escalations`` rule the rounds were read with (not a ``LoggedFeedback`` argument)
+    escalations: str = "first"
 
     def as_kwargs(self) -> dict[str, Any]:
-        """The fields as a dict (the arrays are not copied), ``skipped_files`` aside."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "skipped_files"}
+        """The fields as a dict (the arrays are not copied), the reading's report aside
+        (``skipped_files``, ``n_escalated``, ``n_escalated_without_outcome``, ``escalations``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _REPORT}
 
 
 def read_log_columns(
@@ -64,6 +76,7 @@ def read_log_columns(
     wait_window: dt.timedelta | None = None,
     default_reward: float | None = None,
     duplicates: str = "first",
+    escalations: str = "first",
     reward: str = "reward",
     contexts: bool | Sequence[str] = False,
     cohorts: Sequence[str] = (),
@@ -79,7 +92,10 @@ def read_log_columns(
     Rounds keep the order of the decision files (sorted paths) and of the rows in them,
     whatever ``n_partitions``. ``on_corrupt``: a damaged Parquet file raises
     :class:`~ope.errors.CorruptLogError` naming it ("raise"), or is left out and listed in
-    :attr:`LogColumns.skipped_files` ("skip"; see :mod:`ope.log_join`).
+    :attr:`LogColumns.skipped_files` ("skip"; see :mod:`ope.log_join`). ``escalations="first"``
+    leaves escalated decisions out of the rounds (see :mod:`ope.escalations`); how many the logs
+    hold is :attr:`LogColumns.n_escalated`, and how many escalated decisions (failed answers) have
+    no round for want of an outcome, :attr:`LogColumns.n_escalated_without_outcome`.
 
     Examples
     --------
@@ -93,6 +109,7 @@ def read_log_columns(
     if n_partitions is not None and (isinstance(n_partitions, bool) or not isinstance(n_partitions, int)
                                      or n_partitions < 1):
         raise InvalidConfigError("n_partitions", f"n_partitions must be an integer >= 1 or None, got {n_partitions!r}")
+    check_escalations(escalations)
     cohorts = tuple(cohorts)
     log_dir = LogSnapshot.take(log_dir, on_corrupt=on_corrupt)  # one listing of the files for every scan below
     names = action_space(log_dir)
@@ -125,12 +142,15 @@ def read_log_columns(
     assembler = _Assembler(scan_decisions(log_dir).select(pl.len()).collect().item(), len(names))
     for i in range(n_partitions):
         joined = join_logs(log_dir, wait_window=wait_window, default_reward=default_reward, duplicates=duplicates,
-                           partition=(i, n_partitions) if n_partitions > 1 else None)
+                           escalations=escalations, partition=(i, n_partitions) if n_partitions > 1 else None)
         if logging_distribution and positions is not None:
             joined = joined.with_columns(pl.col("profiles").list.join(_SEP).alias("__key")).join(positions, on="__key", how="left")
         assembler.add(joined.select(pl.col("row_index"), *columns, *frames_cols).collect(engine="streaming"))
-    return _to_columns(log_dir, assembler, names, reward, tuple(log_dir.skipped))
-
+    columns = _to_columns(log_dir, assembler, names, reward, tuple(log_dir.skipped))
+    n_escalated = count_escalated(scan_decisions(log_dir))
+    escalated = escalated_rows(scan_decisions(log_dir), escalations) if n_escalated else np.empty(0, np.int64)
+    return replace(columns, n_escalated=n_escalated, escalations=escalations,
+                   n_escalated_without_outcome=int((~assembler.present[escalated]).sum()))
 
 
 def _position_table(log_dir: str | Path, names: Sequence[str]) -> pl.LazyFrame | None:

@@ -5,10 +5,9 @@ Layout (see DESIGN section 5)::
     <dir>/decisions/date=YYYY-MM-DD/part-<writer>-<seq>.parquet
     <dir>/outcomes/date=YYYY-MM-DD/part-<writer>-<seq>.parquet
 
-Everything is a polars LazyFrame over ``scan_parquet`` globs and is collected with
-the streaming engine, so only the selected columns are read and the data never
-has to fit in memory decompressed. Unknown (newer) columns are ignored and missing
-ones are read as nulls.
+Everything is a polars LazyFrame over ``scan_parquet`` globs collected with the streaming engine, so
+only the selected columns are read and the data never has to fit in memory decompressed. Unknown
+(newer) columns are ignored, missing ones read as nulls (``parent_id`` is read in every file).
 
 The outcome join is explicit about late, duplicate and missing outcomes:
 
@@ -17,7 +16,8 @@ The outcome join is explicit about late, duplicate and missing outcomes:
 - ``duplicates``: several outcome rows for one decision: ``"first"`` (earliest
   ``ts``, default), ``"last"`` (latest) or ``"mean"`` (mean of each metric);
 - ``default_reward``: rounds with no (counted) outcome are dropped (None, default)
-  or get this reward.
+  or get this reward;
+- ``escalations``: root decisions only (``"first"``, default) or all (``"all"``; :mod:`ope.escalations`).
 
 A damaged Parquet file never surfaces as a bare Polars error: the files are read through an IO
 source streaming the native scan; when it fails, halves are read down to the damaged files.
@@ -39,6 +39,7 @@ import numpy as np
 import polars as pl
 
 from ope.errors import CorruptLogError, InvalidConfigError, LogsNotFoundError
+from ope.escalations import check_escalations, select_rounds, with_parent_id
 
 try:
     from polars.io.plugins import register_io_source
@@ -124,7 +125,7 @@ def _scan(log_dir: "str | Path | LogSnapshot", kind: str) -> pl.LazyFrame:
             files = files[1:]
             if not files:
                 raise LogsNotFoundError("log_dir", f"log_dir has no readable {kind} files: {log_dir}") from None
-    return _io_source(snapshot, kind, files, schema)
+    return _io_source(snapshot, kind, files, with_parent_id(schema) if kind == "decisions" else schema)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -304,6 +305,7 @@ def join_logs(
     wait_window: dt.timedelta | None = None,
     default_reward: float | None = None,
     duplicates: str = "first",
+    escalations: str = "first",
     partition: tuple[int, int] | None = None,
 ) -> pl.LazyFrame:
     """Decisions joined with their outcomes, as a LazyFrame.
@@ -318,6 +320,8 @@ def join_logs(
         Reward of rounds without a counted outcome; None drops them.
     duplicates : {"first", "last", "mean"}
         How several outcomes for one decision are combined.
+    escalations : {"first", "all"}
+        Root decisions only (``"first"``: escalated ones are left out with their outcomes) or all.
     partition : (int, int) or None
         ``(i, n)``: keep only decisions (and outcomes) whose ``decision_id`` hashes
         to bucket ``i`` of ``n``. Collecting the ``n`` partitions one after the
@@ -339,7 +343,8 @@ def join_logs(
     ope.errors.InvalidConfigError: duplicates must be one of ('first', 'last', 'mean'), got 'median'
     """
     _check_join_options(wait_window, default_reward, duplicates)
-    decisions = scan_decisions(log_dir).with_row_index("row_index")
+    check_escalations(escalations)
+    decisions = select_rounds(scan_decisions(log_dir).with_row_index("row_index"), escalations)
     if _files(log_dir, "outcomes"):
         outcomes = scan_outcomes(log_dir).select(
             pl.col("decision_id"), pl.col("ts").alias("outcome_ts"), *[pl.col(m).cast(pl.Float64) for m in METRICS]

@@ -31,6 +31,7 @@ def feedback_from_logs(
     wait_window: dt.timedelta | None = None,
     default_reward: float | None = None,
     duplicates: str = "first",
+    escalations: str = "first",
     reward: str = "reward",
     contexts: bool | Sequence[str] = False,
     cohorts: Sequence[str] = (),
@@ -48,6 +49,13 @@ def feedback_from_logs(
     ----------
     log_dir, wait_window, default_reward, duplicates
         See :func:`join_logs`.
+    escalations : {"first", "all"}
+        ``"first"`` (default): only root decisions (null ``parent_id``) are rounds, so the
+        estimates are of a candidate's *first choice*; decisions issued by
+        ``router.escalate`` are left out with their outcomes (their number:
+        :attr:`ope.log_columns.LogColumns.n_escalated`). ``"all"``: every decision is a
+        round, which biases the estimates for the first choice's value (escalated decisions
+        exist because earlier choices failed). See :mod:`ope.escalations`.
     reward : {"reward", "quality", "cost_usd", "latency_ms"}
         Outcome column used as the reward (rounds where it is null are an error).
     contexts : bool or sequence of str
@@ -83,6 +91,7 @@ def feedback_from_logs(
         wait_window=wait_window,
         default_reward=default_reward,
         duplicates=duplicates,
+        escalations=escalations,
         reward=reward,
         contexts=contexts,
         cohorts=cohorts,
