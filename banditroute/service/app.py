@@ -1,6 +1,7 @@
 """The service's ASGI application: maps HTTP to the Router, acknowledging only what is durably logged.
 
-Endpoints: ``POST /v1/decide``, ``POST /v1/outcome``, ``GET /v1/beliefs``, ``GET|POST /v1/rollout``
+Endpoints: ``POST /v1/decide``, ``POST /v1/outcome``, ``POST /v1/escalate`` (see
+:mod:`banditroute.service.escalate_api`), ``GET /v1/beliefs``, ``GET|POST /v1/rollout``
 (the rollout stage, see :mod:`banditroute.service.rollout_api`), ``GET /healthz``, ``GET /metrics``
 (Prometheus text) and ``GET /openapi.json``. A plain ASGI application run by
 uvicorn (the optional ``service`` extra, started by ``banditroute serve``, see
@@ -18,14 +19,15 @@ the journal, so a SIGKILL loses nothing that was acknowledged.
 Every 4xx/5xx is one JSON envelope naming the offending field; unexpected errors give a
 generic 500 (the traceback goes to the server log, never to clients).
 
-An outcome is recorded by the replica that issued the decision (ids start with its writer
-id). Replicas on one host forward outcomes to each other (:mod:`banditroute.service.forwarding`), so any
-worker of ``serve --workers N`` accepts any outcome; replicas on other hosts answer 404: put
-a load balancer with affinity on the id prefix in front of them.
+An outcome is recorded, and an escalation issued, by the replica that issued the decision (ids
+start with its writer id). Replicas on one host forward outcomes and escalations to each other
+(:mod:`banditroute.service.forwarding`), so any worker of ``serve --workers N`` accepts any
+outcome or escalation; replicas on other hosts answer 404: put a load balancer with affinity on
+the id prefix in front of them.
 
 >>> app = create_app(ServiceConfig(config="routes.toml"))
 >>> sorted(app.routes)
-['/healthz', '/metrics', '/openapi.json', '/v1/beliefs', '/v1/decide', '/v1/outcome', '/v1/rollout']
+['/healthz', '/metrics', '/openapi.json', '/v1/beliefs', '/v1/decide', '/v1/escalate', '/v1/outcome', '/v1/rollout']
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ import os
 import time
 from types import SimpleNamespace
 
-from ..errors import BanditrouteError, LogError, NoFeasibleProfileError, OutcomeInFlightError, UnknownDecisionError
+from ..errors import (BanditrouteError, EscalationError, LogError, NoFeasibleProfileError, OutcomeInFlightError,
+                      UnknownDecisionError)
 from .asgi import ApiError, Request, Response, check_keys, encode_compact, envelope, ok, read_json
 from .config import ServiceConfig
+from .escalate_api import budget_of, escalate, escalation_id, post_escalate
+from .forwarding import ESCALATION
 from .openapi import openapi_spec
 from .replica import Replica, start_replica
 from .rollout_api import get_rollout, post_rollout
@@ -61,8 +66,10 @@ def _api_error(svc: Replica, exc: Exception, where: str) -> ApiError:
         return exc
     if isinstance(exc, UnknownDecisionError):
         return ApiError(404, "unknown_decision", exc.field,
-                        f"{exc.message}; outcomes go to the replica that issued the decision "
+                        f"{exc.message}; outcomes and escalations go to the replica that issued the decision "
                         f"(this is {svc.writer_id})")
+    if isinstance(exc, EscalationError):
+        return ApiError(409, "escalation_refused", exc.field, exc.message)
     if isinstance(exc, OutcomeInFlightError):
         return ApiError(503, "outcome_in_flight", exc.field, exc.message)
     if isinstance(exc, NoFeasibleProfileError):
@@ -109,11 +116,12 @@ def _endpoint(handler, *, auth: bool = True):
 async def _decide(svc: Replica, request: Request) -> Response:
     start = time.perf_counter()
     body = await read_json(request, limit=svc.cfg.max_body_bytes)
-    check_keys(body, required=("context",))
+    check_keys(body, required=("context",), optional=("budget",))
     context = body["context"]
     if not isinstance(context, dict):
         raise ApiError(422, "invalid_request", "context", f"context must be a JSON object, got {type(context).__name__}")
-    decision = svc.router.decide(context)  # validated there (banditroute.config.hygiene): a 422 naming the field
+    # validated there (banditroute.config.hygiene, config.mechanisms.request_budget): a 422 naming the field
+    decision = svc.router.decide(context, budget=budget_of(body))
     try:
         await svc.commit.ack()
     except BaseException:
@@ -134,7 +142,7 @@ async def _outcome(svc: Replica, request: Request) -> Response:
 
 
 def _outcome_id(body: dict) -> str:
-    check_keys(body, required=("decision_id",), optional=("quality", "cost_usd", "latency_ms"))
+    check_keys(body, required=("decision_id",), optional=("quality", "cost_usd", "latency_ms", "error"))
     decision_id = body["decision_id"]
     if not isinstance(decision_id, str):
         raise ApiError(422, "invalid_request", "decision_id",
@@ -145,7 +153,7 @@ def _outcome_id(body: dict) -> str:
 async def _record(svc: Replica, decision_id: str, body: dict) -> dict:
     """Record a checked outcome body (see :func:`_outcome_id`), once it is durable."""
     claim = svc.router.begin_record(decision_id, quality=body.get("quality"), cost_usd=body.get("cost_usd"),
-                                    latency_ms=body.get("latency_ms"))
+                                    latency_ms=body.get("latency_ms"), error=body.get("error"))
     # Learned from only once its row is durable, and a failed commit changes nothing: settled
     # when the commit's result is known (in commit order), even if this request is cancelled.
     ack = asyncio.ensure_future(svc.commit.ack())
@@ -153,17 +161,22 @@ async def _record(svc: Replica, decision_id: str, body: dict) -> dict:
         claim, committed=not done.cancelled() and done.exception() is None))
     await asyncio.shield(ack)
     svc.metrics.outcome(claim.status)
+    if claim.error is not None and claim.status == "applied":  # what the profile's availability counts
+        svc.metrics.failed_call(svc.router.profiles[claim.entry.k], claim.error)
     return {"decision_id": decision_id, "status": claim.status}
 
 
-async def _forwarded(svc: Replica, body) -> tuple[int, bytes]:
-    """An outcome forwarded by a replica on this host (see :mod:`banditroute.service.forwarding`)."""
+async def _forwarded(svc: Replica, body, kind: str | None = None) -> tuple[int, bytes]:
+    """An outcome (``kind`` ``"escalation"``: an escalation) forwarded by a replica on this host
+    (see :mod:`banditroute.service.forwarding`)."""
     try:
         if not isinstance(body, dict):
             raise ApiError(422, "invalid_request", "body", "body must be a JSON object")
+        if kind == ESCALATION:
+            return 200, encode_compact(await escalate(svc, escalation_id(body), body))
         return 200, encode_compact(await _record(svc, _outcome_id(body), body))
     except Exception as exc:  # noqa: BLE001 - every error becomes an envelope
-        response = _error_response(svc, exc, "forwarded outcome")
+        response = _error_response(svc, exc, f"forwarded {kind or 'outcome'}")
         return response.status, response.body
 
 
@@ -187,7 +200,7 @@ async def _openapi(svc: Replica, request: Request) -> Response:
 
 # -- the application ------------------------------------------------------------------------------
 class _App:
-    """The ASGI application of one replica (plain ASGI: seven routes need no framework, and
+    """The ASGI application of one replica (plain ASGI: eight routes need no framework, and
     every layer removed is CPU saved on each request). ``app.state.service`` is the replica
     (:class:`~banditroute.service.replica.Replica`) once started."""
 
@@ -196,6 +209,7 @@ class _App:
         self._router = router
         self.state = SimpleNamespace()
         self.routes = {"/v1/decide": {"POST": _endpoint(_decide)}, "/v1/outcome": {"POST": _endpoint(_outcome)},
+                       "/v1/escalate": {"POST": _endpoint(post_escalate)},
                        "/v1/beliefs": {"GET": _endpoint(_beliefs)}, "/metrics": {"GET": _endpoint(_metrics)},
                        "/v1/rollout": {"GET": _endpoint(get_rollout), "POST": _endpoint(post_rollout)},
                        "/healthz": {"GET": _endpoint(_healthz, auth=False)},

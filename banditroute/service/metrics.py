@@ -16,6 +16,7 @@ new worker, a new replica); ``banditroute_replica_up`` says which replicas are a
 >>> m.decision("small", 0.003)
 >>> m.outcome("applied")
 >>> m.error(422, "invalid_request")
+>>> m.escalation("verifier_failed", "large"); m.failed_call("small", "timeout")
 >>> text = m.render([("banditroute_commits_total", "Group commits.", 2)])
 >>> 'banditroute_decisions_total{replica="w1",profile="small"} 1' in text
 True
@@ -25,6 +26,10 @@ True
 True
 >>> 'banditroute_commits_total{replica="w1"} 2' in text and 'banditroute_replica_up{replica="w1"} 1' in text
 True
+>>> 'banditroute_escalations_total{replica="w1",reason="verifier_failed",profile="large"} 1' in text
+True
+>>> 'banditroute_escalation_rate 1' in text, 'failed_calls_total{replica="w1",profile="small",error="timeout"} 1' in text
+(True, True)
 """
 
 from __future__ import annotations
@@ -47,12 +52,15 @@ try:
 except ImportError:  # not a Unix: every table counts as alive
     fcntl = None
 
-__all__ = ["LATENCY_BUCKETS_S", "Metrics", "metrics_directory"]
+__all__ = ["LATENCY_BUCKETS_S", "MAX_LABEL_VALUES", "Metrics", "metrics_directory"]
 
 #: Upper bounds (seconds) of the decision latency histogram; +Inf is implicit.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05, 0.1, 0.25, 1.0)
 #: How often a worker copies its replica's own counters (commits, forwarded outcomes...) into its table.
 PUBLISH_INTERVAL_S = 0.5
+#: Distinct values a client-chosen label (an escalation's reason, a failed call's error kind) takes
+#: per replica; later new values are counted as "other" (the table has a fixed size).
+MAX_LABEL_VALUES = 16
 
 # A table (little-endian): header int64[8] = magic, version, pid, capacity, n_used, 0, 0, 0;
 # the replica's name (_NAME bytes); capacity keys of _KEY bytes (UTF-8, NUL-padded); capacity
@@ -107,7 +115,8 @@ class Metrics:
         self.path = None
         self._source = source
         self._timer = None
-        capacity = 512 + 2 * len(profiles)
+        capacity = 512 + (2 + 2 * MAX_LABEL_VALUES) * len(profiles)
+        self._labels: dict[str, set] = {"escalations": set(), "failed_calls": set()}
         self._lock_fd = None
         if directory is None:
             self._buf = bytearray(_size(capacity))
@@ -150,6 +159,23 @@ class Metrics:
         key = ("errors", str(status), code)
         i = self._slots.get(key)
         self._values[self._slot(key) if i is None else i] += 1.0
+
+    def escalation(self, reason: str, profile: str) -> None:
+        """Count one acknowledged escalation by its reason and the child decision's profile."""
+        self._values[self._slot(("escalations", self._bounded("escalations", reason), profile))] += 1.0
+
+    def failed_call(self, profile: str, error: str) -> None:
+        """Count one acknowledged failed call (an applied outcome with ``error``) by profile and kind."""
+        self._values[self._slot(("failed_calls", profile, self._bounded("failed_calls", error)))] += 1.0
+
+    def _bounded(self, kind: str, value: str) -> str:
+        """``value``, or "other" once ``kind`` has :data:`MAX_LABEL_VALUES` distinct values."""
+        seen = self._labels[kind]
+        if value not in seen:
+            if len(seen) >= MAX_LABEL_VALUES:
+                return "other"
+            seen.add(value)
+        return value
 
     def _slot(self, key: tuple) -> int:
         """The index of ``key``'s counter, taking a free one for a new key."""
@@ -224,6 +250,16 @@ class Metrics:
         out.each(tables, "outcomes", "banditroute_outcomes_total", ("status",))
         out.family("banditroute_errors_total", "counter", "Error responses, by HTTP status and error code.")
         out.each(tables, "errors", "banditroute_errors_total", ("status", "code"))
+        out.family("banditroute_escalations_total", "counter",
+                   "Escalations acknowledged (POST /v1/escalate), by reason and the child decision's profile.")
+        out.each(tables, "escalations", "banditroute_escalations_total", ("reason", "profile"))
+        escalations = sum(n for t in tables for key, n in t.values.items() if key[0] == "escalations")
+        out.family("banditroute_escalation_rate", "gauge", "Escalations per decision of /v1/decide (every replica "
+                   "of this serve process, since it started); over a window: rate() of the two counters.")
+        out.series("banditroute_escalation_rate", {}, escalations / total if total else 0.0)
+        out.family("banditroute_failed_calls_total", "counter",
+                   "Failed calls reported with applied outcomes (error=...), by profile and error kind.")
+        out.each(tables, "failed_calls", "banditroute_failed_calls_total", ("profile", "error"))
         out.family("banditroute_decision_latency_seconds", "histogram",
                    "Decide requests, from arrival to durable acknowledgement.")
         for t in tables:
@@ -258,7 +294,7 @@ class _Exposition:
 
     def series(self, name: str, labels: dict, value: float) -> None:
         text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-        self.lines.append(f"{name}{{{text}}} {_fmt(value)}")
+        self.lines.append(f"{name}{{{text}}} {_fmt(value)}" if text else f"{name} {_fmt(value)}")
 
     def each(self, tables, kind: str, name: str, label_names: tuple) -> None:
         for t in tables:

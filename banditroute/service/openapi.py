@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..decide.commands import ACTIONS, COMMAND_ID, MAX_WHO, MAX_WHY, NAME
+from .escalate_api import DEFAULT_REASON
 
 __all__ = ["openapi_spec"]
 
@@ -13,7 +14,7 @@ def openapi_spec(router, *, auth: bool, max_body_bytes: int) -> dict:
     >>> import banditroute as br
     >>> spec = openapi_spec(br.Router([br.Profile("a")], task_types=["chat"]), auth=False, max_body_bytes=100)
     >>> sorted(spec["paths"])
-    ['/healthz', '/metrics', '/v1/beliefs', '/v1/decide', '/v1/outcome', '/v1/rollout']
+    ['/healthz', '/metrics', '/v1/beliefs', '/v1/decide', '/v1/escalate', '/v1/outcome', '/v1/rollout']
     """
     err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     errors = {str(s): err for s in (400, 401, 404, 405, 409, 413, 422, 500, 503)}
@@ -41,10 +42,23 @@ def openapi_spec(router, *, auth: bool, max_body_bytes: int) -> dict:
         "id": {"type": "string"}, "profile": {"type": "string", "enum": router.profiles},
         "propensity": {"type": "number"}, "probabilities": prob_map, "task_probs": prob_map,
         "policy_version": {"type": "string"}, "excluded": {"type": "object"},
-        "fallback_reason": {"type": "string", "nullable": True}}}
+        "fallback_reason": {"type": "string", "nullable": True},
+        "parent_id": {"type": "string", "nullable": True, "description": "the escalated decision (escalations)"}}}
+    kind = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"}
+    budget = {"type": "object", "nullable": True, "additionalProperties": False, "description": (
+        "This request's ceilings: profiles whose expected (learned) cost or latency is over one get probability "
+        "0, the reason in the answer's excluded; the fallback rule applies when nothing fits."),
+        "properties": {"max_cost_usd": {**number, "minimum": 0}, "max_latency_ms": {**number, "minimum": 0}}}
     outcome = {"type": "object", "required": ["decision_id"], "additionalProperties": False, "properties": {
         "decision_id": {"type": "string"}, "quality": {**number, "minimum": 0, "maximum": 1},
-        "cost_usd": {**number, "minimum": 0}, "latency_ms": {**number, "minimum": 0}}}
+        "cost_usd": {**number, "minimum": 0}, "latency_ms": {**number, "minimum": 0},
+        "error": {**kind, "nullable": True, "description": "The call failed (rate_limited, timeout, server_error, "
+                  "...): counts against the profile's availability and cooldown; not with quality."}}}
+    escalation = {"type": "object", "required": ["decision_id"], "additionalProperties": False, "properties": {
+        "decision_id": {"type": "string"}, "reason": {**kind, "nullable": True, "default": DEFAULT_REASON},
+        "budget": budget}}
+    child = {**decision, "required": decision["required"] + ["parent_id"],
+             "properties": {**decision["properties"], "parent_id": {"type": "string"}}}  # never null here
     text = {"type": "string", "minLength": 1}
     rollout_body = {"type": "object", "required": ["action", "who", "why"], "additionalProperties": False,
                     "properties": {
@@ -71,8 +85,11 @@ def openapi_spec(router, *, auth: bool, max_body_bytes: int) -> dict:
         "paths": {
             "/v1/decide": {"post": op("decide", "Choose a profile; acknowledged once durably logged", decision, {
                 "type": "object", "required": ["context"], "additionalProperties": False,
-                "properties": {"context": context}}, links={"RecordOutcome": {
+                "properties": {"context": context, "budget": budget}}, links={"RecordOutcome": {
                     "operationId": "recordOutcome", "requestBody": {"decision_id": "$response.body#/id"}}})},
+            "/v1/escalate": {"post": op("escalate", "Decide again among the profiles the chain has not tried (the "
+                                        "answer failed); a child decision, acknowledged once durably logged; 409 "
+                                        "beyond max_escalations or when already escalated", child, escalation)},
             "/v1/outcome": {"post": op("recordOutcome", "Record a decision's outcome; acknowledged once durably logged", {
                 "type": "object", "properties": {"decision_id": {"type": "string"}, "status": {
                     "type": "string", "enum": ["applied", "duplicate", "late"]}}}, outcome)},

@@ -38,7 +38,7 @@ from ..logs.quarantine import n_quarantined
 from ..logs.store import LogWriter
 from .canary_monitor import monitor_for
 from .config import ServiceConfig
-from .forwarding import PeerLink
+from .forwarding import ESCALATION, PeerLink
 from .group_commit import GroupCommit
 from .metrics import Metrics
 from .rollout_store import RedisCommands, RolloutPoller
@@ -47,8 +47,9 @@ __all__ = ["Replica", "SnapshotSchedule", "preflight", "start_replica"]
 
 _log = logging.getLogger("banditroute.service.replica")
 
-#: Records an outcome forwarded by another replica on this host: ``(replica, body) -> (status, body bytes)``.
-ForwardedHandler = Callable[["Replica", object], Awaitable[tuple[int, bytes]]]
+#: Records an outcome forwarded by another replica on this host: ``(replica, body) -> (status, body bytes)``;
+#: called with a third argument, ``"escalation"``, it issues a forwarded escalation.
+ForwardedHandler = Callable[..., Awaitable[tuple[int, bytes]]]
 
 
 class Replica:
@@ -59,8 +60,9 @@ class Replica:
     cfg : ServiceConfig
     router : Router
         Built with a log directory; the replica gives it its own log writer.
-    handle_forwarded : async callable(replica, body) -> (status, body bytes)
-        Records an outcome forwarded by another replica as the HTTP endpoint would.
+    handle_forwarded : async callable(replica, body[, kind]) -> (status, body bytes)
+        Records an outcome forwarded by another replica as the HTTP endpoint would; with
+        ``kind`` ``"escalation"``, issues a forwarded escalation as ``/v1/escalate`` would.
 
     Attributes
     ----------
@@ -101,7 +103,8 @@ class Replica:
             self.resumed = router.resume()
         self._token = None if cfg.token is None else cfg.token.encode()
         self.peers = PeerLink(self.writer_id, cfg.token, lambda body: handle_forwarded(self, body),
-                              adopted=(self.resumed or {}).get("writers", ()))
+                              adopted=(self.resumed or {}).get("writers", ()),
+                              handle_escalation=lambda body: handle_forwarded(self, body, ESCALATION))
         #: snapshots of the log for fast restarts (without Redis: with it, a restart reads the shared state)
         self.snapshots = None
         if shared_cfg is None and cfg.snapshot_interval_s > 0:
@@ -137,6 +140,10 @@ class Replica:
                 self.peers.n_forwarded),
                ("banditroute_outcomes_received_forwarded_total", "Outcomes other replicas forwarded here.",
                 self.peers.n_received),
+               ("banditroute_escalations_forwarded_total", "Escalations forwarded to the replica that issued the "
+                "decision.", self.peers.n_escalations_forwarded),
+               ("banditroute_escalations_received_forwarded_total", "Escalations other replicas forwarded here.",
+                self.peers.n_escalations_received),
                ("banditroute_quarantined_files", "Damaged log files moved to <log_dir>/_quarantine (see "
                 "'banditroute doctor').", n_quarantined(self.router.config.log_dir)),
                ("banditroute_rollout_commands_applied", "Rollout commands of the command store applied here "
