@@ -48,6 +48,8 @@ feasibility) and :meth:`~CostBelief.penalty_draws` (Thompson sampling) always ag
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.special import ndtri
 
@@ -59,6 +61,7 @@ __all__ = ["BANK_SEED", "CostBelief", "METRICS"]
 BANK_SEED = 0x0C057BA4  # fixes the order of the stratified quantiles of each cell (not a router seed)
 METRICS = ("cost", "latency")  # axis 0 of every (2, ...) array
 _FIELDS = ("cost_usd", "latency_ms")
+_NAN = float("nan")
 _OWNER = "costs"
 
 
@@ -112,11 +115,13 @@ class CostBelief:
         self._quantiles = ndtri((np.arange(self.n_draws) + 0.5) / self.n_draws)
         n_profiles, n_tasks = cost0.shape
         self.prior_ = np.stack([cost0, latency0])
+        self._buffer: list = []  # (k, w, cost or NaN, latency or NaN) not yet in the statistics
         self.stats_ = np.zeros((2, 3, n_profiles, n_tasks))
         self.mean_ = np.full((2, n_profiles, n_tasks), np.nan)  # NaN: no scenario drawn yet
         self.sd_ = np.full((2, n_profiles, n_tasks), np.nan)
-        self.scenarios_ = np.empty((2, n_tasks, self.n_draws, n_profiles))
-        self._z = np.empty_like(self.scenarios_)
+        # stored (2, T, K, M): a cell's M scenarios are contiguous, so a refresh writes rows
+        self._bank = np.empty((2, n_tasks, n_profiles, self.n_draws))
+        self._z = np.empty_like(self._bank)
         self._fill_z(range(n_profiles))
         self.n_updates_ = 0
         self.version_ = 0
@@ -135,18 +140,12 @@ class CostBelief:
         ValueError) for a value that is not finite and >= 0, before anything changes."""
         values = (cost_usd, latency_ms)
         for field, x in zip(_FIELDS, values):
-            if x is not None and not (np.isfinite(x) and x >= 0):
+            if x is not None and not (isinstance(x, (int, float, np.number)) and math.isfinite(x) and x >= 0):
                 raise InvalidOutcomeError(field, x, "must be a finite number >= 0")
-        w = np.asarray(w, dtype=np.float64)
-        for i, x in enumerate(values):
-            if x is None:
-                continue
-            x = float(x)
-            wx = w * x
-            stats = self.stats_[i]
-            stats[0, k] += w
-            stats[1, k] += wx
-            stats[2, k] += wx * x
+        # buffered: the statistics are read only at a refresh (or by the readers below), where
+        # the buffer is added in order (_flush): the same sums as adding each at once, ~10x cheaper
+        self._buffer.append((k, w, _NAN if cost_usd is None else float(cost_usd),
+                             _NAN if latency_ms is None else float(latency_ms)))
         self.n_updates_ += 1
         self._since_refresh += 1
         if self._since_refresh >= self.refresh_every:
@@ -167,6 +166,32 @@ class CostBelief:
             if bad.any():
                 raise InvalidOutcomeError(field, float(x[bad][0]),
                                           "must be a finite number >= 0 (or NaN: not observed)")
+        self._add(ks, w, values)
+        self.n_updates_ += ks.size
+        self._since_refresh += ks.size
+
+    @property
+    def stats_(self) -> np.ndarray:
+        """The sufficient statistics, (2, 3, n_profiles, n_task_types): metric x (n, s1, s2)."""
+        if self._buffer:
+            self._flush()
+        return self._stats
+
+    @stats_.setter
+    def stats_(self, stats: np.ndarray) -> None:
+        self._buffer = []  # replaced whole: updates not yet added are part of what replaces them
+        self._stats = stats
+
+    def _flush(self) -> None:
+        rows, self._buffer = self._buffer, []
+        ks = np.fromiter((r[0] for r in rows), dtype=np.intp, count=len(rows))
+        w = np.stack([r[1] for r in rows]).astype(np.float64, copy=False)
+        values = (np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows)),
+                  np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows)))
+        self._add(ks, w, values)
+
+    def _add(self, ks: np.ndarray, w: np.ndarray, values) -> None:
+        """Add observations (NaN: not observed) to the statistics, in order."""
         for i, x in enumerate(values):
             seen = ~np.isnan(x)
             kk, ww, xx = ks[seen], w[seen], x[seen][:, None]
@@ -174,8 +199,6 @@ class CostBelief:
             np.add.at(self.stats_[i, 0], kk, ww)
             np.add.at(self.stats_[i, 1], kk, wx)
             np.add.at(self.stats_[i, 2], kk, wx * xx)
-        self.n_updates_ += ks.size
-        self._since_refresh += ks.size
 
     @property
     def refresh_due(self) -> bool:
@@ -219,11 +242,16 @@ class CostBelief:
         nan = np.full((2, 1, self.shape[1]), np.nan)
         self.mean_ = np.concatenate([self.mean_, nan], axis=1)
         self.sd_ = np.concatenate([self.sd_, nan], axis=1)
-        more = np.empty(self.scenarios_.shape[:3] + (1,))
-        self.scenarios_ = np.concatenate([self.scenarios_, more], axis=3)
-        self._z = np.concatenate([self._z, more], axis=3)
+        more = np.empty((2, self.shape[1], 1, self.n_draws))
+        self._bank = np.concatenate([self._bank, more], axis=2)
+        self._z = np.concatenate([self._z, more], axis=2)
         self._fill_z([k])
         self.refresh()
+
+    @property
+    def scenarios_(self) -> np.ndarray:
+        """The scenario bank, (2, n_task_types, n_draws, n_profiles) (a view)."""
+        return self._bank.transpose(0, 1, 3, 2)
 
     def evidence(self) -> np.ndarray:
         """A copy of the statistics, shape (2, 3, n_profiles, n_task_types): metric (cost,
@@ -329,7 +357,7 @@ class CostBelief:
         """Scenarios of the (metric, k, t) ``cells`` from ``mean_``, ``sd_`` and the fixed Z."""
         i, k, t = np.nonzero(cells)
         m, sd = self.mean_[i, k, t][:, None], self.sd_[i, k, t][:, None]
-        self.scenarios_[i, t, :, k] = np.maximum(m + sd * self._z[i, t, :, k], 0.0)
+        self._bank[i, t, k] = np.maximum(m + sd * self._z[i, t, k], 0.0)
 
     def _fill_z(self, profiles) -> None:
         """The fixed standard-normal bank of the given profiles' cells (module docstring)."""
@@ -337,7 +365,7 @@ class CostBelief:
             for k in profiles:
                 for t in range(self.shape[1]):
                     order = np.random.default_rng([BANK_SEED, i, k, t]).permutation(self.n_draws)
-                    self._z[i, t, :, k] = self._quantiles[order]
+                    self._z[i, t, k] = self._quantiles[order]
 
 
 def _prior_array(name: str, values) -> np.ndarray:
