@@ -347,7 +347,8 @@ class Router(RolloutCommands, StateMethods):
     def beliefs(self, *, level: float = 0.95) -> pl.DataFrame:
         """Posterior per (profile, task type): reliability (mean, credible interval, effective n,
         alpha, beta); learned cost and latency (``cost_mean``, ``cost_sd`` (of the mean), ``cost_n``,
-        ``latency_*``); ``availability`` (probability a call answers) and ``failed_calls``;
+        ``latency_*``); ``availability`` (probability a call answers), ``failed_calls`` and
+        ``cooldown_until`` (epoch seconds a cooldown ends; NaN when none);
         ``onboarding`` (still under the onboarding cap)."""
         with self._lock:
             frame = self._belief.summary(self.profiles, list(self.config.task_types), level=level)

@@ -110,6 +110,8 @@ class Usage:
                    "latency_mean": latency0.ravel().copy(), "latency_sd": zeros, "latency_n": zeros}
         out["availability"] = np.repeat(self.availability(), n_tasks)
         out["failed_calls"] = np.repeat(self.failed, n_tasks)
+        cooling = self.until > time.time()  # epoch seconds a cooldown ends (NaN: none now)
+        out["cooldown_until"] = np.repeat(np.where(cooling, self.until, np.nan), n_tasks)
         return out
 
     # -- learning -------------------------------------------------------------------------------
