@@ -60,6 +60,8 @@ class PageHinkley:
         """Feed one outcome of profile ``k`` with task weights ``w``; return the alarms as
         ``((k, t), "decrease" | "increase", statistic)`` (their cells are reset)."""
         ts = np.flatnonzero(w > 0)
+        if ts.size == 1:  # one task type (the usual case): the same arithmetic on scalars, ~5x cheaper
+            return self._update_cell(k, int(ts[0]), float(w[ts[0]]), float(quality))
         wt = w[ts]
         mean = self.mean_[k, ts]
         self.up_[k, ts] += wt * (quality - mean - self.delta)
@@ -78,6 +80,20 @@ class PageHinkley:
             alarms.append(((k, t), kind, stat))
             self.reset(k, t)
         return alarms
+
+    def _update_cell(self, k: int, t: int, wt: float, quality: float) -> list:
+        mean = float(self.mean_[k, t])
+        up = float(self.up_[k, t]) + wt * (quality - mean - self.delta)
+        down = float(self.down_[k, t]) + wt * (mean - quality - self.delta)
+        up_min, down_min = min(float(self.up_min_[k, t]), up), min(float(self.down_min_[k, t]), down)
+        n = float(self.n_[k, t]) + wt
+        self.up_[k, t], self.down_[k, t], self.up_min_[k, t], self.down_min_[k, t] = up, down, up_min, down_min
+        self.n_[k, t], self.mean_[k, t] = n, mean + wt * (quality - mean) / n
+        if n < self.min_samples or (up - up_min <= self.threshold and down - down_min <= self.threshold):
+            return []
+        kind, stat = ("decrease", down - down_min) if down - down_min >= up - up_min else ("increase", up - up_min)
+        self.reset(k, t)
+        return [((k, t), kind, stat)]
 
     def reset(self, k: int, t: int) -> None:
         for array in (self.n_, self.mean_, self.up_, self.up_min_, self.down_, self.down_min_):
