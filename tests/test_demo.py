@@ -66,7 +66,7 @@ def test_bar_stationary_scenario_over_20000_requests():
 
 
 def test_every_outcome_is_recorded_once_and_windows_cover_the_run(short_run):
-    assert short_run.record_status == {"applied": 15_000}
+    assert short_run.record_status == {"applied": 15_000 + short_run.cascade["n_escalations"]}
     w = short_run.windows
     assert len(w) == 10 and w[0]["start"] == 0 and w[-1]["stop"] == 15_000
     assert w[-1]["cumulative_regret"] == pytest.approx(short_run.cumulative_regret)
@@ -93,8 +93,9 @@ def test_summary_json_and_logs(tmp_path):
     assert set(d) >= {"phases", "windows", "degradations", "onboardings", "static_table", "wall_time_s"}
     decisions = pl.read_parquet(tmp_path / "logs" / "decisions" / "**" / "*.parquet")
     outcomes = pl.read_parquet(tmp_path / "logs" / "outcomes" / "**" / "*.parquet")
-    assert decisions.height == 2_000 and outcomes.height == 2_000
-    assert decisions["decision_id"].n_unique() == 2_000
+    n = 2_000 + r.cascade["n_escalations"]  # first decisions and their escalations
+    assert decisions.height == n and outcomes.height == n and decisions["parent_id"].null_count() == 2_000
+    assert decisions["decision_id"].n_unique() == n
     assert set(outcomes["decision_id"]) == set(decisions["decision_id"])
     assert (decisions["propensity"] > 0).all()
 

@@ -348,14 +348,15 @@ class Router(RolloutCommands, StateMethods):
         """Posterior per (profile, task type): reliability (mean, credible interval, effective n,
         alpha, beta); learned cost and latency (``cost_mean``, ``cost_sd`` (of the mean), ``cost_n``,
         ``latency_*``); ``availability`` (probability a call answers), ``failed_calls`` and
-        ``cooldown_until`` (epoch seconds a cooldown ends; NaN when none);
+        ``cooldown_until`` (epoch seconds a cooldown ends; null when none);
         ``onboarding`` (still under the onboarding cap)."""
         with self._lock:
             frame = self._belief.summary(self.profiles, list(self.config.task_types), level=level)
             n_tasks = len(self.config.task_types)
             onboarding = np.repeat([n in self._onboarding.names(self.profiles) for n in self.profiles], n_tasks)
-            return frame.with_columns(**{k: pl.Series(v) for k, v in self._usage.summary_columns(n_tasks).items()},
-                                      onboarding=pl.Series(onboarding))
+            frame = frame.with_columns(**{k: pl.Series(v) for k, v in self._usage.summary_columns(n_tasks).items()},
+                                       onboarding=pl.Series(onboarding))
+            return frame.with_columns(pl.col("cooldown_until").fill_nan(None))  # null: no cooldown now
 
     @property
     def n_updates(self) -> int:

@@ -6,6 +6,8 @@ Not part of the routing API (``import banditroute``); the demo, tests and benchm
   built-in workloads ``Scenario.default``, ``Scenario.nonstationary``, ``Scenario.stationary``;
 * :class:`Simulator`: plays a scenario from one seed, handing out :class:`RequestBatch`,
   :class:`Outcomes` and :class:`Benchmark` records;
+* :class:`Verifier`: checks each simulated answer; ``Simulator.cascade`` escalates the failed
+  ones through the router (a :class:`Cascade`, added up in :class:`CascadeStats`);
 * :func:`run_demo`: routes simulated traffic through a Router and returns a
   :class:`DemoResult`, which :func:`format_summary` prints.
 
@@ -15,6 +17,7 @@ Not part of the routing API (``import banditroute``); the demo, tests and benchm
 (5, ('small', 'medium'))
 """
 
+from .cascade import Cascade, CascadeStats, Verifier
 from .demo import COST_AWARE_OBJECTIVE, DEMO_OBJECTIVE, run_demo
 from .demo_evaluation import DEMO_GUARDRAILS
 from .demo_measures import SHARE_OFF, SHARE_ON
@@ -27,5 +30,5 @@ from .simulator import Simulator
 __all__ = [
     "Scenario", "SimProfile", "Degradation", "TASK_TYPES", "Simulator", "RequestBatch", "Outcomes", "Benchmark",
     "run_demo", "DemoResult", "format_summary", "DEMO_OBJECTIVE", "COST_AWARE_OBJECTIVE", "DEMO_GUARDRAILS",
-    "SHARE_OFF", "SHARE_ON",
+    "SHARE_OFF", "SHARE_ON", "Verifier", "Cascade", "CascadeStats",
 ]

@@ -2,13 +2,18 @@
 
 :func:`run_demo` plays a :class:`~banditroute.sim.scenario.Scenario` through a
 :class:`~banditroute.Router`: requests are decided in small concurrent batches, the chosen
-profiles are executed by the simulator, and outcomes come back to ``Router.record`` a random
-number of requests later. The router logs every decision and outcome to ``log_dir``.
+profiles are executed by the simulator, each answer is checked by the simulator's verifier
+(a failed one is escalated to an untried profile, ``Router.escalate``: a cascade), and outcomes
+come back to ``Router.record`` a random number of requests later, with the cost and latency the
+call really had (the router learns them; ``medium-v2`` costs more than it is configured at).
+The router logs every decision and outcome to ``log_dir``.
 
 This module holds the live phase; the rest of the demo is in its siblings:
 
 * :mod:`~banditroute.sim.demo_measures`: reward against the oracle and a static table, per
-  phase and window, and how fast the router re-routes and onboards;
+  phase and window (of the first choices), how fast the router re-routes and onboards, and
+  the cost it learned;
+* :mod:`~banditroute.sim.cascade`: the verifier and the cascade's statistics;
 * :mod:`~banditroute.sim.demo_evaluation`: after the run, the candidates evaluated
   off-policy on the logs, the promotion gate and the HTML report;
 * :mod:`~banditroute.sim.demo_result`: the :class:`~banditroute.sim.demo_result.DemoResult`
@@ -39,7 +44,8 @@ from ..config.profiles import Budget, DriftConfig, Objective, Profile
 from ..decide.router import Router
 from ..errors import ConfigError
 from .demo_evaluation import _evaluate_candidates
-from .demo_measures import _degradations, _onboardings, _phases, _windows
+from .cascade import Verifier
+from .demo_measures import _degradations, _learned_costs, _onboardings, _phases, _windows
 from .demo_result import DemoResult
 from .demo_runs import ROUTES_FILE, holds_log, routes_toml
 from .demo_summary import format_summary
@@ -94,7 +100,8 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
              exploration: float = 0.02, batch_size: int = 16, benchmark_runs: int = 200,
              n_windows: int = 10, event_window: int = 20, progress_stream: TextIO | None = None,
              evaluate: bool = True, report: str | os.PathLike | None = _AUTO,
-             routes: str | os.PathLike | None = _AUTO) -> DemoResult:
+             routes: str | os.PathLike | None = _AUTO, verifier: Verifier | None = Verifier(),
+             max_escalations: int = 2) -> DemoResult:
     """Route ``n_requests`` simulated requests through a Router and summarise the run.
 
     Parameters
@@ -111,7 +118,7 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     out : text stream or None
         Where the plain-text summary is printed; None prints nothing (``--json``).
     scenario : Scenario, optional
-        The workload; ``Scenario.default(n_requests=n_requests)`` when omitted.
+        The workload; ``Scenario.default(n_requests=n_requests, cost_gap=True)`` when omitted.
     objective : Objective
         Routing objective, also used for the oracle and the static table.
     discount : float in (0, 1]
@@ -152,6 +159,15 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         including those that joined later; ``Router.from_config`` on it and ``replay`` of the logs
         give the live router's final beliefs); ``"auto"``: ``routes.toml`` next to ``log_dir``;
         None: none. Needs ``log_dir``.
+    verifier : Verifier or None
+        Checks every answer (default: an answer passes when its quality is at least 0.5, so
+        with binary quality the good ones pass); a failed answer is escalated
+        (``Router.escalate``) to an untried profile, up to ``max_escalations`` times per
+        request, and every call's outcome is recorded. None: no verifier, no escalation (the
+        demo before cascades). The reward tables measure the first choices either way;
+        ``DemoResult.cascade`` holds the cascade's pass rates, calls and cost per request.
+    max_escalations : int
+        The router's ``max_escalations``.
 
     Returns
     -------
@@ -165,15 +181,16 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     """
     for name, value, lo in (("n_requests", n_requests, 1), ("batch_size", batch_size, 1),
                             ("benchmark_runs", benchmark_runs, 1), ("n_windows", n_windows, 1),
-                            ("event_window", event_window, 1), ("seed", seed, 0)):
+                            ("event_window", event_window, 1), ("seed", seed, 0),
+                            ("max_escalations", max_escalations, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
             raise ConfigError(name, value, f"must be an integer >= {lo}")
     if log_dir is not None and holds_log(log_dir):
         raise ConfigError("log_dir", str(log_dir), "already holds a decision log (a demo run needs a fresh directory)")
     t0 = time.perf_counter()
-    scenario = Scenario.default(n_requests=n_requests) if scenario is None else scenario
+    scenario = Scenario.default(n_requests=n_requests, cost_gap=True) if scenario is None else scenario
     sim_seq, router_seq = np.random.SeedSequence(seed).spawn(2)
-    sim = Simulator(scenario, seed=int(sim_seq.generate_state(1)[0]))
+    sim = Simulator(scenario, seed=int(sim_seq.generate_state(1)[0]), verifier=verifier)
     bench = sim.benchmark(objective, n_runs=benchmark_runs)
     specs = {p.name: p for p in scenario.profiles}
     names = scenario.profile_names
@@ -186,7 +203,7 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     router = Router(profiles=[profile(n) for n in names if specs[n].joins_at == 0],
                     task_types=list(scenario.task_types), objective=objective, budget=Budget(),
                     exploration=exploration, discount=discount, drift=drift, log_dir=log_dir,
-                    seed=int(router_seq.generate_state(1)[0]))
+                    max_escalations=max_escalations, seed=int(router_seq.generate_state(1)[0]))
     evaluating = evaluate and log_dir is not None
     if evaluating:
         shadow = Router(profiles=[profile(n) for n in names if specs[n].joins_at == 0],
@@ -225,6 +242,8 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
                 for name, p in d.probabilities.items():
                     pmf[i, index[name]] = p
             outcome = sim.submit(batch, chosen[rows], tickets=[d.id for d in decisions])
+            if verifier is not None:
+                sim.cascade(batch, outcome, router)  # escalates the answers that fail the verifier
             expected[rows] = sim.expected_reward(batch, objective)
             task[rows] = batch.task
             realised[rows] = (objective.quality * outcome.quality - objective.cost * outcome.cost_usd
@@ -257,6 +276,7 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
             log_dir, ids=ids, names=names, expected=expected, per_request=per_request,
             static_table=dict(bench.table), router=router, seed=seed,
             report=(Path(log_dir).parent / "report.html") if report == _AUTO else report)
+    beliefs = tuple(router.beliefs().to_dicts())
     result = DemoResult(
         n_requests=n_requests, seed=seed, discount=discount, drift=drift is not None, exploration=exploration,
         batch_size=batch_size,
@@ -269,8 +289,11 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         cumulative_regret=float((per_request["oracle"] - per_request["router"]).sum()),
         drift_events=tuple(router.drift_events), record_status=status, log_dir=None if log_dir is None else str(log_dir),
         wall_time_s=time.perf_counter() - t0, evaluation_time_s=time.perf_counter() - t_eval if evaluating else 0.0,
-        routes_path=None if routes_path is None else str(routes_path), beliefs=tuple(router.beliefs().to_dicts()),
+        routes_path=None if routes_path is None else str(routes_path), beliefs=beliefs,
         shadows=("cost-aware",) if evaluating else (),
+        cascade=None if verifier is None else {**sim.cascade_stats_.to_dict(), "max_escalations": max_escalations,
+                                               "threshold": verifier.threshold},
+        learned_costs=_learned_costs(beliefs, scenario),
         **evaluation,
     )
     if out is not None:

@@ -13,7 +13,8 @@ objective's value of the outcomes that came back) is reported too. ``per_request
 the dict of those four arrays of shape ``(n_requests,)``: ``router``, ``router_realised``,
 ``oracle`` and ``static``.
 
-The per-window routing shares count the executed profiles. The two events are measured on
+The per-window routing shares count the first choices (the profiles executed first; an
+escalation's later calls are the cascade's, reported on their own). The two events are measured on
 the logged probabilities instead (the traffic share the router intended, without the noise of
 the draw):
 
@@ -23,9 +24,14 @@ the draw):
 * **onboarding**: requests of the task types where a late profile is the best, after it
   joins, until its share (same rolling mean) reaches ``SHARE_ON`` (50%).
 
+The **learned cost** of a profile is what the router believes one call costs at the end of the
+run: the posterior mean of its cost per task type (``Router.beliefs()``, learned from the
+``cost_usd`` recorded with every outcome; the configured value is its prior), averaged over task
+types with the observations as weights. The simulator's true mean is shown next to it.
+
 The functions are the demo's own steps (:func:`~banditroute.sim.demo.run_demo` calls them);
-their results are the ``phases``, ``windows``, ``degradations`` and ``onboardings`` of a
-:class:`~banditroute.sim.demo_result.DemoResult`.
+their results are the ``phases``, ``windows``, ``degradations``, ``onboardings`` and
+``learned_costs`` of a :class:`~banditroute.sim.demo_result.DemoResult`.
 
 >>> import numpy as np
 >>> _rolling(np.array([1.0, 0.0, 0.0, 1.0]), 2)
@@ -147,3 +153,28 @@ def _onboardings(sim: Simulator, scenario: Scenario, objective, pmf, task, w: in
             "n_best": int(rows.size),
         })
     return tuple(found)
+
+
+def _learned_costs(beliefs: tuple, scenario: Scenario) -> tuple:
+    """Per profile: the configured, learned and true mean cost and latency of one call, and the
+    observations ``n`` (``beliefs``: ``Router.beliefs().to_dicts()``), sorted by how far the
+    learned cost is from the configured one (the largest ratio either way first)."""
+    specs = {p.name: p for p in scenario.profiles}
+    found = []
+    for name in dict.fromkeys(b["profile"] for b in beliefs):
+        rows = [b for b in beliefs if b["profile"] == name]
+        learned = {}
+        for metric in ("cost", "latency"):
+            n = sum(b[f"{metric}_n"] for b in rows)
+            learned[metric] = sum(b[f"{metric}_mean"] * b[f"{metric}_n"] for b in rows) / n if n > 0 else None
+        p = specs[name]
+        found.append({"profile": name, "n": float(sum(b["cost_n"] for b in rows)),
+                      "configured_cost_usd": p.cost_usd, "learned_cost_usd": learned["cost"],
+                      "true_cost_usd": p.true_cost_usd, "configured_latency_ms": p.latency_ms,
+                      "learned_latency_ms": learned["latency"], "true_latency_ms": p.true_latency_ms})
+
+    def gap(row) -> float:
+        learned, configured = row["learned_cost_usd"], row["configured_cost_usd"]
+        return abs(np.log(learned / configured)) if learned and configured > 0 else -1.0
+
+    return tuple(sorted(found, key=gap, reverse=True))

@@ -56,6 +56,16 @@ class DemoResult:
         replay`` of the logs with the routes file gives back.
     shadows : tuple of str
         The shadow candidates that ran (logged with every decision).
+    cascade : dict or None
+        The verifier cascade (None without a verifier; see :mod:`~banditroute.sim.cascade`):
+        ``first_pass_rate``, ``pass_rate`` (after escalation), ``calls_per_request``,
+        ``cost_per_request_usd`` (every call), ``first_cost_per_request_usd`` (first calls
+        alone), ``latency_per_request_ms``, ``n_requests``, ``n_escalations``, ``n_exhausted``
+        (chains with no untried profile left), ``max_escalations`` and the verifier's ``threshold``.
+    learned_costs : tuple of dict
+        Per profile, the cost and latency of one call as configured, as learned by the router
+        and as true in the simulator (see :mod:`~banditroute.sim.demo_measures`), the profile
+        whose learned cost is furthest from its configured one first.
     """
 
     n_requests: int
@@ -84,6 +94,8 @@ class DemoResult:
     routes_path: str | None = None
     beliefs: tuple = ()
     shadows: tuple = ()
+    cascade: dict | None = None
+    learned_costs: tuple = ()
 
     def phase(self, name: str) -> dict:
         """The phase called ``name`` (``"stationary"``, ``"overall"``, ...)."""

@@ -1,8 +1,9 @@
 """The demo's printing: the plain-text summary of a :class:`~banditroute.sim.demo_result.DemoResult`.
 
 :func:`format_summary` turns the numbers into the tables ``banditroute demo`` prints: the
-static table, reward per phase and per window, routing shares per task type, the events,
-and (when the run evaluated) the candidates, the gate's verdict and the report's path; with
+static table, reward per phase and per window, routing shares per task type, the events, the
+verifier cascade and the cost the router learned (:func:`mechanism_lines`), and (when the run
+evaluated) the candidates, the gate's verdict and the report's path; with
 logs, the routes file and the commands that use it (:func:`~banditroute.sim.demo_runs.follow_up_commands`).
 """
 
@@ -13,11 +14,35 @@ from .demo_measures import SHARE_OFF, SHARE_ON
 from .demo_result import DemoResult
 from .demo_runs import follow_up_commands
 
-__all__ = ["format_summary"]
+__all__ = ["format_summary", "mechanism_lines"]
 
 
 def _fmt(x, spec: str, none: str = "-") -> str:
     return none if x is None else format(x, spec)
+
+
+def mechanism_lines(r: DemoResult) -> list[str]:
+    """The lines on the verifier cascade and on the learned cost (empty when there is neither).
+
+    >>> from banditroute.sim import run_demo
+    >>> r = run_demo(n_requests=1_000, seed=0, log_dir=None, progress=False, out=None)
+    >>> [line.split(":")[0].strip() for line in mechanism_lines(r)]
+    ['', 'Verifier cascade and learned cost', 'cascade', 'cost per request', 'learned cost']
+    """
+    lines = []
+    c = r.cascade
+    if c is not None and c["n_requests"]:
+        lines += [f"  cascade: {1 - c['first_pass_rate']:.1%} of first answers failed the verifier; after "
+                  f"escalation {c['pass_rate']:.1%} passed ({c['calls_per_request']:.2f} calls per request, "
+                  f"max_escalations {c['max_escalations']})",
+                  f"    cost per request: ${c['cost_per_request_usd']:.4f} with escalations, "
+                  f"${c['first_cost_per_request_usd']:.4f} for the first answers alone"]
+    learned = [row for row in r.learned_costs if row["learned_cost_usd"] is not None]
+    if learned:
+        row = learned[0]  # the profile whose learned cost is furthest from its configured one
+        lines.append(f"  learned cost: {row['profile']} ${row['learned_cost_usd']:.4f} per call (configured "
+                     f"${row['configured_cost_usd']:.4f}; true mean in the simulator ${row['true_cost_usd']:.4f})")
+    return ["", "Verifier cascade and learned cost"] + lines if lines else []
 
 
 def format_summary(r: DemoResult) -> str:
@@ -41,7 +66,8 @@ def format_summary(r: DemoResult) -> str:
         "Static routing table (pre-deployment benchmark of the initial profiles, never updated):",
         "  " + ", ".join(f"{t} -> {p}" for t, p in r.static_table.items()),
         "",
-        "Mean reward per request (expected reward; 'realised' = observed outcomes)",
+        "Mean reward per request (expected reward" + (" of the first choice, before any escalation"
+                                                      if r.cascade else "") + "; 'realised' = observed outcomes)",
     ]
     head = f"  {'phase':<34}{'requests':>15}{'router':>8}{'realised':>9}{'oracle':>8}{'static':>8}" \
            f"{'vs oracle':>10}{'vs static':>10}{'regret':>9}"
@@ -57,7 +83,7 @@ def format_summary(r: DemoResult) -> str:
         lines.append(f"  {w['start']:>7,}-{w['stop']:<9,}{w['router']:>8.3f}{w['oracle']:>8.3f}"
                      f"{w['static']:>8.3f}{_fmt(w['ratio_to_oracle'], '.1%'):>10}{w['cumulative_regret']:>12.1f}")
     lines += ["", "Routing share per task type (% of that task type's requests in the window "
-                  "executed on each profile)"]
+                  "first routed to each profile)"]
     width = max(8, *(len(p) + 2 for p in r.profiles))
     for t in r.task_types:
         lines.append(f"  {t:<17}" + "".join(f"{p:>{width}}" for p in r.profiles))
@@ -86,6 +112,7 @@ def format_summary(r: DemoResult) -> str:
                          f"final share {_fmt(b['final_share'], '.0%')}")
     if not r.degradations and not r.onboardings:
         lines.append("  (none: stationary scenario)")
+    lines += mechanism_lines(r)
     if r.candidates:
         lines += ["", f"Candidates evaluated off-policy on the logged traffic ({r.evaluation_time_s:.1f} s); "
                       "true value = simulator's expected reward of the candidate on the logged requests",

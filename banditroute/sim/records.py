@@ -82,6 +82,13 @@ def _select(out: Outcomes, idx: np.ndarray) -> Outcomes:
                     quality=out.quality[idx], cost_usd=out.cost_usd[idx], latency_ms=out.latency_ms[idx])
 
 
+def _take_batch(batch: RequestBatch, idx: np.ndarray) -> RequestBatch:
+    """The requests ``idx`` of ``batch`` (same steps, tasks, sizes and delays)."""
+    return RequestBatch(step=batch.step[idx], task=batch.task[idx], prompt_tokens=batch.prompt_tokens[idx],
+                        tenant=batch.tenant[idx], delay_requests=batch.delay_requests[idx],
+                        task_types=batch.task_types, tenants=batch.tenants)
+
+
 def _concat(a: Outcomes, b: Outcomes) -> Outcomes:
     return Outcomes(**{f: np.concatenate([getattr(a, f), getattr(b, f)])
                        for f in ("tickets", "step", "profile", "quality", "cost_usd", "latency_ms")})

@@ -39,7 +39,9 @@ class SimProfile:
     name : str
         Profile name, as the router knows it.
     cost_usd, latency_ms : float
-        Mean cost and latency of one request over the traffic (the configured values).
+        Cost and latency of one request as configured (the listed price, the advertised
+        latency): what the router is told, and the true mean over the traffic unless
+        ``actual_*`` says otherwise.
     reliability : mapping of task type to float in [0, 1]
         True probability of a good outcome in production, per task type.
     benchmark_reliability : mapping of task type to float, optional
@@ -47,9 +49,15 @@ class SimProfile:
         from production (benchmarks are rarely production traffic); ``reliability`` otherwise.
     joins_at : int
         Index of the first request for which the profile exists (0: from the start).
+    actual_cost_usd, actual_latency_ms : float, optional
+        The true mean cost and latency of one request when they differ from the configured
+        values (answers longer than the listing assumed, a slower region): the simulator
+        draws them, the router only learns them from the outcomes it records.
 
-    >>> SimProfile(name="s", cost_usd=0.001, latency_ms=300, reliability={"chat": 0.9}).joins_at
-    0
+    >>> p = SimProfile(name="s", cost_usd=0.001, latency_ms=300, reliability={"chat": 0.9},
+    ...                actual_cost_usd=0.0015)
+    >>> p.joins_at, p.true_cost_usd, p.true_latency_ms
+    (0, 0.0015, 300)
     """
 
     name: str
@@ -58,17 +66,30 @@ class SimProfile:
     reliability: Mapping[str, float]
     benchmark_reliability: Mapping[str, float] | None = None
     joins_at: int = 0
+    actual_cost_usd: float | None = None
+    actual_latency_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError("profile.name", self.name, "must be a non-empty string")
         where = f"profiles[{self.name}]"
-        _check_float(f"{where}.cost_usd", self.cost_usd, lo=0.0)
-        _check_float(f"{where}.latency_ms", self.latency_ms, lo=0.0)
+        for attr in ("cost_usd", "latency_ms", "actual_cost_usd", "actual_latency_ms"):
+            if not attr.startswith("actual_") or getattr(self, attr) is not None:
+                _check_float(f"{where}.{attr}", getattr(self, attr), lo=0.0)
         _check_reliability(f"{where}.reliability", self.reliability)
         if self.benchmark_reliability is not None:
             _check_reliability(f"{where}.benchmark_reliability", self.benchmark_reliability)
         _check_int(f"{where}.joins_at", self.joins_at)
+
+    @property
+    def true_cost_usd(self) -> float:
+        """The mean cost of one request the simulator draws (``actual_cost_usd`` or ``cost_usd``)."""
+        return self.cost_usd if self.actual_cost_usd is None else self.actual_cost_usd
+
+    @property
+    def true_latency_ms(self) -> float:
+        """The mean latency of one request the simulator draws."""
+        return self.latency_ms if self.actual_latency_ms is None else self.actual_latency_ms
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,7 +195,7 @@ class Scenario:
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
-    def default(cls, *, n_requests: int = 50_000, benchmark_gap: bool = True) -> "Scenario":
+    def default(cls, *, n_requests: int = 50_000, benchmark_gap: bool = True, cost_gap: bool = False) -> "Scenario":
         """The demo's workload: three profiles, four task types, two mid-run events.
 
         ``small`` (cheap, fast) is best for chat, ``medium`` for summarize, ``large`` (costly,
@@ -186,6 +207,14 @@ class Scenario:
         compresses the gaps between profiles (small and medium look almost as good as large
         on code and math), as public benchmarks often do; without it the benchmark measures
         production reliability exactly.
+
+        With ``cost_gap`` (the demo's), ``medium-v2`` really costs $0.0032 a request where it
+        is configured at $0.0020 (its answers are longer than its listing assumed); it is
+        still the best profile where it is best, and the router learns the true cost from
+        the outcomes it records.
+
+        >>> [p.true_cost_usd for p in Scenario.default(cost_gap=True).profiles]
+        [0.0004, 0.003, 0.012, 0.0032]
         """
         _check_int("n_requests", n_requests, lo=1)
         t_degrade, t_join = int(0.4 * n_requests), int(0.7 * n_requests)
@@ -205,7 +234,8 @@ class Scenario:
                        reliability=rel(0.93, 0.88, 0.85, 0.88),
                        benchmark_reliability=rel(0.94, 0.90, 0.89, 0.92) if bench else None),
             SimProfile(name="medium-v2", cost_usd=0.0020, latency_ms=800,
-                       reliability=rel(0.88, 0.84, 0.80, 0.90), joins_at=t_join),
+                       reliability=rel(0.88, 0.84, 0.80, 0.90), joins_at=t_join,
+                       actual_cost_usd=0.0032 if cost_gap else None),
         )
         return cls(profiles=profiles,
                    degradations=(Degradation(profile="large", task_type="code",

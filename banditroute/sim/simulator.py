@@ -12,8 +12,15 @@ request index ``s`` (``r = n / mean_prompt_tokens``, so ``E[r] = 1``)::
     cost_usd   = cost_usd[k] * r * LogNormal (mean 1, sigma cost_noise)
     latency_ms = latency_ms[k] * (1 + r) / 2 * LogNormal (mean 1, sigma latency_noise)
 
-so the mean cost and latency of a profile over the traffic are its configured values, which
-the router's objective uses.
+so the mean cost and latency of a profile over the traffic are ``cost_usd[k]`` and
+``latency_ms[k]``: its configured values, which the router starts from, unless the scenario
+gives it ``actual_cost_usd`` / ``actual_latency_ms`` (then the router has to learn them from
+the outcomes it records).
+
+With a :class:`~banditroute.sim.cascade.Verifier` (``verifier=``) each answer also passes or
+fails a verifier, and :meth:`Simulator.cascade` escalates the failed ones through the router
+(see :mod:`banditroute.sim.cascade`). Without one the simulator draws exactly what it drew
+before verifiers existed.
 
 >>> from banditroute.sim import Scenario
 >>> sim = Simulator(Scenario.default(n_requests=1000), seed=0)
@@ -31,9 +38,10 @@ import math
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NoFeasibleProfileError
 from ._checks import _check_int
-from .records import Benchmark, Outcomes, RequestBatch, _concat, _empty_outcomes, _select
+from .cascade import Cascade, CascadeStats, Verifier
+from .records import Benchmark, Outcomes, RequestBatch, _concat, _empty_outcomes, _select, _take_batch
 from .scenario import Scenario
 
 __all__ = ["Simulator"]
@@ -53,12 +61,19 @@ class Simulator:
     scenario : Scenario
     seed : int
         Builds the one generator every draw comes from (split into independent streams for
-        requests, outcomes and the benchmark, so that one does not shift the others).
+        requests, outcomes, the benchmark and escalated calls, so that one does not shift the
+        others: the first answers are the same draws with or without a verifier).
+    verifier : Verifier, optional
+        Checks every answer; :meth:`cascade` escalates the failed ones. None (the default):
+        no verifier, no cascade.
 
     Attributes
     ----------
     clock_ : int
         Number of requests issued so far.
+    cascade_stats_ : CascadeStats
+        Totals of the cascades run so far (first-choice and final pass rates, calls and cost
+        per request).
 
     Examples
     --------
@@ -70,13 +85,18 @@ class Simulator:
     (True, True)
     """
 
-    def __init__(self, scenario: Scenario, *, seed: int):
+    def __init__(self, scenario: Scenario, *, seed: int, verifier: Verifier | None = None):
         if not isinstance(scenario, Scenario):
             raise ConfigError("scenario", scenario, "must be a Scenario")
         _check_int("seed", seed)
+        if verifier is not None and not isinstance(verifier, Verifier):
+            raise ConfigError("verifier", verifier, "must be a Verifier or None")
         self.scenario = scenario
+        self.verifier = verifier
         rng = np.random.default_rng(seed)
         self._rng_requests, self._rng_outcomes, self._rng_bench = rng.spawn(3)
+        (self._rng_cascade,) = rng.spawn(1)  # a fourth stream: the first three are as before
+        self.cascade_stats_ = CascadeStats()
         s = scenario
         self.profile_names = s.profile_names
         self.task_types = s.task_types
@@ -85,8 +105,8 @@ class Simulator:
         self.reliability_ = np.array([[p.reliability[t] for t in s.task_types] for p in s.profiles])
         self.benchmark_reliability_ = np.array(
             [[(p.benchmark_reliability or p.reliability)[t] for t in s.task_types] for p in s.profiles])
-        self.cost_usd_ = np.array([p.cost_usd for p in s.profiles], dtype=np.float64)
-        self.latency_ms_ = np.array([p.latency_ms for p in s.profiles], dtype=np.float64)
+        self.cost_usd_ = np.array([p.true_cost_usd for p in s.profiles], dtype=np.float64)
+        self.latency_ms_ = np.array([p.true_latency_ms for p in s.profiles], dtype=np.float64)
         self.joins_at_ = np.array([p.joins_at for p in s.profiles], dtype=np.int64)
         self._task_cdf = np.cumsum(s.task_mix)
         self._task_cdf[-1] = 1.0
@@ -111,6 +131,21 @@ class Simulator:
             hit = (step >= d.at_request) & (task == t)
             rel[hit, k] = d.reliability
         return rel
+
+    def pass_probability(self, step: np.ndarray, task: np.ndarray) -> np.ndarray:
+        """Probability that each profile's answer passes the verifier: array (n, n_profiles).
+
+        Binary quality: the reliability; graded: ``P(Beta(4 rel, 4 (1 - rel)) >= threshold)``.
+        """
+        if self.verifier is None:
+            raise ConfigError("verifier", None, "must be set (Simulator(..., verifier=Verifier()))")
+        rel = self.reliability(step, task)
+        if self.scenario.quality == "binary":
+            return rel
+        from scipy.special import betainc
+
+        a, b = np.maximum(4.0 * rel, 1e-9), np.maximum(4.0 * (1.0 - rel), 1e-9)
+        return 1.0 - betainc(a, b, self.verifier.threshold)
 
     def expected_reward(self, batch: RequestBatch, objective) -> np.ndarray:
         """``E[reward | profile, request]``: array (n, n_profiles), NaN where a profile is absent.
@@ -153,6 +188,9 @@ class Simulator:
 
     def sample_outcomes(self, batch: RequestBatch, profile: np.ndarray, *, tickets=None) -> Outcomes:
         """Execute ``profile[i]`` (index into ``profile_names``) on request ``i``; no queueing."""
+        return self._sample(batch, profile, tickets, self._rng_outcomes)
+
+    def _sample(self, batch: RequestBatch, profile, tickets, rng: np.random.Generator) -> Outcomes:
         profile = np.asarray(profile, dtype=np.int64)
         if profile.shape != batch.step.shape:
             raise ConfigError("profile", profile.shape, f"must have shape {batch.step.shape}")
@@ -161,7 +199,7 @@ class Simulator:
             i = int(np.argmax(absent))
             raise ConfigError("profile", self.profile_names[profile[i]],
                               f"does not exist yet at request {int(batch.step[i])}")
-        s, rng, n = self.scenario, self._rng_outcomes, len(batch)
+        s, n = self.scenario, len(batch)
         rel = self.reliability(batch.step, batch.task)[np.arange(n), profile]
         if s.quality == "binary":
             quality = (rng.random(n) < rel).astype(np.float64)
@@ -183,13 +221,81 @@ class Simulator:
         only from :meth:`poll`).
         """
         out = self.sample_outcomes(batch, profile, tickets=tickets)
+        self._queue(batch, out)
+        return out
+
+    def _queue(self, batch: RequestBatch, out: Outcomes) -> None:
         arrival = batch.step + batch.delay_requests + 1
         if self._pending is None:
             self._pending = (arrival, out)
         else:
             old_arrival, old = self._pending
             self._pending = (np.concatenate([old_arrival, arrival]), _concat(old, out))
-        return out
+
+    def cascade(self, batch: RequestBatch, first: Outcomes, router) -> Cascade:
+        """Verify the first answers of a submitted batch and escalate the failed ones.
+
+        ``first`` is what :meth:`submit` returned for ``batch`` (its ``tickets`` are the
+        router's decision ids). Each failed answer is escalated with
+        ``router.escalate(id, reason=verifier.reason)``; the child's profile is executed on the
+        same request (queued with the request's delay, after its parent) and verified, and so
+        on, up to ``router.config.max_escalations`` escalations per request, or until no untried
+        profile is left (the router raises :class:`~banditroute.errors.NoFeasibleProfileError`).
+        The caller records every outcome it polls, children included. Adds the batch to
+        ``cascade_stats_`` and returns it.
+
+        >>> import banditroute as br
+        >>> sim = Simulator(Scenario.default().stationary(), seed=0, verifier=Verifier())
+        >>> router = br.Router([br.Profile(n) for n in sim.profile_names], task_types=sim.task_types, seed=0)
+        >>> batch = sim.next_requests(50)
+        >>> ds = router.decide_batch(batch.contexts())
+        >>> first = sim.submit(batch, [sim.profile_names.index(d.profile) for d in ds], tickets=[d.id for d in ds])
+        >>> c = sim.cascade(batch, first, router)
+        >>> bool((c.passed >= c.first_passed).all()), int(c.n_calls.sum()) == 50 + len(c.children)
+        (True, True)
+        """
+        if self.verifier is None:
+            raise ConfigError("verifier", None, "must be set (Simulator(..., verifier=Verifier())) to run a cascade")
+        passes = self.verifier.passes
+        first_passed = passes(first.quality)
+        passed, calls = first_passed.copy(), np.ones(len(batch), dtype=np.int64)
+        cost, latency = first.cost_usd.astype(np.float64), first.latency_ms.astype(np.float64)
+        rows, parents = np.flatnonzero(~passed), first.tickets[~passed]
+        children, exhausted = [], 0
+        for _ in range(router.config.max_escalations):
+            kept, ids, ks = [], [], []
+            for i, parent in zip(rows.tolist(), parents.tolist()):
+                try:
+                    child = router.escalate(parent, reason=self.verifier.reason)
+                except NoFeasibleProfileError:  # every profile tried (or none left that fits)
+                    exhausted += 1
+                    continue
+                if child.profile not in self._profile_index:
+                    raise ConfigError("router.profiles", child.profile, "must be profiles of the scenario")
+                kept.append(i)
+                ids.append(child.id)
+                ks.append(self._profile_index[child.profile])
+            if not kept:
+                break
+            idx = np.array(kept, dtype=np.int64)
+            sub = _take_batch(batch, idx)
+            out = self._sample(sub, np.array(ks), np.array(ids, dtype=object), self._rng_cascade)
+            self._queue(sub, out)
+            children.append(out)
+            calls[idx] += 1
+            cost[idx] += out.cost_usd
+            latency[idx] += out.latency_ms
+            ok = passes(out.quality)
+            passed[idx] = ok
+            rows, parents = idx[~ok], out.tickets[~ok]
+        done = _empty_outcomes()
+        for out in children:
+            done = _concat(done, out)
+        result = Cascade(first_passed=first_passed, passed=passed, n_calls=calls, cost_usd=cost,
+                         first_cost_usd=first.cost_usd.astype(np.float64), latency_ms=latency, children=done,
+                         n_exhausted=exhausted)
+        self.cascade_stats_.add(result)
+        return result
 
     def poll(self) -> Outcomes:
         """Outcomes that have arrived by now (``arrival <= clock_``), in arrival order."""
