@@ -99,7 +99,8 @@ def test_resume_takes_over_a_gone_writer_and_skips_only_what_it_cannot_restore(t
     live.close()
     fresh = br.Router(lanes("b", "c"), log_dir=tmp_path, seed=1)
     summary = fresh.resume()
-    assert summary == {"outcomes_applied": 0, "pending_restored": 3, "writers": [live.writer_id]}
+    assert summary == {"outcomes_applied": 0, "pending_restored": 3, "writers": [live.writer_id],
+                       "chains_restored": 0}
     assert [fresh.record(d.id, quality=1.0) for d in ds if d.profile != "a"] == ["applied"] * 3
     fresh.close()
 

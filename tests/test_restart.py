@@ -99,7 +99,8 @@ def test_resume_restores_beliefs_pending_decisions_and_learner_state(tmp_path):
     fresh = br.Router(PROFILES, task_types=["x", "y"], policy="linear", features={"n": 10.0}, log_dir=tmp_path,
                       seed=1)
     summary = fresh.resume()
-    assert summary == {"outcomes_applied": 50, "pending_restored": 30, "writers": [live.writer_id]}
+    assert summary == {"outcomes_applied": 50, "pending_restored": 30, "writers": [live.writer_id],
+                       "chains_restored": 0}
     assert fresh.beliefs().equals(live.beliefs())
     for d in ds[50:]:  # the same updates in both: the policies stay equal
         q = float(rng.random() < 0.5)

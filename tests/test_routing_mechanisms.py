@@ -396,3 +396,59 @@ def test_escalation_chains_survive_a_restart_and_a_withdrawn_child_frees_its_par
     assert router.withdraw(refused.id)  # its row was not committed (the service's 503)
     retried = router.escalate(d.id)
     assert retried.parent_id == d.id and router.n_escalations == 1
+
+
+def test_thompson_sampling_draws_the_cost_from_its_posterior():
+    """Equal, certain quality; 'dear' configured at twice 'cheap''s cost: with cost learning the
+    cost scenarios overlap (prior sd of the mean cv * cost / sqrt(prior_weight)), so 'dear' wins a
+    share of them; with the configured costs it wins none (only the exploration floor)."""
+    prior = br.BetaPrior(alpha=5000.0, beta=5000.0)
+    profiles = [br.Profile("cheap", cost_usd=0.005, prior=prior), br.Profile("dear", cost_usd=0.01, prior=prior)]
+    objective = br.Objective(cost=100.0)
+    learned = br.Router(profiles, objective=objective, exploration=0.0, seed=0).probabilities({})
+    fixed = br.Router(profiles, objective=objective, exploration=0.0, seed=0,
+                      cost_learning=br.CostLearning(enabled=False)).probabilities({})
+    # P(N(0.01, 0.0045) < N(0.005, 0.0022)) ~ 0.16 (the quality draws, sd 0.005 x 1, barely matter)
+    assert 0.10 < learned["dear"] < 0.25 and fixed["dear"] < 0.01
+
+
+def test_replay_and_a_snapshot_rebuild_availability_and_learned_costs(tmp_path):
+    profiles = [br.Profile("a", cost_usd=0.001), br.Profile("b", cost_usd=0.002)]
+    live = br.Router(profiles, log_dir=tmp_path, seed=0)
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        d = live.decide({})
+        if rng.random() < 0.2:
+            live.record(d.id, error="timeout", latency_ms=float(rng.uniform(1000, 2000)))
+        else:
+            live.record(d.id, quality=float(rng.random() < 0.6), cost_usd=float(rng.uniform(0.001, 0.01)))
+        if i == 150:
+            live.flush()
+            live.snapshot()
+    live.close()
+    columns = ["availability", "failed_calls", "cost_mean", "cost_n", "latency_mean", "latency_n", "alpha", "beta"]
+    expected = live.beliefs().select(columns)
+    replayed = br.Router(profiles, seed=1)
+    replayed.replay(tmp_path)
+    resumed = br.Router(profiles, log_dir=tmp_path, seed=2)
+    resumed.resume()
+    full = br.Router(profiles, log_dir=tmp_path, seed=3)
+    full.resume(snapshot=False)
+    for other in (replayed, resumed, full):
+        got = other.beliefs().select(columns)
+        for column in columns:
+            np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), rtol=1e-12, err_msg=column)
+    assert expected["failed_calls"].sum() > 30
+    for router in (resumed, full):
+        router.close()
+
+
+def test_an_escalation_never_goes_to_a_tried_profile_even_with_a_canary_running():
+    profiles = [br.Profile(n) for n in ("p0", "p1", "p2")]
+    router = br.Router(profiles, seed=0)
+    canary = br.Router(profiles, prior=br.BetaPrior(alpha=1.0, beta=1.0), seed=1)
+    router.start_canary("c", canary, fraction=0.9, who="t", why="test")
+    for _ in range(300):
+        d = router.decide({})
+        child = router.escalate(d.id)
+        assert child.profile != d.profile and child.probabilities[d.profile] == 0.0
