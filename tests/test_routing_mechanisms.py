@@ -194,6 +194,12 @@ def test_escalation_errors_are_clear():
         router.escalate(child.id)
     with pytest.raises(br.UnknownDecisionError, match="was not issued by this router"):
         router.escalate("nope-1")
+    with pytest.raises(br.UnknownDecisionError, match="decision_id must be a decision id string, got 123"):
+        router.escalate(123)
+    with pytest.raises(br.ConfigError, match="onboarding must be an Onboarding or None"):
+        br.Router([br.Profile("a")], onboarding={"max_share": 0.1})
+    with pytest.raises(br.ConfigError, match="onboard must be true or false, got 'yes'"):
+        router.add_profile(br.Profile("x"), onboard="yes")
     with pytest.raises(br.InvalidRequestError, match="reason must be a short identifier"):
         router.escalate(router.decide({}).id, reason="has spaces")
     assert isinstance(br.EscalationError("x"), br.BanditrouteError) and router.n_escalations == 1

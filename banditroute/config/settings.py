@@ -236,8 +236,9 @@ class RouterConfig:
         for name, cls in (("cost_learning", CostLearning), ("onboarding", Onboarding), ("cooldown", Cooldown)):
             value = getattr(self, name)
             if not isinstance(value, cls) and (value is not None or name == "cost_learning"):
-                raise ConfigError(name, value, f"must be a {cls.__name__}" + ("" if name == "cost_learning" else
-                                                                               " or None"))
+                article = "an" if cls.__name__[0] in "AEIOU" else "a"
+                raise ConfigError(name, value, f"must be {article} {cls.__name__}" + (
+                    "" if name == "cost_learning" else " or None"))
         _check_int("max_escalations", self.max_escalations, 0, 100)
         if self.error_quality is not None:
             check_number("error_quality", self.error_quality, lo=0.0, hi=1.0)

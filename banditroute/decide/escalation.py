@@ -47,6 +47,8 @@ class Escalations:
 
     def chain(self, decision_id: str, pending, issued: bool) -> Chain:
         """The chain ``decision_id`` ends (checked: pending, not yet escalated, below the cap)."""
+        if not isinstance(decision_id, str):
+            raise UnknownDecisionError("decision_id", decision_id, "must be a decision id string")
         entry = pending.get(decision_id)
         if entry is None:
             problem = ("left the pending window (outcomes and escalations are taken for wait_window_s)" if issued

@@ -137,6 +137,8 @@ class Router(RolloutCommands, StateMethods):
         with self._lock:
             if not isinstance(profile, Profile):
                 raise ConfigError("profile", profile, "must be a Profile")
+            if not isinstance(onboard, bool):
+                raise ConfigError("onboard", onboard, "must be true or false")
             if profile.name in self._pipeline.index:
                 raise ConfigError("profile.name", profile.name, "is already a profile of this router")
             self._policy.add_profile(profile)
