@@ -17,7 +17,7 @@ Snapshots of a log live in ``<log_dir>/_snapshots/`` as ``snapshot-<creation tim
 >>> from_data({"__type__": "os.system", "fields": {}})
 Traceback (most recent call last):
 ...
-banditroute.errors.ConfigError: settings is not a settings class (Profile, BetaPrior, Objective, Budget, DriftConfig, RouterConfig, VWConfig), got 'os.system'
+banditroute.errors.ConfigError: settings is not a settings class (Profile, BetaPrior, Objective, Budget, DriftConfig, RouterConfig, VWConfig, CostLearning, Onboarding, Cooldown), got 'os.system'
 """
 
 from __future__ import annotations

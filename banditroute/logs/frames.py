@@ -9,7 +9,7 @@ table (``ts`` a UTC timestamp, ``schema_version`` added).
 >>> buffer = TableBuffer(TABLES["outcomes"])
 >>> buffer.add(OutcomeRow("w-0", 1_700_000_000_000_000, "w", 0, 1.0, None, 2.5, 0.9, "applied"))
 >>> buffer.frame().select("decision_id", "ts", "schema_version").row(0)
-('w-0', datetime.datetime(2023, 11, 14, 22, 13, 20, tzinfo=zoneinfo.ZoneInfo(key='UTC')), 2)
+('w-0', datetime.datetime(2023, 11, 14, 22, 13, 20, tzinfo=zoneinfo.ZoneInfo(key='UTC')), 3)
 """
 
 from __future__ import annotations
