@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 
 import numpy as np
 import polars as pl
 import pytest
 
+import banditroute as br
+import ope
 from banditroute.errors import ConfigError
-from banditroute.sim import DemoResult, Scenario, format_summary, run_demo
+from banditroute.evaluation.candidates import load_feedback
+from banditroute.sim import DEMO_OBJECTIVE, DEMO_ONBOARDING, DemoResult, Scenario, format_summary, run_demo
+from banditroute.sim.demo_evaluation import PROGRESSIVE_BATCHES, _progressive
 
 
 BASE_SEED = int(os.environ.get("BR_TEST_SEED", "0"))
@@ -142,3 +147,51 @@ def test_evaluation_and_report_switches(tmp_path):
     assert r.candidates == () and r.gate is None and r.report_path is None
     decisions = pl.read_parquet(tmp_path / "c" / "logs" / "decisions" / "**" / "*.parquet")
     assert decisions["shadow"].null_count() == decisions.height  # no shadow without evaluation
+
+
+def ucb_router(profiles, **kw):
+    return br.Router(profiles, task_types=list(Scenario.default().task_types), objective=DEMO_OBJECTIVE,
+                     drift=br.DriftConfig(), onboarding=DEMO_ONBOARDING, policy="ucb", seed=0, **kw)
+
+
+def test_ucb_is_a_learning_candidate_evaluated_progressively(tmp_path):
+    """The UCB candidate is the demo's router with policy="ucb", scored on each batch of logged
+    rounds before it learns them (ope.progressive, in the demo's batches), given the late profile
+    when production got it; its estimates come with intervals and the simulator's truth."""
+    out = io.StringIO()
+    r = run_demo(n_requests=3_000, seed=BASE_SEED, log_dir=tmp_path / "logs", progress=False, out=out, report=None)
+    ucb = [c for c in r.candidates if c["policy"] == "ucb"]
+    assert [c["estimator"] for c in ucb] == ["IPS", "SNIPS", "DR"]
+    for c in ucb:
+        assert c["ci_low"] <= c["value"] <= c["ci_high"] and 0.3 < c["truth"] < 0.9
+        assert f"  ucb           {c['estimator']:<10}{c['value']:>9.4f}  [{c['ci_low']:.4f}" in out.getvalue()
+    # the demo's progressive loop is ope.progressive's (here without a join: the same array) ...
+    fb = load_feedback(tmp_path / "logs", cohorts=["task_type"])
+    assert fb.n_rounds == 3_000  # round i is request i (time order)
+    profiles = [br.Profile(p.name, cost_usd=p.cost_usd, latency_ms=p.latency_ms) for p in Scenario.default().profiles]
+    ours = _progressive(ucb_router(profiles), fb, np.arange(fb.n_rounds), [])
+    theirs = ope.progressive(ucb_router(profiles), fb, batch_rounds=math.ceil(fb.n_rounds / PROGRESSIVE_BATCHES))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+    # ... and with the join, the late profile has no probability before it joined
+    request = np.arange(fb.n_rounds)
+    joined = _progressive(ucb_router(profiles[:3]), fb, request, [(2_100, profiles[3])])
+    late = list(fb.action_names).index("medium-v2")
+    assert (joined[request < 2_100, late] == 0).all() and (joined[request >= 2_100, late] > 0).all()
+    np.testing.assert_allclose(joined.sum(axis=1), 1.0)
+
+
+def test_ucb_plays_the_same_with_one_draw_as_with_a_thousand(seed):
+    """The demo's UCB candidate uses n_draws=1 (cheaper learning): UCB reads the Beta evidence and
+    the mean costs, never the posterior draws, so its distribution is the same."""
+    profiles = [br.Profile(p.name, cost_usd=p.cost_usd, latency_ms=p.latency_ms)
+                for p in Scenario.default().stationary().profiles]
+    routers = [ucb_router(profiles, n_draws=n) for n in (1, 1024)]
+    rng = np.random.default_rng(seed)
+    tasks = Scenario.default().task_types
+    for _ in range(2_000):
+        context = {"task_type": tasks[int(rng.integers(len(tasks)))]}
+        a, b = (router.decide(context) for router in routers)
+        assert a.probabilities == b.probabilities and a.profile == b.profile
+        quality, cost, latency = float(rng.random() < 0.7), float(rng.lognormal(-7, 0.5)), float(rng.lognormal(6, 0.3))
+        for router, d in zip(routers, (a, b)):
+            router.record(d.id, quality=quality, cost_usd=cost, latency_ms=latency)

@@ -6,7 +6,10 @@ profiles are executed by the simulator, each answer is checked by the simulator'
 (a failed one is escalated to an untried profile, ``Router.escalate``: a cascade), and outcomes
 come back to ``Router.record`` a random number of requests later, with the cost and latency the
 call really had (the router learns them; ``medium-v2`` costs more than it is configured at).
-The router logs every decision and outcome to ``log_dir``.
+``medium-v2`` joins mid-run under bounded onboarding (``Router(onboarding=...)``), and ``small``
+has a provider outage: its failed calls are recorded with ``record(id, error="server_error")``
+(and escalated with that reason), and a cooldown (``Router(cooldown=...)``) keeps it out for a
+while after three failures in a row. The router logs every decision and outcome to ``log_dir``.
 
 This module holds the live phase; the rest of the demo is in its siblings:
 
@@ -14,6 +17,8 @@ This module holds the live phase; the rest of the demo is in its siblings:
   phase and window (of the first choices), how fast the router re-routes and onboards, and
   the cost it learned;
 * :mod:`~banditroute.sim.cascade`: the verifier and the cascade's statistics;
+* :mod:`~banditroute.sim.demo_mechanisms`: the onboarding and the cooldowns, request by request
+  (and the cooldown's clock: the demo runs far faster than real time);
 * :mod:`~banditroute.sim.demo_evaluation`: after the run, the candidates evaluated
   off-policy on the logs, the promotion gate and the HTML report;
 * :mod:`~banditroute.sim.demo_result`: the :class:`~banditroute.sim.demo_result.DemoResult`
@@ -40,12 +45,15 @@ from typing import TextIO
 
 import numpy as np
 
+from ..config.mechanisms import Cooldown, Onboarding
 from ..config.profiles import Budget, DriftConfig, Objective, Profile
 from ..decide.router import Router
 from ..errors import ConfigError
 from .demo_evaluation import _evaluate_candidates
+from ._checks import _check_float
 from .cascade import Verifier
 from .demo_measures import _degradations, _learned_costs, _onboardings, _phases, _windows
+from .demo_mechanisms import DEMO_COOLDOWN, DEMO_ONBOARDING, MechanismWatch, logged_events
 from .demo_result import DemoResult
 from .demo_runs import ROUTES_FILE, holds_log, routes_toml
 from .demo_summary import format_summary
@@ -101,7 +109,8 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
              n_windows: int = 10, event_window: int = 20, progress_stream: TextIO | None = None,
              evaluate: bool = True, report: str | os.PathLike | None = _AUTO,
              routes: str | os.PathLike | None = _AUTO, verifier: Verifier | None = Verifier(),
-             max_escalations: int = 2) -> DemoResult:
+             max_escalations: int = 2, onboarding: Onboarding | None = DEMO_ONBOARDING,
+             cooldown: Cooldown | None = DEMO_COOLDOWN, requests_per_second: float = 500.0) -> DemoResult:
     """Route ``n_requests`` simulated requests through a Router and summarise the run.
 
     Parameters
@@ -118,7 +127,8 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     out : text stream or None
         Where the plain-text summary is printed; None prints nothing (``--json``).
     scenario : Scenario, optional
-        The workload; ``Scenario.default(n_requests=n_requests, cost_gap=True)`` when omitted.
+        The workload; ``Scenario.default(n_requests=n_requests, cost_gap=True, outage=True)`` when
+        omitted.
     objective : Objective
         Routing objective, also used for the oracle and the static table.
     discount : float in (0, 1]
@@ -149,8 +159,10 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     progress_stream : text stream, optional
         Where the progress bar goes; ``sys.stderr`` when omitted.
     evaluate : bool
-        After the run, evaluate the candidates and run the gate (needs ``log_dir``;
-        ``--no-evaluate``). The cost-aware candidate runs as a shadow only when this is on.
+        After the run, evaluate the candidates (the cost-aware shadow, UCB, the static table) and
+        run the gate (needs ``log_dir``; ``--no-evaluate``). The cost-aware candidate runs as a
+        shadow only when this is on; UCB (the demo's router with ``policy="ucb"``) learns the
+        logged rounds by progressive validation after the run (about 3 s of 50,000 requests).
     report : path, None or "auto"
         Where to write the HTML report (``--report PATH``); ``"auto"``: ``report.html`` next
         to ``log_dir``; None: no report (``--no-report``). Needs ``evaluate`` and ``log_dir``.
@@ -168,6 +180,16 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         ``DemoResult.cascade`` holds the cascade's pass rates, calls and cost per request.
     max_escalations : int
         The router's ``max_escalations``.
+    onboarding : Onboarding or None
+        The router's bounded onboarding of the profiles that join mid-run (``DEMO_ONBOARDING``:
+        at most 10% of each request until 100 outcomes); None: a new profile is not capped.
+    cooldown : Cooldown or None
+        The router's cooldown of a failing profile (``DEMO_COOLDOWN``: 3 failed calls in a row,
+        0.2 s); None: none.
+    requests_per_second : float
+        The demo traffic's nominal rate: a cooldown of ``seconds`` lasts ``seconds *
+        requests_per_second`` requests, whatever the machine's speed (see
+        :mod:`~banditroute.sim.demo_mechanisms`).
 
     Returns
     -------
@@ -179,6 +201,7 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     >>> r.phase("stationary")["n"], r.static_table["chat"]
     (1200, 'small')
     """
+    _check_float("requests_per_second", requests_per_second, lo=0.0, lo_open=True)
     for name, value, lo in (("n_requests", n_requests, 1), ("batch_size", batch_size, 1),
                             ("benchmark_runs", benchmark_runs, 1), ("n_windows", n_windows, 1),
                             ("event_window", event_window, 1), ("seed", seed, 0),
@@ -188,7 +211,7 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     if log_dir is not None and holds_log(log_dir):
         raise ConfigError("log_dir", str(log_dir), "already holds a decision log (a demo run needs a fresh directory)")
     t0 = time.perf_counter()
-    scenario = Scenario.default(n_requests=n_requests, cost_gap=True) if scenario is None else scenario
+    scenario = Scenario.default(n_requests=n_requests, cost_gap=True, outage=True) if scenario is None else scenario
     sim_seq, router_seq = np.random.SeedSequence(seed).spawn(2)
     sim = Simulator(scenario, seed=int(sim_seq.generate_state(1)[0]), verifier=verifier)
     bench = sim.benchmark(objective, n_runs=benchmark_runs)
@@ -200,10 +223,12 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     def profile(name: str) -> Profile:
         return Profile(name, cost_usd=specs[name].cost_usd, latency_ms=specs[name].latency_ms)
 
-    router = Router(profiles=[profile(n) for n in names if specs[n].joins_at == 0],
-                    task_types=list(scenario.task_types), objective=objective, budget=Budget(),
-                    exploration=exploration, discount=discount, drift=drift, log_dir=log_dir,
-                    max_escalations=max_escalations, seed=int(router_seq.generate_state(1)[0]))
+    initial = [profile(n) for n in names if specs[n].joins_at == 0]
+    settings = dict(task_types=list(scenario.task_types), objective=objective, budget=Budget(),
+                    exploration=exploration, discount=discount, drift=drift, max_escalations=max_escalations,
+                    onboarding=onboarding, cooldown=cooldown)
+    router = Router(profiles=initial, **settings, log_dir=log_dir, seed=int(router_seq.generate_state(1)[0]))
+    watch = MechanismWatch(router, names, requests_per_second=requests_per_second)
     evaluating = evaluate and log_dir is not None
     if evaluating:
         shadow = Router(profiles=[profile(n) for n in names if specs[n].joins_at == 0],
@@ -213,6 +238,14 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         router.add_shadow("cost-aware", shadow, who="demo", why="a cheaper objective, evaluated off-policy")
     ids: list[str] = [""] * n_requests
 
+    def ucb_candidate() -> tuple:
+        """The UCB candidate of the evaluation: a Router with the demo's settings and policy="ucb"
+        (n_draws=1: UCB reads the Beta evidence and the mean costs, never the draws), and the
+        profiles that join later with the request they join at."""
+        ucb = Router(profiles=initial, **settings, policy="ucb", n_draws=1, log_dir=None,
+                     seed=int(router_seq.generate_state(3)[2]))
+        return ucb, [(specs[n].joins_at, profile(n)) for n in names if 0 < specs[n].joins_at < n_requests]
+
     pmf = np.zeros((n_requests, n_profiles))
     expected = np.empty((n_requests, n_profiles))
     chosen = np.empty(n_requests, dtype=np.int64)
@@ -220,10 +253,15 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     realised = np.empty(n_requests)
     status: dict[str, int] = {}
 
-    def record(arrived) -> None:
-        for ticket, q, c, lat in zip(arrived.tickets.tolist(), arrived.quality.tolist(),
-                                     arrived.cost_usd.tolist(), arrived.latency_ms.tolist()):
-            s = router.record(ticket, quality=q, cost_usd=c, latency_ms=lat)
+    def record(arrived, step: int) -> None:
+        for ticket, k, q, c, lat, error in zip(arrived.tickets.tolist(), arrived.profile.tolist(),
+                                               arrived.quality.tolist(), arrived.cost_usd.tolist(),
+                                               arrived.latency_ms.tolist(), arrived.error.tolist()):
+            if error is None:
+                s = router.record(ticket, quality=q, cost_usd=c, latency_ms=lat)
+            else:  # a failed call answered nothing: no quality (the log's reward counts it as 0)
+                s = router.record(ticket, error=error, cost_usd=c, latency_ms=lat)
+                watch.failed(names[k], step)
             status[s] = status.get(s, 0) + 1
 
     cuts = sorted(set(range(0, n_requests, batch_size)) | set(scenario.event_steps(n_requests)))
@@ -231,10 +269,13 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     try:
         for start, stop in zip(cuts, cuts[1:] + [n_requests]):
             for name in sim.joining(start, stop):
-                router.add_profile(profile(name))
-            record(sim.poll())
+                router.add_profile(profile(name))  # capped until it has earned its share (onboarding)
+                watch.join(name, start)
+            record(sim.poll(), start)
+            watch.before_batch(start)  # notes graduations; ends the cooldowns whose requests are over
             batch = sim.next_requests(stop - start)
             decisions = router.decide_batch(batch.contexts())
+            watch.decided(decisions)
             rows = slice(start, stop)
             chosen[rows] = [index[d.profile] for d in decisions]
             ids[start:stop] = [d.id for d in decisions]
@@ -249,7 +290,9 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
             realised[rows] = (objective.quality * outcome.quality - objective.cost * outcome.cost_usd
                               - objective.latency * outcome.latency_ms)
             bar.update(stop)
-        record(sim.drain())  # let every outcome come back so the logs are complete
+        record(sim.drain(), n_requests)  # let every outcome come back so the logs are complete
+        watch.before_batch(n_requests)
+        watch.finish()  # no cooldown left running: the final beliefs are what a replay gives
         router.flush()
     finally:
         bar.close()
@@ -259,7 +302,9 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         routes_path = Path(log_dir).parent / ROUTES_FILE if routes == _AUTO else Path(routes)
         routes_path.write_text(routes_toml(router.config, header=(
             f"The router of `banditroute demo --requests {n_requests} --seed {seed}` (profiles that joined\n"
-            "during the run included; the router's seed is derived from the demo's).")), encoding="utf-8")
+            "during the run included; the router's seed is derived from the demo's). The demo runs far\n"
+            "faster than real time: its cooldown.seconds is short (about 30 s suits production).")),
+            encoding="utf-8")
 
     static_idx = np.array([index[bench.table[t]] for t in scenario.task_types])
     steps = np.arange(n_requests)
@@ -274,9 +319,11 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     if evaluating:
         evaluation = _evaluate_candidates(
             log_dir, ids=ids, names=names, expected=expected, per_request=per_request,
-            static_table=dict(bench.table), router=router, seed=seed,
+            static_table=dict(bench.table), router=router, seed=seed, ucb=ucb_candidate(),
             report=(Path(log_dir).parent / "report.html") if report == _AUTO else report)
     beliefs = tuple(router.beliefs().to_dicts())
+    logged = logged_events(log_dir) if log_dir is not None else None
+    caps = watch.onboardings(beliefs, logged)
     result = DemoResult(
         n_requests=n_requests, seed=seed, discount=discount, drift=drift is not None, exploration=exploration,
         batch_size=batch_size,
@@ -285,7 +332,9 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         phases=_phases(per_request, scenario, n_requests),
         windows=_windows(per_request, task, chosen, scenario, n_windows),
         degradations=_degradations(sim, scenario, pmf, task, event_window),
-        onboardings=_onboardings(sim, scenario, objective, pmf, task, event_window),
+        onboardings=tuple({**o, **caps.get(o["profile"], {})}
+                          for o in _onboardings(sim, scenario, objective, pmf, task, event_window)),
+        failures=watch.failures(scenario, beliefs, logged),
         cumulative_regret=float((per_request["oracle"] - per_request["router"]).sum()),
         drift_events=tuple(router.drift_events), record_status=status, log_dir=None if log_dir is None else str(log_dir),
         wall_time_s=time.perf_counter() - t0, evaluation_time_s=time.perf_counter() - t_eval if evaluating else 0.0,

@@ -36,12 +36,16 @@ class DemoResult:
         ``{task_type: {profile: share}}``.
     degradations, onboardings : tuple of dict
         The measured events (see :mod:`~banditroute.sim.demo_measures`); ``reroute_requests`` and
-        ``onboarding_requests`` are None when the threshold was never crossed.
+        ``onboarding_requests`` are None when the threshold was never crossed. With bounded
+        onboarding, an onboarding also has ``joined_at``, ``graduated_at``, ``from_log``,
+        ``max_share``, ``min_outcomes`` and ``n_outcomes`` (see
+        :mod:`~banditroute.sim.demo_mechanisms`).
     record_status : dict
         How many ``record()`` calls returned each status.
     candidates : tuple of dict
-        Off-policy evaluation after the run (empty without logs): per policy and estimator,
-        ``policy``, ``estimator``, ``value``, ``ci_low``, ``ci_high``, ``truth``.
+        Off-policy evaluation after the run (empty without logs): per policy (``logged``,
+        ``cost-aware``, ``ucb``, ``static table``) and estimator, ``policy``, ``estimator``,
+        ``value``, ``ci_low``, ``ci_high``, ``truth``, ``ess``.
     gate : dict or None
         The gate's verdict for the cost-aware candidate: ``candidate``, ``promote``, ``reasons``.
     report_path : str or None
@@ -66,6 +70,11 @@ class DemoResult:
         Per profile, the cost and latency of one call as configured, as learned by the router
         and as true in the simulator (see :mod:`~banditroute.sim.demo_measures`), the profile
         whose learned cost is furthest from its configured one first.
+    failures : tuple of dict
+        Per profile whose calls failed: its ``outages``, ``n_failed`` calls, ``cooldown_at``
+        (the request after each cooldown event), ``n_excluded`` (requests excluded by a
+        cooldown), ``availability`` at the end and the cooldown's settings (see
+        :mod:`~banditroute.sim.demo_mechanisms`).
     """
 
     n_requests: int
@@ -96,6 +105,7 @@ class DemoResult:
     shadows: tuple = ()
     cascade: dict | None = None
     learned_costs: tuple = ()
+    failures: tuple = ()
 
     def phase(self, name: str) -> dict:
         """The phase called ``name`` (``"stationary"``, ``"overall"``, ...)."""

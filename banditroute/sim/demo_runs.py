@@ -24,6 +24,7 @@ import shlex
 from dataclasses import fields
 from pathlib import Path
 
+from ..config.mechanisms import CostLearning
 from ..config.profiles import BetaPrior, Budget, Profile
 from ..config.settings import RouterConfig
 
@@ -33,7 +34,7 @@ __all__ = ["ROUTES_FILE", "follow_up_commands", "holds_log", "new_run_dir", "rou
 ROUTES_FILE = "routes.toml"
 _LOG_PARTS = ("decisions", "outcomes", "events", "_journal", "_snapshots")
 _ALWAYS = ("task_types", "exploration", "discount", "log_dir", "seed")  # written even at their default
-_SECTIONS = ("profiles", "objective", "budget", "prior", "drift")
+_SECTIONS = ("profiles", "objective", "budget", "prior", "drift", "cost_learning", "onboarding", "cooldown")
 
 
 def holds_log(log_dir: str | os.PathLike) -> bool:
@@ -95,7 +96,8 @@ def routes_toml(config: RouterConfig, *, header: str = "") -> str:
     on it builds a router with the same settings.
 
     >>> import pathlib, tempfile, banditroute as br
-    >>> live = br.Router([br.Profile("a", cost_usd=0.001)], task_types=["chat"], discount=0.99, seed=3)
+    >>> live = br.Router([br.Profile("a", cost_usd=0.001)], task_types=["chat"], discount=0.99, seed=3,
+    ...                   onboarding=br.Onboarding(max_share=0.1), cooldown=br.Cooldown(seconds=0.5))
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "routes.toml"
     >>> _ = path.write_text(routes_toml(live.config))
     >>> br.Router.from_config(path).config == live.config
@@ -107,7 +109,8 @@ def routes_toml(config: RouterConfig, *, header: str = "") -> str:
         if f.name in _SECTIONS or value is None or (f.name not in _ALWAYS and value == f.default):
             continue
         lines.append(f"{f.name} = {_value(dict(value) if f.name == 'features' else value)}")
-    for name, default in (("objective", None), ("budget", Budget()), ("prior", BetaPrior()), ("drift", None)):
+    for name, default in (("objective", None), ("budget", Budget()), ("prior", BetaPrior()), ("drift", None),
+                          ("cost_learning", CostLearning()), ("onboarding", None), ("cooldown", None)):
         section = getattr(config, name)
         if section is None or (default is not None and section == default):
             continue

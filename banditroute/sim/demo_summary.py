@@ -2,8 +2,9 @@
 
 :func:`format_summary` turns the numbers into the tables ``banditroute demo`` prints: the
 static table, reward per phase and per window, routing shares per task type, the events, the
-verifier cascade and the cost the router learned (:func:`mechanism_lines`), and (when the run
-evaluated) the candidates, the gate's verdict and the report's path; with
+routing mechanisms (:func:`mechanism_lines`: the verifier cascade, the cost the router learned,
+the bounded onboarding of the late profile, the provider failures and their cooldowns), and
+(when the run evaluated) the candidates, the gate's verdict and the report's path; with
 logs, the routes file and the commands that use it (:func:`~banditroute.sim.demo_runs.follow_up_commands`).
 """
 
@@ -22,12 +23,14 @@ def _fmt(x, spec: str, none: str = "-") -> str:
 
 
 def mechanism_lines(r: DemoResult) -> list[str]:
-    """The lines on the verifier cascade and on the learned cost (empty when there is neither).
+    """The lines on the verifier cascade, the learned cost, the bounded onboarding and the
+    provider failures (empty when there is none of them).
 
     >>> from banditroute.sim import run_demo
     >>> r = run_demo(n_requests=1_000, seed=0, log_dir=None, progress=False, out=None)
-    >>> [line.split(":")[0].strip() for line in mechanism_lines(r)]
-    ['', 'Verifier cascade and learned cost', 'cascade', 'cost per request', 'learned cost']
+    >>> [line.split(":")[0].split(" (")[0].strip() for line in mechanism_lines(r)]
+    ['', 'Routing mechanisms', 'cascade', 'cost per request', 'learned cost', 'onboarding',
+     'provider failures', 'cooldown']
     """
     lines = []
     c = r.cascade
@@ -42,7 +45,38 @@ def mechanism_lines(r: DemoResult) -> list[str]:
         row = learned[0]  # the profile whose learned cost is furthest from its configured one
         lines.append(f"  learned cost: {row['profile']} ${row['learned_cost_usd']:.4f} per call (configured "
                      f"${row['configured_cost_usd']:.4f}; true mean in the simulator ${row['true_cost_usd']:.4f})")
-    return ["", "Verifier cascade and learned cost"] + lines if lines else []
+    lines += _onboarding_lines(r) + _failure_lines(r)
+    return ["", "Routing mechanisms"] + lines if lines else []
+
+
+def _onboarding_lines(r: DemoResult) -> list[str]:
+    lines = []
+    for o in r.onboardings:
+        if "graduated_at" not in o:
+            continue
+        end = (f"graduated at request {o['graduated_at']:,}" if o["graduated_at"] is not None else
+               f"still capped at the end of the run ({o['n_outcomes']:.0f} outcomes)")
+        lines.append(f"  onboarding: {o['profile']} joined at request {o['joined_at']:,}, capped at "
+                     f"{o['max_share']:.0%} of each request until {o['min_outcomes']:,} outcomes; {end}"
+                     + (f" (events in {r.log_dir}/events)" if o["from_log"] else ""))
+    return lines
+
+
+def _failure_lines(r: DemoResult) -> list[str]:
+    lines = []
+    for f in r.failures:
+        where = ("down at requests " + ", ".join(f"{a:,}-{b - 1:,} ({e})" for a, b, e in f["outages"])
+                 if f["outages"] else "failing at random")
+        lines.append(f"  provider failures: {f['profile']} {where}: {f['n_failed']:,} failed calls, "
+                     "recorded with record(id, error=...)")
+        if f["cooldown_s"] is not None:
+            logged = f" (events in {r.log_dir}/events)" if f["from_log"] else ""
+            late = f", {f['overruns']} of them ended early (machine too slow)" if f["overruns"] else ""
+            lines.append(f"    cooldown ({f['errors']} failures in a row -> out for {f['cooldown_s']:g} s, the time of "
+                         f"{f['cooldown_requests']:,} requests here): {len(f['cooldown_at']):,} cooldown events{logged} kept "
+                         f"{f['profile']} out of {f['n_excluded']:,} requests{late}; availability now "
+                         f"{f['availability']:.1%}")
+    return lines
 
 
 def format_summary(r: DemoResult) -> str:
@@ -115,7 +149,11 @@ def format_summary(r: DemoResult) -> str:
     lines += mechanism_lines(r)
     if r.candidates:
         lines += ["", f"Candidates evaluated off-policy on the logged traffic ({r.evaluation_time_s:.1f} s); "
-                      "true value = simulator's expected reward of the candidate on the logged requests",
+                      "true value = simulator's expected reward of the candidate on the logged requests"]
+        if any(c["policy"] == "ucb" for c in r.candidates):
+            lines.append("  (ucb: this router with policy=\"ucb\", learning as it goes: each round scored before "
+                         "it learns that round)")
+        lines += [
                   f"  {'policy':<14}{'estimator':<10}{'estimate':>9}  {'95% interval':<19}{'true':>8}  covered"]
         for c in r.candidates:
             covered = "yes" if c["ci_low"] <= c["truth"] <= c["ci_high"] else "no"

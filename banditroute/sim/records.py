@@ -49,7 +49,11 @@ class RequestBatch:
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Outcomes:
-    """Outcomes as arrays of shape (n,); ``tickets`` are the caller's ids (decision ids)."""
+    """Outcomes as arrays of shape (n,); ``tickets`` are the caller's ids (decision ids).
+
+    ``error`` (an object array) is the kind of a failed call (``"server_error"``: the provider
+    answered nothing, ``quality`` is 0) and None for an answered one.
+    """
 
     tickets: np.ndarray
     step: np.ndarray
@@ -57,6 +61,7 @@ class Outcomes:
     quality: np.ndarray
     cost_usd: np.ndarray
     latency_ms: np.ndarray
+    error: np.ndarray
 
     def __len__(self) -> int:
         return int(self.step.shape[0])
@@ -77,9 +82,11 @@ class Benchmark:
     table: dict = field(default_factory=dict)
 
 
+_OUTCOME_FIELDS = ("tickets", "step", "profile", "quality", "cost_usd", "latency_ms", "error")
+
+
 def _select(out: Outcomes, idx: np.ndarray) -> Outcomes:
-    return Outcomes(tickets=out.tickets[idx], step=out.step[idx], profile=out.profile[idx],
-                    quality=out.quality[idx], cost_usd=out.cost_usd[idx], latency_ms=out.latency_ms[idx])
+    return Outcomes(**{f: getattr(out, f)[idx] for f in _OUTCOME_FIELDS})
 
 
 def _take_batch(batch: RequestBatch, idx: np.ndarray) -> RequestBatch:
@@ -90,11 +97,10 @@ def _take_batch(batch: RequestBatch, idx: np.ndarray) -> RequestBatch:
 
 
 def _concat(a: Outcomes, b: Outcomes) -> Outcomes:
-    return Outcomes(**{f: np.concatenate([getattr(a, f), getattr(b, f)])
-                       for f in ("tickets", "step", "profile", "quality", "cost_usd", "latency_ms")})
+    return Outcomes(**{f: np.concatenate([getattr(a, f), getattr(b, f)]) for f in _OUTCOME_FIELDS})
 
 
 def _empty_outcomes() -> Outcomes:
     e = np.empty(0)
     return Outcomes(tickets=np.empty(0, dtype=object), step=e.astype(np.int64),
-                    profile=e.astype(np.int64), quality=e, cost_usd=e, latency_ms=e)
+                    profile=e.astype(np.int64), quality=e, cost_usd=e, latency_ms=e, error=np.empty(0, dtype=object))

@@ -1,10 +1,10 @@
 """The world a simulation plays: profiles, task types, traffic shape, delays and events.
 
 A :class:`Scenario` is a frozen description, validated once at construction: the profiles
-(:class:`SimProfile`: cost, latency and true reliability per task type, and when each joins),
-the task-type mix, prompt sizes, tenants, how late outcomes arrive, and mid-run
-:class:`Degradation` events. It draws nothing; :class:`~banditroute.sim.simulator.Simulator`
-plays it from a seed.
+(:class:`SimProfile`: cost, latency, true reliability per task type and failure rate, and when
+each joins), the task-type mix, prompt sizes, tenants, how late outcomes arrive, mid-run
+:class:`Degradation` events and provider :class:`Outage` windows. It draws nothing;
+:class:`~banditroute.sim.simulator.Simulator` plays it from a seed.
 
 The built-in workloads are its constructors: :meth:`Scenario.default` (the demo's: a
 degradation and a late profile), :meth:`Scenario.nonstationary` (gradual, abrupt and
@@ -21,10 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from ..errors import ConfigError
+from ..config.mechanisms import check_error_kind
+from ..errors import ConfigError, InvalidOutcomeError
 from ._checks import _check_float, _check_int, _check_reliability
 
-__all__ = ["TASK_TYPES", "SimProfile", "Degradation", "Scenario"]
+__all__ = ["TASK_TYPES", "SimProfile", "Degradation", "Outage", "Scenario"]
 
 #: The task types of the built-in scenarios.
 TASK_TYPES = ("chat", "code", "math", "summarize")
@@ -53,11 +54,14 @@ class SimProfile:
         The true mean cost and latency of one request when they differ from the configured
         values (answers longer than the listing assumed, a slower region): the simulator
         draws them, the router only learns them from the outcomes it records.
+    error_rate : float in [0, 1]
+        Probability that a call fails (a provider error: no answer) outside any
+        :class:`Outage`; 0 (the default): it always answers.
 
     >>> p = SimProfile(name="s", cost_usd=0.001, latency_ms=300, reliability={"chat": 0.9},
     ...                actual_cost_usd=0.0015)
-    >>> p.joins_at, p.true_cost_usd, p.true_latency_ms
-    (0, 0.0015, 300)
+    >>> p.joins_at, p.true_cost_usd, p.true_latency_ms, p.error_rate
+    (0, 0.0015, 300, 0.0)
     """
 
     name: str
@@ -68,6 +72,7 @@ class SimProfile:
     joins_at: int = 0
     actual_cost_usd: float | None = None
     actual_latency_ms: float | None = None
+    error_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -80,6 +85,7 @@ class SimProfile:
         if self.benchmark_reliability is not None:
             _check_reliability(f"{where}.benchmark_reliability", self.benchmark_reliability)
         _check_int(f"{where}.joins_at", self.joins_at)
+        _check_float(f"{where}.error_rate", self.error_rate, lo=0.0, hi=1.0)
 
     @property
     def true_cost_usd(self) -> float:
@@ -111,6 +117,38 @@ class Degradation:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Outage:
+    """Requests ``start`` to ``stop - 1`` of ``profile`` fail with probability ``error_rate``
+    (instead of the profile's own ``error_rate``), with the error kind ``error``.
+
+    A failed call answers nothing: its quality is 0 and it fails any verifier; it is charged and
+    takes time as an answered call would (the simulator draws its cost and latency as usual).
+
+    >>> Outage(profile="small", start=100, stop=160).error_rate
+    1.0
+    >>> Outage(profile="small", start=100, stop=100)
+    Traceback (most recent call last):
+    ...
+    banditroute.errors.ConfigError: outage.stop must be an integer >= 101, got 100
+    """
+
+    profile: str
+    start: int
+    stop: int
+    error_rate: float = 1.0
+    error: str = "server_error"
+
+    def __post_init__(self) -> None:
+        _check_int("outage.start", self.start)
+        _check_int("outage.stop", self.stop, lo=self.start + 1)
+        _check_float("outage.error_rate", self.error_rate, lo=0.0, hi=1.0)
+        try:
+            check_error_kind(self.error)
+        except InvalidOutcomeError as exc:
+            raise ConfigError("outage.error", self.error, exc.problem) from None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Scenario:
     """A routing workload: profiles, task types, traffic shape, delays and events.
 
@@ -130,6 +168,9 @@ class Scenario:
     max_delay_requests : int
         An outcome arrives ``d ~ Uniform{0..max_delay_requests}`` requests after its request.
     degradations : tuple of Degradation
+    outages : tuple of Outage
+        Stretches of requests during which a profile fails (they are not events of
+        :meth:`event_steps`: the demo's phases do not split at them).
     quality : {"binary", "graded"}
         Bernoulli 0/1 quality, or a Beta-distributed grade in [0, 1] with the same mean.
 
@@ -152,6 +193,7 @@ class Scenario:
     latency_noise: float = 0.3
     max_delay_requests: int = 50
     degradations: tuple[Degradation, ...] = ()
+    outages: tuple[Outage, ...] = ()
     quality: Literal["binary", "graded"] = "binary"
 
     def __post_init__(self) -> None:
@@ -190,12 +232,18 @@ class Scenario:
                 raise ConfigError("degradation.profile", d.profile, f"must be one of {names}")
             if d.task_type not in tasks:
                 raise ConfigError("degradation.task_type", d.task_type, f"must be one of {sorted(tasks)}")
+        for o in self.outages:
+            if not isinstance(o, Outage):
+                raise ConfigError("scenario.outages", o, "must be a tuple of Outage")
+            if o.profile not in names:
+                raise ConfigError("outage.profile", o.profile, f"must be one of {names}")
         if self.quality not in ("binary", "graded"):
             raise ConfigError("scenario.quality", self.quality, "must be 'binary' or 'graded'")
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
-    def default(cls, *, n_requests: int = 50_000, benchmark_gap: bool = True, cost_gap: bool = False) -> "Scenario":
+    def default(cls, *, n_requests: int = 50_000, benchmark_gap: bool = True, cost_gap: bool = False,
+                outage: bool = False) -> "Scenario":
         """The demo's workload: three profiles, four task types, two mid-run events.
 
         ``small`` (cheap, fast) is best for chat, ``medium`` for summarize, ``large`` (costly,
@@ -213,8 +261,14 @@ class Scenario:
         still the best profile where it is best, and the router learns the true cost from
         the outcomes it records.
 
+        With ``outage`` (the demo's), ``small`` fails every call (``server_error``) on the
+        requests from 28% to 29.2% of ``n_requests`` (14,000 to 14,599 of 50,000): a provider
+        outage, outside the other events.
+
         >>> [p.true_cost_usd for p in Scenario.default(cost_gap=True).profiles]
         [0.0004, 0.003, 0.012, 0.0032]
+        >>> Scenario.default(outage=True).outages[0]
+        Outage(profile='small', start=14000, stop=14600, error_rate=1.0, error='server_error')
         """
         _check_int("n_requests", n_requests, lo=1)
         t_degrade, t_join = int(0.4 * n_requests), int(0.7 * n_requests)
@@ -237,9 +291,14 @@ class Scenario:
                        reliability=rel(0.88, 0.84, 0.80, 0.90), joins_at=t_join,
                        actual_cost_usd=0.0032 if cost_gap else None),
         )
+        outages = ()
+        if outage:
+            start = round(0.28 * n_requests)
+            outages = (Outage(profile="small", start=start, stop=max(start + 1, round(0.292 * n_requests))),)
         return cls(profiles=profiles,
                    degradations=(Degradation(profile="large", task_type="code",
-                                             at_request=t_degrade, reliability=0.45),))
+                                             at_request=t_degrade, reliability=0.45),),
+                   outages=outages)
 
     @classmethod
     def nonstationary(cls, *, n_requests: int = 50_000) -> "Scenario":
@@ -265,12 +324,13 @@ class Scenario:
         return replace(base, degradations=tuple(sorted(events, key=lambda d: d.at_request)))
 
     def stationary(self) -> "Scenario":
-        """The same world without events: no degradation, only the profiles present at start.
+        """The same world without events: no degradation, no outage, only the profiles present
+        at start.
 
         >>> [p.name for p in Scenario.default().stationary().profiles]
         ['small', 'medium', 'large']
         """
-        return replace(self, degradations=(),
+        return replace(self, degradations=(), outages=(),
                        profiles=tuple(p for p in self.profiles if p.joins_at == 0))
 
     # -- reading --------------------------------------------------------------------------------

@@ -17,6 +17,16 @@ so the mean cost and latency of a profile over the traffic are ``cost_usd[k]`` a
 gives it ``actual_cost_usd`` / ``actual_latency_ms`` (then the router has to learn them from
 the outcomes it records).
 
+A call fails with probability ``fail[k](s)`` (the profile's ``error_rate``, or an
+:class:`~banditroute.sim.scenario.Outage`'s during its stretch of requests:
+:meth:`Simulator.failure_probability`), drawn from a stream of its own, so a scenario without
+failures draws exactly what it drew before failures existed. A failed call's
+``Outcomes.error`` is its kind (``"server_error"``); it answers nothing (quality 0) and is
+charged and timed as an answered call would be (its cost and latency are drawn as above). Its
+reward is therefore ``- w_c*cost_usd - w_l*latency_ms``, what the library logs for
+``record(id, error=..., cost_usd=..., latency_ms=...)`` without ``error_quality``, and the
+expected quality of a call is ``(1 - fail) * rel``.
+
 With a :class:`~banditroute.sim.cascade.Verifier` (``verifier=``) each answer also passes or
 fails a verifier, and :meth:`Simulator.cascade` escalates the failed ones through the router
 (see :mod:`banditroute.sim.cascade`). Without one the simulator draws exactly what it drew
@@ -61,8 +71,9 @@ class Simulator:
     scenario : Scenario
     seed : int
         Builds the one generator every draw comes from (split into independent streams for
-        requests, outcomes, the benchmark and escalated calls, so that one does not shift the
-        others: the first answers are the same draws with or without a verifier).
+        requests, outcomes, the benchmark, escalated calls and the failures of first and of
+        escalated calls, so that one does not shift the others: the first answers are the same
+        draws with or without a verifier, and with or without failures).
     verifier : Verifier, optional
         Checks every answer; :meth:`cascade` escalates the failed ones. None (the default):
         no verifier, no cascade.
@@ -96,6 +107,7 @@ class Simulator:
         rng = np.random.default_rng(seed)
         self._rng_requests, self._rng_outcomes, self._rng_bench = rng.spawn(3)
         (self._rng_cascade,) = rng.spawn(1)  # a fourth stream: the first three are as before
+        self._rng_fail, self._rng_cascade_fail = rng.spawn(2)  # failures: the first four are as before
         self.cascade_stats_ = CascadeStats()
         s = scenario
         self.profile_names = s.profile_names
@@ -108,6 +120,8 @@ class Simulator:
         self.cost_usd_ = np.array([p.true_cost_usd for p in s.profiles], dtype=np.float64)
         self.latency_ms_ = np.array([p.true_latency_ms for p in s.profiles], dtype=np.float64)
         self.joins_at_ = np.array([p.joins_at for p in s.profiles], dtype=np.int64)
+        self.error_rate_ = np.array([p.error_rate for p in s.profiles], dtype=np.float64)
+        self._fails = bool(s.outages) or bool((self.error_rate_ > 0).any())
         self._task_cdf = np.cumsum(s.task_mix)
         self._task_cdf[-1] = 1.0
         self.clock_ = 0
@@ -132,29 +146,49 @@ class Simulator:
             rel[hit, k] = d.reliability
         return rel
 
+    def failure_probability(self, step: np.ndarray) -> np.ndarray:
+        """Probability that a call of each profile fails at each request index: array (n, n_profiles).
+
+        >>> from banditroute.sim import Scenario
+        >>> sim = Simulator(Scenario.default(n_requests=1000, outage=True), seed=0)
+        >>> sim.failure_probability(np.array([279, 280, 291, 292]))[:, 0].tolist()
+        [0.0, 1.0, 1.0, 0.0]
+        """
+        step = np.asarray(step)
+        fail = np.broadcast_to(self.error_rate_, (step.shape[0], self.error_rate_.shape[0])).copy()
+        for o in self.scenario.outages:
+            fail[(step >= o.start) & (step < o.stop), self._profile_index[o.profile]] = o.error_rate
+        return fail
+
+    def _answers(self, step: np.ndarray) -> np.ndarray | float:
+        """Probability that a call answers (does not fail): (n, n_profiles), or 1.0 when nothing fails."""
+        return 1.0 - self.failure_probability(step) if self._fails else 1.0
+
     def pass_probability(self, step: np.ndarray, task: np.ndarray) -> np.ndarray:
         """Probability that each profile's answer passes the verifier: array (n, n_profiles).
 
-        Binary quality: the reliability; graded: ``P(Beta(4 rel, 4 (1 - rel)) >= threshold)``.
+        Binary quality: the reliability; graded: ``P(Beta(4 rel, 4 (1 - rel)) >= threshold)``;
+        times the probability that the call does not fail (a failed call never passes).
         """
         if self.verifier is None:
             raise ConfigError("verifier", None, "must be set (Simulator(..., verifier=Verifier()))")
         rel = self.reliability(step, task)
         if self.scenario.quality == "binary":
-            return rel
+            return rel * self._answers(step)
         from scipy.special import betainc
 
         a, b = np.maximum(4.0 * rel, 1e-9), np.maximum(4.0 * (1.0 - rel), 1e-9)
-        return 1.0 - betainc(a, b, self.verifier.threshold)
+        return (1.0 - betainc(a, b, self.verifier.threshold)) * self._answers(step)
 
     def expected_reward(self, batch: RequestBatch, objective) -> np.ndarray:
         """``E[reward | profile, request]``: array (n, n_profiles), NaN where a profile is absent.
 
         ``objective`` is anything with weights ``quality``, ``cost`` and ``latency``
-        (:class:`banditroute.Objective`); reward = w_q*quality - w_c*cost_usd - w_l*latency_ms.
+        (:class:`banditroute.Objective`); reward = w_q*quality - w_c*cost_usd - w_l*latency_ms
+        (a failed call's quality is 0).
         """
         r = (batch.prompt_tokens / self.scenario.mean_prompt_tokens)[:, None]
-        value = (objective.quality * self.reliability(batch.step, batch.task)
+        value = (objective.quality * self.reliability(batch.step, batch.task) * self._answers(batch.step)
                  - objective.cost * self.cost_usd_[None, :] * r
                  - objective.latency * self.latency_ms_[None, :] * (1.0 + r) / 2.0)
         return np.where(self.available(batch.step), value, np.nan)
@@ -163,7 +197,8 @@ class Simulator:
         """Expected reward at mean cost and latency per (profile, task type) at ``step``:
         array (n_profiles, n_task_types), NaN for absent profiles."""
         tasks = np.arange(len(self.task_types))
-        rel = self.reliability(np.full(tasks.size, step), tasks).T
+        steps = np.full(tasks.size, step)
+        rel = (self.reliability(steps, tasks) * self._answers(steps)).T
         value = (objective.quality * rel - objective.cost * self.cost_usd_[:, None]
                  - objective.latency * self.latency_ms_[:, None])
         return np.where(self.joins_at_[:, None] <= step, value, np.nan)
@@ -188,9 +223,10 @@ class Simulator:
 
     def sample_outcomes(self, batch: RequestBatch, profile: np.ndarray, *, tickets=None) -> Outcomes:
         """Execute ``profile[i]`` (index into ``profile_names``) on request ``i``; no queueing."""
-        return self._sample(batch, profile, tickets, self._rng_outcomes)
+        return self._sample(batch, profile, tickets, self._rng_outcomes, self._rng_fail)
 
-    def _sample(self, batch: RequestBatch, profile, tickets, rng: np.random.Generator) -> Outcomes:
+    def _sample(self, batch: RequestBatch, profile, tickets, rng: np.random.Generator,
+                rng_fail: np.random.Generator) -> Outcomes:
         profile = np.asarray(profile, dtype=np.int64)
         if profile.shape != batch.step.shape:
             raise ConfigError("profile", profile.shape, f"must have shape {batch.step.shape}")
@@ -210,8 +246,22 @@ class Simulator:
         cost = self.cost_usd_[profile] * r * _lognormal_mean_one(rng, s.cost_noise, n)
         latency = self.latency_ms_[profile] * (1.0 + r) / 2.0 * _lognormal_mean_one(rng, s.latency_noise, n)
         tickets = np.arange(n) if tickets is None else np.asarray(tickets, dtype=object)
+        error = np.full(n, None, dtype=object)
+        if self._fails:  # drawn after the answers, from a stream of their own
+            failed = rng_fail.random(n) < self.failure_probability(batch.step)[np.arange(n), profile]
+            if failed.any():
+                quality = np.where(failed, 0.0, quality)
+                error[failed] = [self._error_kind(k, st) for k, st in
+                                 zip(profile[failed].tolist(), batch.step[failed].tolist())]
         return Outcomes(tickets=tickets, step=batch.step, profile=profile, quality=quality,
-                        cost_usd=cost, latency_ms=latency)
+                        cost_usd=cost, latency_ms=latency, error=error)
+
+    def _error_kind(self, k: int, step: int) -> str:
+        """The kind of a failed call of profile ``k`` at request ``step``: its outage's, else "server_error"."""
+        for o in self.scenario.outages:
+            if o.start <= step < o.stop and self._profile_index[o.profile] == k:
+                return o.error
+        return "server_error"
 
     def submit(self, batch: RequestBatch, profile: np.ndarray, *, tickets) -> Outcomes:
         """Execute the chosen profiles and queue the outcomes until their delay has elapsed.
@@ -237,7 +287,8 @@ class Simulator:
 
         ``first`` is what :meth:`submit` returned for ``batch`` (its ``tickets`` are the
         router's decision ids). Each failed answer is escalated with
-        ``router.escalate(id, reason=verifier.reason)``; the child's profile is executed on the
+        ``router.escalate(id, reason=verifier.reason)`` (a failed call with its error kind as the
+        reason: ``reason="server_error"``); the child's profile is executed on the
         same request (queued with the request's delay, after its parent) and verified, and so
         on, up to ``router.config.max_escalations`` escalations per request, or until no untried
         profile is left (the router raises :class:`~banditroute.errors.NoFeasibleProfileError`).
@@ -260,13 +311,13 @@ class Simulator:
         first_passed = passes(first.quality)
         passed, calls = first_passed.copy(), np.ones(len(batch), dtype=np.int64)
         cost, latency = first.cost_usd.astype(np.float64), first.latency_ms.astype(np.float64)
-        rows, parents = np.flatnonzero(~passed), first.tickets[~passed]
+        rows, parents, errors = np.flatnonzero(~passed), first.tickets[~passed], first.error[~passed]
         children, exhausted = [], 0
         for _ in range(router.config.max_escalations):
             kept, ids, ks = [], [], []
-            for i, parent in zip(rows.tolist(), parents.tolist()):
+            for i, parent, error in zip(rows.tolist(), parents.tolist(), errors.tolist()):
                 try:
-                    child = router.escalate(parent, reason=self.verifier.reason)
+                    child = router.escalate(parent, reason=error or self.verifier.reason)
                 except NoFeasibleProfileError:  # every profile tried (or none left that fits)
                     exhausted += 1
                     continue
@@ -279,7 +330,8 @@ class Simulator:
                 break
             idx = np.array(kept, dtype=np.int64)
             sub = _take_batch(batch, idx)
-            out = self._sample(sub, np.array(ks), np.array(ids, dtype=object), self._rng_cascade)
+            out = self._sample(sub, np.array(ks), np.array(ids, dtype=object), self._rng_cascade,
+                               self._rng_cascade_fail)
             self._queue(sub, out)
             children.append(out)
             calls[idx] += 1
@@ -287,7 +339,7 @@ class Simulator:
             latency[idx] += out.latency_ms
             ok = passes(out.quality)
             passed[idx] = ok
-            rows, parents = idx[~ok], out.tickets[~ok]
+            rows, parents, errors = idx[~ok], out.tickets[~ok], out.error[~ok]
         done = _empty_outcomes()
         for out in children:
             done = _concat(done, out)
