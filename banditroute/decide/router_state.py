@@ -23,7 +23,9 @@ class StateMethods:
 
     def replay(self, log_dir: str | os.PathLike) -> int:
         """Rebuild this (fresh) router's beliefs from the outcomes logged under ``log_dir``;
-        see :func:`banditroute.logs.replay.replay`. Returns the number of outcomes applied."""
+        see :func:`banditroute.logs.replay.replay`. Returns the number of outcomes that taught the
+        beliefs (those with a quality; failed calls and quality-less outcomes teach availability, cost
+        and latency and are not counted)."""
         with self._lock:
             n = replay_logs(self, log_dir)
             self._onboard(onboarding_from_log(log_dir, self.profiles, scan_table), log=False)

@@ -63,7 +63,8 @@ def replay(router, log_dir: str | os.PathLike, *, on_corrupt: str = "quarantine"
     """Apply the logged outcomes under ``log_dir`` to a router that has learned nothing yet.
 
     Profiles found in the log but missing from the router are added with the router's prior.
-    Returns the number of outcomes applied.
+    Returns the number of outcomes that taught the beliefs (those with a quality; every applied
+    outcome teaches the learned cost, latency and availability).
     """
     if router.n_updates:
         raise ConfigError("router", f"{router.n_updates} updates",
