@@ -7,6 +7,7 @@
 """
 
 from .beliefs.drift import PageHinkley
+from .config.features import Category, Text
 from .config.mechanisms import Cooldown, CostLearning, Onboarding
 from .config.profiles import BetaPrior, Budget, DriftConfig, Objective, Profile
 from .config.settings import RouterConfig, load_config
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Router", "Decision", "Profile", "Objective", "Budget", "BetaPrior", "RouterConfig", "load_config",
-    "TaskClassifier", "DriftConfig", "PageHinkley", "CostLearning", "Onboarding", "Cooldown",
+    "TaskClassifier", "DriftConfig", "PageHinkley", "CostLearning", "Onboarding", "Cooldown", "Text", "Category",
     "Policy", "PolicyQuery", "Feedback", "BankPolicy", "ThompsonPolicy", "GreedyPolicy", "LinearTS", "VWConfig",
     "VWPolicy",
     "LogWriter", "scan_table", "calibration_report", "calibration_table",

@@ -86,6 +86,9 @@ def test_router_parameters_are_explicit_and_match_the_settings():
             continue
         assert field.name in params, field.name
         assert params[field.name].kind is inspect.Parameter.KEYWORD_ONLY
+        if field.name == "exploration":  # None: the policy's own default (0.02, or 0.01 for contextual policies)
+            assert params[field.name].default is None and field.default == 0.02
+            continue
         assert params[field.name].default == field.default, field.name
     assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 

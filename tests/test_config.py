@@ -37,7 +37,7 @@ def test_objective_and_budget_validation():
     ({"durability": "never"}, r"durability must be 'group' or 'sync', got 'never'"),
     ({"seed": -1}, r"seed must be a non-negative integer or None, got -1"),
     ({"reliability_floor": 1.5}, r"reliability_floor must be < 1, got 1\.5"),
-    ({"policy": "exp3"}, r"policy must be 'thompson', 'greedy', 'linear' or 'ucb', got 'exp3'"),
+    ({"policy": "exp3"}, r"policy must be 'thompson', 'greedy', 'linear', 'squarecb' or 'ucb', got 'exp3'"),
 ])
 def test_router_settings_validation(profiles, kwargs, message):
     with pytest.raises(ConfigError, match=message):

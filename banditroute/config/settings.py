@@ -58,6 +58,7 @@ from .hygiene import check_text
 from .mechanisms import Cooldown, CostLearning, Onboarding
 from .profiles import BetaPrior, Budget, DriftConfig, Objective, Profile, check_name, check_number
 from ..errors import ConfigError
+from .features import check_features
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,16 +92,22 @@ class RouterConfig:
     budget : Budget
     prior : BetaPrior
         Default prior of every (profile, task type); diffuse Beta(1, 1) unless given.
-    policy : {"thompson", "greedy", "linear"}
+    policy : {"thompson", "greedy", "ucb", "linear", "squarecb"}
         Thompson sampling over the Beta posterior per (profile, task type) (default); the
         posterior means (with the exploration floor this is epsilon-greedy: a baseline and an
         OPE candidate); or contextual Thompson sampling over a Bayesian linear model of the
-        reward on ``features`` (:class:`~banditroute.policies.linear.LinearTS`).
-    features : tuple of (name, scale)
-        Numeric request fields of the linear policy, each divided by its scale
-        (``{"prompt_tokens": 1000.0}`` is accepted by Router and the TOML file).
+        reward on ``features`` (:class:`~banditroute.policies.linear.LinearTS`); or
+        inverse-gap weighting over the same model (``"squarecb"``,
+        :class:`~banditroute.policies.squarecb.LinearSquareCB`).
+    features : tuple of (name, scale | Text | Category)
+        What the contextual policies read from a request: numeric fields, each divided by its
+        scale, and text or string fields hashed into buckets (``{"prompt_tokens": 1000.0,
+        "prompt": Text(ngrams=2), "tenant": "category"}`` is accepted by Router and the TOML
+        file; see :mod:`banditroute.config.features`).
     exploration : float in [0, 1)
-        Exploration floor: every feasible profile gets at least ``exploration / n_feasible``.
+        Exploration floor: every feasible profile gets at least ``exploration / n_feasible``
+        (a Router not given one takes its policy's default: 0.01 for ``"linear"`` and
+        ``"squarecb"``, 0.02 otherwise).
     discount : float in (0, 1]
         Forgetting per unit of a task type's traffic; < 1 for non-stationary traffic.
     n_draws : int
@@ -206,12 +213,7 @@ class RouterConfig:
                     raise ConfigError(f"profiles[{p.name}].prior", sorted(unknown), "names unknown task types")
         if not isinstance(self.policy, str) or not self.policy:
             raise ConfigError("policy", self.policy, "must be the name of a policy")  # which: the Router checks
-        if not isinstance(self.features, tuple) or not all(
-                isinstance(f, tuple) and len(f) == 2 and isinstance(f[0], str) for f in self.features):
-            raise ConfigError("features", self.features, "must be a mapping of field -> scale")
-        for name, scale in self.features:
-            check_text("features", name)  # a context field
-            check_number(f"features.{name}", scale, lo=0.0, lo_open=True)
+        object.__setattr__(self, "features", check_features(self.features))  # "text" -> Text(), ...
         check_number("exploration", self.exploration, lo=0.0, hi=1.0, hi_open=True)
         check_number("discount", self.discount, lo=0.0, hi=1.0, lo_open=True)
         _check_int("n_draws", self.n_draws, 1, MAX_DRAWS)
@@ -327,15 +329,25 @@ def _prior(where: str, value) -> BetaPrior:
         raise exc.renamed(f"{where}.{exc.field.split('.')[-1]}") from None
 
 
+def _features(table) -> tuple:
+    """``[router.features]``: ``field = scale``, ``field = "text"`` / ``"category"`` or
+    ``field = { kind = "text", ... }``, checked here so that errors name ``router.features...``."""
+    if not isinstance(table, dict):
+        raise ConfigError("router.features", table, "must be a table of field = scale, 'text', 'category' "
+                          "or { kind = ... }")
+    try:
+        return check_features(tuple(table.items()))
+    except ConfigError as exc:
+        raise exc.renamed(f"router.{exc.field}") from None
+
+
 def _parse(doc: dict) -> tuple[list[Profile], dict]:
     for key in doc:
         if key not in _SECTIONS:
             raise ConfigError(key, doc[key], f"is not a known section (known: {sorted(_SECTIONS)})")
     settings = dict(_table(doc, "router", _ROUTER_KEYS))
     if "features" in settings:
-        if not isinstance(settings["features"], dict):
-            raise ConfigError("router.features", settings["features"], "must be a table of field = scale")
-        settings["features"] = tuple(settings["features"].items())
+        settings["features"] = _features(settings["features"])
     if "task_types" in settings:
         if not isinstance(settings["task_types"], list):
             raise ConfigError("router.task_types", settings["task_types"], "must be a list of names")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
-__all__ = ["Decision", "make_decision"]
+__all__ = ["Decision", "ProbabilityRow", "make_decision"]
 
 
 class Decision(NamedTuple):
@@ -70,6 +70,35 @@ class Decision(NamedTuple):
                 "probabilities": dict(self.probabilities), "task_probs": dict(self.task_probs),
                 "policy_version": self.policy_version, "excluded": dict(self.excluded),
                 "fallback_reason": self.fallback_reason, "parent_id": self.parent_id}
+
+
+class ProbabilityRow(Mapping):
+    """A read-only ``{profile: probability}`` over a shared name index and one row of values:
+    what a batch of decisions scored one by one (the contextual policy) carries as
+    ``Decision.probabilities`` (building a dict per decision would cost more than deciding).
+
+    >>> row = ProbabilityRow({"small": 0, "large": 1}, [0.25, 0.75])
+    >>> row["large"], dict(row), row == {"small": 0.25, "large": 0.75}
+    (0.75, {'small': 0.25, 'large': 0.75}, True)
+    """
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, index: Mapping[str, int], values: list):
+        self._index = index
+        self._values = values
+
+    def __getitem__(self, name: str) -> float:
+        return self._values[self._index[name]]
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 def _rebuild(data: dict) -> Decision:

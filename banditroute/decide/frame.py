@@ -1,7 +1,9 @@
 """The vectorised path of ``Router.decide_batch`` for a polars DataFrame of contexts.
 
 Validation, task lookup, allow-lists and the draws run column-wise; rows sharing a
-(task type, failed allow-lists) key share one cached distribution. Anything this path does not
+(task type, failed allow-lists) key share one cached distribution, or, for a policy that scores
+each request on its own features (``batchable``: the linear policy), the rows are scored at once
+(:meth:`~banditroute.decide.pipeline.DecisionPipeline.rows`). Anything this path does not
 handle goes to the row path, which also raises the exact error for an invalid row: a column of
 a type JSON has no form for, or a row beyond the limits of :mod:`banditroute.config.hygiene`
 (a string too long, an integer beyond int64, too many columns, a row too long as JSON; Polars
@@ -14,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from ..config.hygiene import INT_MAX, INT_MIN, MAX_CONTEXT_CHARS, MAX_KEYS, MAX_STRING_CHARS
+from .pipeline import Rows
 
 __all__ = ["plan_frame"]
 
@@ -45,7 +48,8 @@ def _within_limits(frame: pl.DataFrame) -> bool:
 
 
 def plan_frame(pipeline, rng: np.random.Generator, frame: pl.DataFrame):
-    """Vectorised resolution of a DataFrame of contexts: ``(texts, tasks, entries, ks)``, or
+    """Vectorised resolution of a DataFrame of contexts: ``(texts, tasks, rows, ks)`` (``rows``:
+    their entries as :class:`~banditroute.decide.pipeline.Rows`), or
     None when a row needs the general path (task model, explicit task_probs, nested or
     non-string columns, a decision timeout, or an invalid row whose error it reports)."""
     n = frame.height
@@ -53,8 +57,9 @@ def plan_frame(pipeline, rng: np.random.Generator, frame: pl.DataFrame):
         return [], [], [], []
     schema = frame.schema
     tasks_space = pipeline.tasks
+    batch = pipeline.policy.batchable and not pipeline.cacheable
     if ("task_probs" in schema or pipeline.config.decision_timeout_ms is not None or pipeline.rollout.active
-            or not pipeline.cacheable
+            or not (pipeline.cacheable or batch)
             or any(dtype.is_nested() for dtype in schema.values())
             or ("task_type" not in schema and (len(tasks_space.names) > 1 or tasks_space.task_model))
             or not _within_limits(frame)):
@@ -84,9 +89,18 @@ def plan_frame(pipeline, rng: np.random.Generator, frame: pl.DataFrame):
         _, first, inverse = np.unique(np.column_stack([tasks, failing]), axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     rows = [{k: v for k, v in frame.row(int(j), named=True).items() if v is not None} for j in first]
-    group_entries = [pipeline.entry(int(tasks[j]), row) for j, row in zip(first, rows)]
-    cdf = np.array([e.cdf for e in group_entries])[inverse]
+    if batch:  # one entry per row, the policy scoring the rows at once
+        members = np.argsort(inverse, kind="stable")
+        bounds = np.cumsum(np.bincount(inverse, minlength=len(first)))[:-1]
+        made = pipeline.rows(frame, tasks, list(zip(np.split(members, bounds), rows)))
+        if made is None:
+            return None
+        entries, cdf = made
+    else:
+        group_entries = [pipeline.entry(int(tasks[j]), row) for j, row in zip(first, rows)]
+        cdf = np.array([e.cdf for e in group_entries])[inverse]
+        entries = Rows.of([group_entries[g] for g in inverse.tolist()])
     x = rng.random(n) * cdf[:, -1]
     ks = (cdf <= x[:, None]).sum(axis=1).tolist()
-    return texts, tasks.tolist(), [group_entries[g] for g in inverse.tolist()], ks
+    return texts, tasks.tolist(), entries, ks
 

@@ -18,6 +18,7 @@ import polars as pl
 from ..logs.rows import DecisionRow
 from .decision import Decision, make_decision
 from .frame import plan_frame
+from .pipeline import Rows
 from .pending import PendingDecision
 
 __all__ = ["Issuer"]
@@ -63,30 +64,30 @@ class Issuer:
         texts, tasks, entries = (list(col) for col in zip(*resolved))
         u = self.rng.random(len(entries)).tolist()
         ks = [bisect_right(e.cdf, ui * e.cdf[-1]) for e, ui in zip(entries, u)]
-        return self._many(texts, tasks, entries, ks)
+        return self._many(texts, tasks, Rows.of(entries), ks)
 
-    def _many(self, texts, tasks, entries, ks) -> list[Decision]:
-        n = len(entries)
+    def _many(self, texts, tasks, entries: Rows, ks) -> list[Decision]:
+        n = len(ks)
         if n == 0:
             return []
         ts = time.time_ns() // 1000
         ledger, names, space = self.ledger, self.pipeline.names, self.pipeline.tasks
         first, ids = ledger.next_ids(n)
-        propensities = [e.pmf_list[k] for e, k in zip(entries, ks)]
+        propensities = [p[k] for p, k in zip(entries.pmf_lists, ks)]
         indices = space.all_indices(tasks)
         rows = zip(ks, tasks, repeat(ts), texts, propensities)
         chosen = list(map(names.__getitem__, ks))
-        fallback = [e.fallback_reason for e in entries]
+        fallback = entries.fallback_reason
         version = ledger.policy_version
         if ledger.writer is not None:
             ledger.writer.append_columns(DecisionRow, [
                 ids, [ts] * n, [ledger.writer_id] * n, range(first, first + n), [version] * n,
                 texts, [space.names] * n, space.as_lists(tasks, indices), [names] * n,
-                [e.pmf_list for e in entries], chosen, propensities, [e.excluded_json for e in entries], fallback,
-                [e.shadow_json for e in entries], [e.expected[k] for e, k in zip(entries, ks)], [None] * n])
+                entries.pmf_lists, chosen, propensities, entries.excluded_json, fallback,
+                entries.shadow_json, [e[k] for e, k in zip(entries.expected, ks)], [None] * n])
         self.pending.add_many(ids, rows, now_us=ts)  # tuples in PendingDecision's field order (after the log)
-        return list(map(make_decision, zip(ids, chosen, propensities, [e.probs for e in entries], space.views(tasks, indices),
-                                           repeat(version), [e.excluded for e in entries], fallback, repeat(None))))
+        return list(map(make_decision, zip(ids, chosen, propensities, entries.probs, space.views(tasks, indices),
+                                           repeat(version), entries.excluded, fallback, repeat(None))))
 
     def restore(self, rows: pl.DataFrame, *, now_us: int) -> int:
         """Make logged decisions pending again (a restart): the rows of

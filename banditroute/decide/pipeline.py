@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import repeat
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -26,10 +27,11 @@ import numpy as np
 import polars as pl
 
 from ..errors import ConfigError, NoFeasibleProfileError
+from .decision import ProbabilityRow
 from .feasibility import Feasibility, over_budget
-from ..policies.base import PolicyQuery
+from ..policies.base import PolicyQuery, pmf_rows
 
-__all__ = ["Entry", "DecisionPipeline"]
+__all__ = ["Entry", "Rows", "DecisionPipeline"]
 
 _CACHE_SIZE = 4096
 
@@ -51,6 +53,24 @@ class Entry:
         self.excluded_json = excluded_json or json.dumps(excluded, separators=(",", ":"))
         self.fallback_reason = fallback_reason
         self.shadow_json = shadow_json
+
+
+class Rows:
+    """The entries of many requests as columns (what issuing a batch reads from each entry):
+    the lists of pmfs, probability mappings, exclusions (and their JSON), fallback reasons,
+    shadow JSON and expected qualities, one element per request."""
+
+    __slots__ = ("pmf_lists", "probs", "excluded", "excluded_json", "fallback_reason", "shadow_json", "expected")
+
+    def __init__(self, pmf_lists, probs, excluded, excluded_json, fallback_reason, shadow_json, expected):
+        self.pmf_lists, self.probs, self.excluded, self.excluded_json = pmf_lists, probs, excluded, excluded_json
+        self.fallback_reason, self.shadow_json, self.expected = fallback_reason, shadow_json, expected
+
+    @classmethod
+    def of(cls, entries: list) -> "Rows":
+        return cls([e.pmf_list for e in entries], [e.probs for e in entries], [e.excluded for e in entries],
+                   [e.excluded_json for e in entries], [e.fallback_reason for e in entries],
+                   [e.shadow_json for e in entries], [e.expected for e in entries])
 
 
 class DecisionPipeline:
@@ -144,6 +164,19 @@ class DecisionPipeline:
         self._cache.clear()
 
     def _compute(self, task, mask, failing, context, budget, tried, why, cooling) -> Entry:
+        query, excluded = self.query(task, mask, failing, context, budget, tried, why, cooling)
+        pmf, below = self.policy.pmf(query)
+        cfg = self.config
+        for i in np.flatnonzero(below):
+            excluded[self.names[i]] = (f"reliability below floor {cfg.reliability_floor:g} with "
+                                       f"probability > {cfg.floor_confidence:g}")
+        if pmf is None:
+            return self.fallback(excluded, "no feasible profile", tried)
+        return Entry(self.onboarding.cap(pmf), self.names, excluded, self.expected(task))
+
+    def query(self, task, mask, failing, context, budget=None, tried: tuple = (), why=None,
+              cooling: tuple = ()) -> tuple[PolicyQuery, dict]:
+        """The policy's view of one request, and the profiles excluded so far with the reasons."""
         cfg = self.config
         excluded = self.feasibility.excluded(context, failing)
         cost, latency = self.usage.expected(task)
@@ -160,15 +193,47 @@ class DecisionPipeline:
             mask[list(out)] = False
             excluded.update((self.names[k], reason) for k, reason in sorted(out.items()))
         obj = cfg.objective
-        query = PolicyQuery(task, self.tasks.probs(task), mask, context, obj.cost * cost + obj.latency * latency,
-                            obj.quality, cfg.exploration, self.usage.penalty_draws(task, obj))
-        pmf, below = self.policy.pmf(query)
-        for i in np.flatnonzero(below):
-            excluded[self.names[i]] = (f"reliability below floor {cfg.reliability_floor:g} with "
-                                       f"probability > {cfg.floor_confidence:g}")
-        if pmf is None:
-            return self.fallback(excluded, "no feasible profile", tried)
-        return Entry(self.onboarding.cap(pmf), self.names, excluded, self.expected(task))
+        draws = self.usage.penalty_draws(task, obj) if self.policy.uses_scenarios else None
+        return PolicyQuery(task, self.tasks.probs(task), mask, context, obj.cost * cost + obj.latency * latency,
+                           obj.quality, cfg.exploration, draws), excluded
+
+    def rows(self, frame: pl.DataFrame, tasks: np.ndarray, groups: list) -> tuple[Rows, np.ndarray] | None:
+        """The entries of every row of ``frame`` for a ``batchable`` policy, the rows scored at
+        once: ``groups`` lists, per (task, failing allow-lists) key, ``(rows, context of one row)``.
+        Returns them as :class:`Rows` with their cumulative pmfs (n, n_profiles), or None when the
+        policy needs the row path. Row i holds what :meth:`entry` gives for request i."""
+        n = frame.height
+        cooling = self.usage.cooling(time.time()) if self.config.cooldown is not None else ()
+        feasible = np.zeros((n, len(self.names)), dtype=bool)
+        made = []
+        for rows, context in groups:
+            task = int(tasks[rows[0]])
+            failing, mask = self.feasibility.of(context)
+            query, excluded = self.query(task, mask, failing, context, None, (), None, cooling)
+            feasible[rows] = query.feasible
+            made.append((rows, task, excluded))
+        weights = self.policy.propose_frame(frame, self.tasks.probs_rows(tasks), feasible)
+        if weights is None:
+            return None
+        pmfs, ok = pmf_rows(weights, feasible, self.config.exploration)
+        if self.onboarding.active:
+            pmfs[ok] = np.array([self.onboarding.cap(p) for p in pmfs[ok]])
+        cdf = np.cumsum(pmfs, axis=1)
+        pmf_lists = pmfs.tolist()
+        probs = list(map(ProbabilityRow, repeat(self.index, n), pmf_lists))
+        excluded_rows, json_rows, fallback_rows, expected_rows = [None] * n, [None] * n, [None] * n, [None] * n
+        for rows, task, excluded in made:
+            values = (MappingProxyType(excluded), json.dumps(excluded, separators=(",", ":")), None,
+                      self.expected(task))
+            fallback = None
+            for i in rows.tolist():
+                excluded_rows[i], json_rows[i], fallback_rows[i], expected_rows[i] = values
+            for i in rows[~ok[rows]].tolist():  # no feasible profile: the fallback's entry
+                fallback = fallback or self.fallback(dict(excluded), "no feasible profile")
+                excluded_rows[i], json_rows[i], fallback_rows[i], expected_rows[i] = (
+                    fallback.excluded, fallback.excluded_json, fallback.fallback_reason, fallback.expected)
+                pmf_lists[i], probs[i], cdf[i] = fallback.pmf_list, fallback.probs, fallback.cdf
+        return Rows(pmf_lists, probs, excluded_rows, json_rows, fallback_rows, [None] * n, expected_rows), cdf
 
     def expected(self, task) -> list:
         """Posterior mean reliability of every profile under the request's task posterior

@@ -124,6 +124,10 @@ class TaskSpace:
         """The task-type posterior as an array of shape (n_task_types,)."""
         return self._one_hot[task] if type(task) is int else task
 
+    def probs_rows(self, tasks: np.ndarray) -> np.ndarray:
+        """The one-hot posteriors of many task indices, shape (n, n_task_types)."""
+        return np.eye(len(self.names))[np.asarray(tasks, dtype=np.int64)]
+
     def as_list(self, task) -> list:
         """The posterior as a list (the log's ``task_probs``)."""
         return self._one_hot_lists[task] if type(task) is int else task.tolist()

@@ -34,7 +34,7 @@ from ..config.profiles import BetaPrior, Budget, DriftConfig, Objective, Profile
 from ..config.settings import RouterConfig, build_from_file
 from ..errors import ConfigError
 from ..policies.base import Policy, PolicySetup
-from ..policies.choice import choose, version_prefix
+from ..policies.choice import choose, default_exploration, version_prefix
 from .decision import Decision
 from .escalation import Escalations, check_reason
 from .issue import Issuer
@@ -67,13 +67,18 @@ class Router(RolloutCommands, StateMethods):
         ``learn(context, k, reward, propensity)`` and ``add_profile(profile)`` (it scores and
         learns; the router validates, masks, floors, draws, logs and keeps the Beta beliefs).
 
+    exploration : float or None
+        The exploration floor (see RouterConfig); None: the policy's default, 0.02, or 0.01 for
+        the contextual policies ``"linear"`` and ``"squarecb"`` (their own exploration spreads
+        the pmf; the floor costs up to its size in reward).
+
     Every other parameter is a setting of :class:`~banditroute.config.settings.RouterConfig`
     (documented there), with the same default.
     """
 
     def __init__(self, profiles: Sequence[Profile], *, task_types: Sequence[str] = ("default",),
                  objective: Objective = Objective(), budget: Budget = Budget(), prior: BetaPrior = BetaPrior(),
-                 policy: str = "thompson", features: Mapping[str, float] | tuple = (), exploration: float = 0.02,
+                 policy: str = "thompson", features: Mapping[str, float] | tuple = (), exploration: float | None = None,
                  discount: float = 1.0, n_draws: int = 1024, refresh_every: int = 16,
                  drift: DriftConfig | None = None, reliability_floor: float | None = None,
                  floor_confidence: float = 0.95, fallback: str | None = None,
@@ -87,6 +92,8 @@ class Router(RolloutCommands, StateMethods):
             raise ConfigError("task_types", task_types, "must be a list of task-type names")
         if isinstance(profiles, Profile) or not isinstance(profiles, Sequence):
             raise ConfigError("profiles", profiles, "must be a sequence of Profile")
+        if exploration is None:  # the policy's own default floor
+            exploration = default_exploration(policy, learner)
         self.config = cfg = RouterConfig(
             profiles=tuple(profiles), task_types=tuple(task_types), objective=objective, budget=budget, prior=prior,
             policy=policy, features=tuple(features.items()) if isinstance(features, Mapping) else features,

@@ -14,10 +14,15 @@ Snapshots of a log live in ``<log_dir>/_snapshots/`` as ``snapshot-<creation tim
 
 >>> to_data(Budget(max_cost_usd=0.01))["__type__"], from_data(to_data(Budget(max_cost_usd=0.01)))
 ('Budget', Budget(max_cost_usd=0.01, max_latency_ms=None))
->>> from_data({"__type__": "os.system", "fields": {}})
+>>> from_data({"__type__": "os.system", "fields": {}})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-banditroute.errors.ConfigError: settings is not a settings class (Profile, BetaPrior, Objective, Budget, DriftConfig, RouterConfig, VWConfig, CostLearning, Onboarding, Cooldown), got 'os.system'
+banditroute.errors.ConfigError: settings is not a settings class (Profile, BetaPrior, ..., Category), got 'os.system'
+>>> list(_SETTINGS)  # the settings classes rebuilt from data  # doctest: +NORMALIZE_WHITESPACE
+['Profile', 'BetaPrior', 'Objective', 'Budget', 'DriftConfig', 'RouterConfig', 'VWConfig', 'CostLearning',
+ 'Onboarding', 'Cooldown', 'Text', 'Category']
+>>> from_data(to_data(Text(analyzer="char", ngrams=4)))
+Text(analyzer='char', ngrams=4, bits=8, lowercase=True)
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from ..beliefs.state import (
     take,
     unpack_strings,
 )
+from ..config.features import Category, Text
 from ..config.mechanisms import Cooldown, CostLearning, Onboarding
 from ..config.profiles import BetaPrior, Budget, DriftConfig, Objective, Profile
 from ..config.settings import RouterConfig
@@ -59,7 +65,7 @@ __all__ = ["SNAPSHOT_DIR", "Parts", "build", "from_data", "learner_settings", "n
 
 SNAPSHOT_DIR = "_snapshots"
 _SETTINGS = {cls.__name__: cls for cls in (Profile, BetaPrior, Objective, Budget, DriftConfig, RouterConfig, VWConfig,
-                                           CostLearning, Onboarding, Cooldown)}
+                                           CostLearning, Onboarding, Cooldown, Text, Category)}
 _LEARNERS = {cls.__name__: cls for cls in (VWPolicy,)}  #: learners handed over as objects, rebuilt from data
 
 

@@ -53,6 +53,7 @@ class BankPolicy(Policy):
     exact = True
     cacheable = True
     learns = False  # reads the router's Beta beliefs, which the router updates
+    uses_scenarios = True
 
     def __init__(self, belief=None, *, exploration: float = 0.0, reliability_floor: float | None = None,
                  floor_confidence: float = 0.95):

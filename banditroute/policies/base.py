@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["Policy", "PolicyQuery", "Feedback", "PolicySetup", "registered"]
+__all__ = ["Policy", "PolicyQuery", "Feedback", "PolicySetup", "registered", "pmf_rows"]
 
 _REGISTRY: dict[str, type["Policy"]] = {}
 
@@ -96,6 +96,13 @@ class Policy(ABC):
     #: keeps a model of its own that :meth:`update` teaches (the router then keeps each pending
     #: decision's context and propensity for it); False for policies reading the shared beliefs
     learns: ClassVar[bool] = True
+    #: reads :attr:`PolicyQuery.offset_draws` (scenarios of the learned cost and latency); the
+    #: pipeline computes them only for a policy that does
+    uses_scenarios: ClassVar[bool] = False
+    #: the router's exploration floor when ``Router(exploration=...)`` is not given
+    default_exploration: ClassVar[float] = 0.02
+    #: :meth:`propose_frame` scores a DataFrame of requests at once (the vectorised ``decide_batch``)
+    batchable: ClassVar[bool] = False
 
     def __init_subclass__(cls, *, name: str | None = None, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -115,6 +122,14 @@ class Policy(ABC):
         """Return ``(weights, below)``: non-negative weights of shape (n_profiles,), zero outside
         ``query.feasible`` and outside ``~below``, and the boolean mask ``below`` of feasible
         profiles the policy's own reliability floor excludes (all False without one)."""
+
+    def propose_frame(self, frame, task_probs: np.ndarray, feasible: np.ndarray) -> np.ndarray | None:
+        """Weights of many requests at once, shape (n, n_profiles): row i is what :meth:`propose`
+        returns for row i of the polars DataFrame ``frame`` (task posteriors ``task_probs`` of
+        shape (n, n_task_types), feasible masks of shape (n, n_profiles)), bit for bit; None
+        when some row needs :meth:`propose` (a ``batchable`` policy implements it; the policy's
+        own floor excludes nothing on this path)."""
+        return None
 
     def update(self, feedback: Feedback) -> None:
         """Learn from one applied outcome (policies that read shared beliefs need not)."""
@@ -178,6 +193,25 @@ class Policy(ABC):
         if eps == 0.0:
             return weights / total, below
         return (1.0 - eps) * (weights / total) + (eps / n_feasible) * feasible, below
+
+
+def pmf_rows(weights: np.ndarray, feasible: np.ndarray, exploration: float) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`Policy.pmf`'s last steps for many rows of exact weights (shape (n, n_profiles)),
+    with the same floating-point operations row by row: ``(pmfs, ok)``, ``ok`` False for a row
+    with no feasible profile (its pmf row is then zeros)."""
+    n_feasible = feasible.sum(axis=1)
+    ok = n_feasible > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if exploration == 0.0:
+            pmfs = weights / weights.sum(axis=1, keepdims=True)
+        else:
+            pmfs = ((1.0 - exploration) * (weights / weights.sum(axis=1, keepdims=True))
+                    + (exploration / n_feasible)[:, None] * feasible)
+    single = n_feasible == 1
+    if single.any():
+        pmfs[single] = feasible[single]
+    pmfs[~ok] = 0.0
+    return pmfs, ok
 
 
 def registered() -> dict[str, type[Policy]]:

@@ -5,7 +5,7 @@
 >>> check_choice(RouterConfig(profiles=(Profile("a"),), policy="exp3"), None)
 Traceback (most recent call last):
 ...
-banditroute.errors.ConfigError: policy must be 'thompson', 'greedy', 'linear' or 'ucb', got 'exp3'
+banditroute.errors.ConfigError: policy must be 'thompson', 'greedy', 'linear', 'squarecb' or 'ucb', got 'exp3'
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from .base import Policy, PolicySetup, registered
 from .external import as_policy
 
-__all__ = ["check_choice", "choose", "version_prefix"]
+__all__ = ["check_choice", "choose", "version_prefix", "default_exploration"]
 
 
 def check_choice(config, learner) -> type[Policy]:
@@ -44,3 +44,10 @@ def version_prefix(config, learner) -> str:
 def _one_of(names: list[str]) -> str:
     quoted = [repr(n) for n in names]
     return ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0]
+
+
+def default_exploration(policy, learner) -> float:
+    """The exploration floor a router gets when it is not given one: the registered policy's
+    ``default_exploration`` (0.02 unless the policy says otherwise; a learner handed over: 0.02)."""
+    cls = registered().get(policy) if learner is None and isinstance(policy, str) else None
+    return Policy.default_exploration if cls is None else cls.default_exploration

@@ -24,6 +24,7 @@ import shlex
 from dataclasses import fields
 from pathlib import Path
 
+from ..config.features import Category, Text
 from ..config.mechanisms import CostLearning
 from ..config.profiles import BetaPrior, Budget, Profile
 from ..config.settings import RouterConfig
@@ -71,6 +72,9 @@ def _value(x) -> str:
         return json.dumps(os.fspath(x), ensure_ascii=False)  # a JSON string is a TOML basic string
     if isinstance(x, BetaPrior):
         return f"{{ alpha = {_value(x.alpha)}, beta = {_value(x.beta)} }}"
+    if isinstance(x, (Text, Category)):  # a hashed feature: { kind = "text", analyzer = "word", ... }
+        kind = {"kind": "text" if isinstance(x, Text) else "category"}
+        return _value({**kind, **{f.name: getattr(x, f.name) for f in fields(x)}})
     if isinstance(x, dict):
         return "{ " + ", ".join(f"{json.dumps(str(k))} = {_value(v)}" for k, v in x.items()) + " }"
     if isinstance(x, (list, tuple, frozenset, set)):
@@ -102,6 +106,13 @@ def routes_toml(config: RouterConfig, *, header: str = "") -> str:
     >>> _ = path.write_text(routes_toml(live.config))
     >>> br.Router.from_config(path).config == live.config
     True
+    >>> linear = br.RouterConfig(profiles=(br.Profile("a"),), policy="linear",
+    ...                          features=(("prompt", br.Text(ngrams=2)), ("tenant", "category")))
+    >>> _ = path.write_text(routes_toml(linear))
+    >>> br.Router.from_config(path).config == linear
+    True
+    >>> routes_toml(linear).splitlines()[3][:62]
+    'features = { "prompt" = { "kind" = "text", "analyzer" = "word"'
     """
     lines = [f"# {line}" for line in header.splitlines()] + ["[router]"]
     for f in fields(RouterConfig):
