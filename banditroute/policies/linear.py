@@ -126,6 +126,11 @@ class LinearTS(Policy, name="linear"):
         self.mean_ = np.zeros((n_profiles, d))
         self.cov_ = np.repeat(np.eye(d)[None] / self.prior_precision, n_profiles, axis=0)
         self.spread_ = np.zeros(n_profiles)  # c * sigma_k
+        # the inverse of A_ kept current by a Sherman-Morrison update per outcome (O(d^2)), exactly
+        # re-inverted after max(64, d) such updates (O(d^3), amortised O(d^2)) or when stale (discount)
+        self.inv_ = self.cov_.copy()
+        self._updates_since_inverse = np.zeros(n_profiles, dtype=np.int64)
+        self._stale = np.zeros(n_profiles, dtype=bool)
         self._dirty = np.ones(n_profiles, dtype=bool)
         self._since_refresh = 0
         self.n_updates_ = 0
@@ -249,9 +254,16 @@ class LinearTS(Policy, name="linear"):
             self.rr_ *= self.discount
             self.n_ *= self.discount
             self._dirty[:] = True
+            self._stale[:] = True
         nz = np.flatnonzero(x)
-        self.A_[k][np.ix_(nz, nz)] += np.outer(x[nz], x[nz])
-        self.b_[k, nz] += x[nz] * reward
+        xz = x[nz]
+        self.A_[k][np.ix_(nz, nz)] += np.outer(xz, xz)
+        if not self._stale[k]:
+            inv = self.inv_[k]
+            vx = inv[:, nz] @ xz
+            inv -= np.outer(vx, vx / (1.0 + xz @ vx[nz]))
+            self._updates_since_inverse[k] += 1
+        self.b_[k, nz] += xz * reward
         self.rr_[k] += reward * reward
         self.n_[k] += 1.0
         self._dirty[k] = True
@@ -276,8 +288,13 @@ class LinearTS(Policy, name="linear"):
         self._since_refresh = 0
         dirty = np.flatnonzero(self._dirty)
         if dirty.size:
-            cov = np.linalg.inv(self.A_[dirty])
-            cov = (cov + cov.transpose(0, 2, 1)) / 2
+            exact = dirty[self._stale[dirty] | (self._updates_since_inverse[dirty] >= max(64, self.dim))]
+            if exact.size:
+                inv = np.linalg.inv(self.A_[exact])
+                self.inv_[exact] = (inv + inv.transpose(0, 2, 1)) / 2
+                self._updates_since_inverse[exact] = 0
+                self._stale[exact] = False
+            cov = self.inv_[dirty]
             mean = np.matmul(cov, self.b_[dirty][:, :, None])[:, :, 0]
             residual = np.maximum(self.noise_var0 + self.rr_[dirty] - np.einsum("kd,kd->k", self.b_[dirty], mean),
                                   0.0)
@@ -302,6 +319,9 @@ class LinearTS(Policy, name="linear"):
         self._ones_z = None
         self.mean_ = np.vstack([self.mean_, np.zeros((1, d))])
         self.cov_ = np.concatenate([self.cov_, np.eye(d)[None] / self.prior_precision])
+        self.inv_ = np.concatenate([self.inv_, np.eye(d)[None] / self.prior_precision])
+        self._updates_since_inverse = np.append(self._updates_since_inverse, 0)
+        self._stale = np.append(self._stale, False)
         self.spread_ = np.append(self.spread_, 0.0)
         self._dirty = np.append(self._dirty, True)
         self.refresh()
@@ -312,7 +332,8 @@ class LinearTS(Policy, name="linear"):
         counters and the generator's state: a restored policy continues exactly."""
         return {"A": self.A_.copy(), "b": self.b_.copy(), "rr": self.rr_.copy(), "n": self.n_.copy(),
                 "z": self._z.copy(), "mean": self.mean_.copy(), "cov": self.cov_.copy(),
-                "spread": self.spread_.copy(), "dirty": self._dirty.copy(),
+                "spread": self.spread_.copy(), "dirty": self._dirty.copy(), "inv": self.inv_.copy(),
+                "since_inverse": self._updates_since_inverse.copy(), "stale": self._stale.copy(),
                 "counters": np.array([self.n_updates_, self._since_refresh], dtype=np.int64),
                 "rng": generator_state(self._rng)}
 
@@ -323,7 +344,8 @@ class LinearTS(Policy, name="linear"):
                   "rr": ((n_profiles,), np.float64), "n": ((n_profiles,), np.float64),
                   "z": (self._z.shape, np.float32), "mean": (self.mean_.shape, np.float64),
                   "cov": (self.cov_.shape, np.float64), "spread": ((n_profiles,), np.float64),
-                  "dirty": ((n_profiles,), np.bool_)}
+                  "dirty": ((n_profiles,), np.bool_), "inv": (self.inv_.shape, np.float64),
+                  "since_inverse": ((n_profiles,), np.int64), "stale": ((n_profiles,), np.bool_)}
         got = {name: take(arrays, name, shape, dtype, owner=owner) for name, (shape, dtype) in shapes.items()}
         counters = take(arrays, "counters", (2,), np.int64, owner=owner)
         words = take(arrays, "rng", (6,), np.uint64, owner=owner)
@@ -333,6 +355,7 @@ class LinearTS(Policy, name="linear"):
         self.A_, self.b_, self.rr_, self.n_, self._z = got["A"], got["b"], got["rr"], got["n"], got["z"]
         self._ones_z = None
         self.mean_, self.cov_, self.spread_, self._dirty = got["mean"], got["cov"], got["spread"], got["dirty"]
+        self.inv_, self._updates_since_inverse, self._stale = got["inv"], got["since_inverse"], got["stale"]
         self.n_updates_, self._since_refresh = (int(c) for c in counters)
 
     def __setstate__(self, state: dict) -> None:
