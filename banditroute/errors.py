@@ -21,6 +21,7 @@ __all__ = [
     "UnknownDecisionError",
     "NoFeasibleProfileError",
     "LogError",
+    "UnknownParameterError",
 ]
 
 _MISSING = object()
@@ -91,3 +92,8 @@ class OutcomeInFlightError(BanditrouteError, RuntimeError):
 class EscalationError(BanditrouteError, RuntimeError):
     """``escalate()`` cannot escalate this decision: the chain reached ``max_escalations``, or the
     decision was already escalated (the message names its child)."""
+
+
+class UnknownParameterError(ConfigError, TypeError):
+    """A keyword argument a constructor does not take (a TypeError, as Python's own, and a
+    ConfigError naming the argument, its value and the closest valid name)."""

@@ -18,6 +18,8 @@ recalibration (``banditroute.beliefs``) and the policy (``banditroute.policies``
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 import os
 import threading
@@ -32,7 +34,7 @@ from ..beliefs.drift import PageHinkley
 from ..config.mechanisms import Cooldown, CostLearning, Onboarding, request_budget
 from ..config.profiles import BetaPrior, Budget, DriftConfig, Objective, Profile, prior_arrays
 from ..config.settings import RouterConfig, build_from_file
-from ..errors import ConfigError
+from ..errors import ConfigError, UnknownParameterError
 from ..policies.base import Policy, PolicySetup
 from ..policies.choice import choose, default_exploration, version_prefix
 from .decision import Decision
@@ -75,6 +77,14 @@ class Router(RolloutCommands, StateMethods):
     Every other parameter is a setting of :class:`~banditroute.config.settings.RouterConfig`
     (documented there), with the same default.
     """
+
+    def __new__(cls, *args, **kwargs):
+        unknown = sorted(set(kwargs) - _PARAMETERS)
+        if unknown:  # Python's own TypeError names neither Router nor the name meant
+            close = difflib.get_close_matches(unknown[0], sorted(_PARAMETERS), n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownParameterError(unknown[0], kwargs[unknown[0]], f"is not a parameter of Router{hint}")
+        return super().__new__(cls)
 
     def __init__(self, profiles: Sequence[Profile], *, task_types: Sequence[str] = ("default",),
                  objective: Objective = Objective(), budget: Budget = Budget(), prior: BetaPrior = BetaPrior(),
@@ -402,3 +412,9 @@ class Router(RolloutCommands, StateMethods):
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
+
+
+# help(Router) and inspect.signature show __init__'s parameters, not __new__'s (*args, **kwargs)
+Router.__signature__ = inspect.signature(Router.__init__).replace(
+    parameters=list(inspect.signature(Router.__init__).parameters.values())[1:])
+_PARAMETERS = frozenset(Router.__signature__.parameters)
