@@ -26,8 +26,8 @@ def run(router, n, rng):
         d = router.decide({"task_type": "chat", "prompt_tokens": tokens})
         q = float(rng.random() < p_good(d.profile, tokens))
         router.record(d.id, quality=q)
-        rewards.append(OBJECTIVE.reward(quality=q, cost_usd=router.config.profiles[router.profiles.index(d.profile)].cost_usd,
-                                        latency_ms=0.0))
+        cost = router.config.profiles[router.profiles.index(d.profile)].cost_usd
+        rewards.append(OBJECTIVE.reward(quality=q, cost_usd=cost, latency_ms=0.0))
     return np.array(rewards)
 
 
@@ -76,7 +76,8 @@ def test_linear_replay_and_pickle(seed, tmp_path):
 
 def test_linear_feature_errors(seed):
     router = make("linear", seed)
-    with pytest.raises(br.InvalidRequestError, match=r"context\.prompt_tokens must be a finite number \(a contextual feature\), got 'long'"):
+    message = r"context\.prompt_tokens must be a finite number \(a contextual feature\), got 'long'"
+    with pytest.raises(br.InvalidRequestError, match=message):
         router.decide({"task_type": "chat", "prompt_tokens": "long"})
     with pytest.raises(br.ConfigError, match=r"features\.prompt_tokens must be > 0, got 0\.0"):
         br.Router(PROFILES, policy="linear", features={"prompt_tokens": 0.0})
@@ -93,39 +94,112 @@ def test_linear_from_toml(tmp_path):
         br.Router.from_config(path)
 
 
-def test_linear_pmf_is_the_share_of_the_stored_bank(seed):
-    """The float32 bank: the pmf is exactly the share of the stored draws each profile wins
+def scenario_shares(lin, x, feasible):
+    """The pmf recomputed from the refreshed posterior: ``u[k, m] = x . mean_k + spread_k
+    sqrt(x' cov_k x) z[k, m]`` in float32 as one batched product ``[mean, sd] @ [1, z]``, each
+    scenario won by its first maximiser among the feasible profiles."""
+    means = lin.mean_ @ x
+    sd = lin.spread_ * np.sqrt(np.einsum("i,kij,j->k", x, lin.cov_, x))
+    coef = np.stack([means, sd], axis=1).astype(np.float32)[:, None, :]  # (K, 1, 2)
+    ones_z = np.stack([np.ones_like(lin._z), lin._z], axis=1)  # (K, 2, M)
+    u = np.matmul(coef, ones_z)[:, 0, :]
+    u[~feasible] = -np.inf
+    return np.bincount(u.argmax(axis=0), minlength=len(feasible)) / lin.n_draws
+
+
+def test_linear_pmf_is_the_share_of_the_scenarios_won(seed):
+    """The float32 scenarios: the pmf is exactly the share of the M scenarios each profile wins
     (ties to the first maximiser, as argmax), with infeasible profiles masked out."""
     from banditroute.policies.linear import LinearTS
 
     rng = np.random.default_rng(seed)
-    lin = LinearTS(4, ["chat", "code"], (("tokens", 1000.0), ("turns", 10.0)), n_draws=512, seed=seed)
+    lin = LinearTS(4, ["chat", "code"], (("tokens", 1000.0), ("turns", 10.0)), n_draws=512, posterior_scale=1.0,
+                   seed=seed)
     for _ in range(300):
         ctx = {"tokens": float(rng.integers(10, 4000)), "turns": float(rng.integers(1, 20))}
-        lin.learn_task(ctx, rng.dirichlet(np.ones(2)), int(rng.integers(4)), float(rng.random()), 0.25)
-    assert lin.theta_.shape == (4, 512, lin.dim) and lin.theta_.dtype == np.float32
+        k = int(rng.integers(4))
+        lin.learn_task(ctx, rng.dirichlet(np.ones(2)), k, float(rng.random() < 0.5 + 0.02 * k), 0.25)
+    lin.refresh()
+    assert lin._z.shape == (4, 512) and lin._z.dtype == np.float32
     ctx, w = {"tokens": 1200.0, "turns": 3.0}, np.array([0.3, 0.7])
-    x = lin.featurize(ctx, w).astype(np.float32)
-    for feasible in (np.ones(4, dtype=bool), np.array([True, False, True, False])):
-        u = np.einsum("kmd,d->km", lin.theta_, x)
-        u[~feasible] = -np.inf
-        expected = np.bincount(u.argmax(axis=0), minlength=4) / 512
+    x = lin.featurize(ctx, w)
+    mixed = 0
+    for feasible in (np.ones(4, dtype=bool), np.array([True, False, True, False]), np.array([False, True, True, True]),
+                     np.array([True, True, False, False]), np.array([False, False, True, True])):
+        expected = scenario_shares(lin, x, feasible)
         pmf = lin.distribution(ctx, w, feasible)
         assert np.array_equal(pmf, expected) and pmf[~feasible].sum() == 0.0
-    lin.bank_[:, 2, :] = lin.bank_[:, 1, :]  # profiles 1 and 2 tie on every draw: 1 wins them
+        mixed += (pmf > 0).sum() >= 2
+    assert mixed >= 2  # the test has teeth: the scenarios are shared between profiles
+    # profiles 1 and 2 made identical (statistics, posterior and scenario normals): they tie in
+    # every scenario, and 1, the first maximiser, wins them
+    for name in ("A_", "b_", "rr_", "n_", "mean_", "cov_", "spread_", "_z"):
+        getattr(lin, name)[2] = getattr(lin, name)[1]
+    lin._ones_z = None  # derived from _z, which was edited in place
     pmf = lin.distribution(ctx, w, np.ones(4, dtype=bool))
-    assert pmf[2] == 0.0 and pmf.sum() == pytest.approx(1.0)
+    assert pmf[2] == 0.0 and pmf[1] > 0 and pmf.sum() == pytest.approx(1.0)
+    assert np.array_equal(pmf, scenario_shares(lin, x, np.ones(4, dtype=bool)))
 
 
-def test_linear_loads_a_pickle_with_the_float64_bank(seed):
-    """State pickled before the float32 bank (``theta_`` of shape (K, M, dim)) still loads."""
+@pytest.mark.parametrize("old", ["bank_", "theta_"])
+def test_linear_refuses_a_pickle_of_the_old_bank(seed, old):
+    """State pickled by the old LinearTS (a bank of coefficient draws, ``bank_`` or ``theta_``)
+    cannot be read as the new sufficient statistics: loading it is a ConfigError that says so
+    and how to rebuild the policy (replay the log), for the policy and for a pickled router."""
     from banditroute.policies.linear import LinearTS
 
     lin = LinearTS(3, ["chat"], (("tokens", 1000.0),), n_draws=64, seed=seed)
-    state = dict(lin.__dict__)
-    state["theta_"] = state.pop("bank_").transpose(1, 2, 0).astype(np.float64)
-    old = LinearTS.__new__(LinearTS)
-    old.__setstate__(state)
-    assert old.bank_.shape == (lin.dim, 3, 64) and old.bank_.flags.c_contiguous
     ctx, w, mask = {"tokens": 500.0}, np.array([1.0]), np.ones(3, dtype=bool)
-    assert np.array_equal(old.distribution(ctx, w, mask), lin.distribution(ctx, w, mask))
+    clone = pickle.loads(pickle.dumps(lin))  # a pickle of the current model loads
+    assert np.array_equal(clone.distribution(ctx, w, mask), lin.distribution(ctx, w, mask))
+    lin.__dict__[old] = np.zeros((2, 3, 64), dtype=np.float32)
+    message = (r"^policy was saved by an older banditroute \(a bank of coefficient draws\): "
+               r"rebuild it by replaying the log")
+    with pytest.raises(br.ConfigError, match=message) as info:
+        pickle.loads(pickle.dumps(lin))
+    assert info.value.field == "policy"
+    router = make("linear", seed)
+    router.policy.__dict__[old] = np.zeros((2, 1024, 2))
+    with pytest.raises(br.ConfigError, match=message):
+        pickle.loads(pickle.dumps(router))
+
+
+def test_linear_state_arrays_round_trip_continues_identically(seed):
+    """A policy restored from :meth:`state_arrays` (into one built with another seed) gives the
+    same pmfs, bit for bit, and continues exactly as the original: the same statistics and
+    posterior after more outcomes (a pending refresh and its counter, the exact re-inversion of
+    the precision due after max(64, dim) rank-one updates), the same scenario normals for a
+    profile added later (the generator's state)."""
+    from banditroute.policies.linear import LinearTS
+
+    rng = np.random.default_rng(seed)
+    feats = (("tokens", 1000.0),)
+
+    def outcome(policy, i):
+        tokens = float(300 * (i % 13))
+        reward = float((i % 3 == 0) == (tokens < 2000)) + 0.1 * (i % 7)
+        policy.learn_task({"tokens": tokens}, np.array([0.4, 0.6]), i % 3, reward, 0.3)
+
+    lin = LinearTS(3, ["chat", "code"], feats, n_draws=256, refresh_every=7, seed=seed)
+    for i in range(45):  # 45 = 6 * 7 + 3: three outcomes wait for the next refresh
+        outcome(lin, i)
+    arrays = lin.state_arrays()
+    assert set(arrays) >= {"A", "b", "rr", "n", "z", "mean", "cov", "spread", "dirty", "counters", "rng"}
+    restored = LinearTS(3, ["chat", "code"], feats, n_draws=256, refresh_every=7, seed=seed + 1)
+    restored.load_state_arrays(arrays)
+    contexts = [({"tokens": float(t)}, rng.dirichlet(np.ones(2))) for t in (0, 900, 2500, 6000)]
+    mask = np.ones(3, dtype=bool)
+
+    def pmfs(policy):
+        return np.array([policy.distribution(c, w, mask) for c, w in contexts])
+
+    assert np.array_equal(pmfs(restored), pmfs(lin))
+    for i in range(45, 260):  # 260 / 3 outcomes per profile: past 64 updates of its precision
+        outcome(lin, i)
+        outcome(restored, i)
+        assert np.array_equal(pmfs(restored), pmfs(lin)), i
+    lin.add_profile()
+    restored.add_profile()
+    a, b = lin.state_arrays(), restored.state_arrays()
+    assert {k: v.tobytes() for k, v in a.items()} == {k: v.tobytes() for k, v in b.items()}
+    assert not np.array_equal(a["mean"][:3], arrays["mean"])  # the test has teeth: it learned on

@@ -9,7 +9,9 @@ before the restructure: ``batch`` is now ``decide/frame.py``, ``beliefs`` ``beli
 ``decide/request.py``, ``router`` ``decide/router.py``). Each test was checked by planting the
 bug it is meant to catch in a copy of the tree (see TESTING.md). Known answers are derived in
 the comments from the model's definition; statistical tolerances from the bank's Monte Carlo
-error ``sqrt(p (1 - p) / M)``.
+error ``sqrt(p (1 - p) / M)``. The LinearTS tests were rewritten for its current model (sufficient
+statistics, a learned noise and M fixed scenarios per profile instead of a bank of coefficient
+draws); they check the promises the old mutants broke, on the new code.
 
 Survivors of this sample classified as equivalent (no test): batch x_plan_frame 36 (polars infers
 Int64 for the task index anyway), 109 (``reshape(None)`` keeps the shape: the inverse of
@@ -184,87 +186,131 @@ def test_a_journal_commit_that_cannot_be_written_is_a_log_error_naming_the_journ
 
 # -- linear.py (policies/linear.py) ---------------------------------------------------------------
 
-def test_linear_ts_built_directly_has_a_bank_of_1024_draws(seed):
+# The LinearTS model (policies/linear.py), x = 1 (one task type, no features): after outcomes
+# r_1..r_n of a profile, A = lambda + n, b = sum r, mean = b / A, variance of the score 1 / A,
+# spread = c * sqrt((noise_sd^2 + sum r^2 - b * mean) / (1 + n)); the scores are independent
+# N(mean, spread^2 / A), so profile 0 wins Phi((m_0 - m_1) / sqrt(s_0^2 + s_1^2)) of the scenarios.
+LAMBDA, NOISE_SD, SCALE = 1.0, 1.0, 0.3
+
+
+def scalar_posterior(rewards, lam=LAMBDA, noise_sd=NOISE_SD, scale=SCALE):
+    """``(mean, variance of the score, spread)`` of a profile after ``rewards`` at x = 1."""
+    r = np.asarray(rewards, dtype=float)
+    A, b = lam + r.size, r.sum()
+    mean = b / A
+    return mean, 1.0 / A, scale * np.sqrt((noise_sd**2 + r @ r - b * mean) / (1 + r.size))
+
+
+def p_beats(mean0, var0, spread0, mean1, var1, spread1):
+    return stats.norm.cdf((mean0 - mean1) / np.sqrt(spread0**2 * var0 + spread1**2 * var1))
+
+
+def test_linear_ts_built_directly_has_1024_scenarios(seed):
     """[linear __init__ 1] LinearTS (public, usable as a learner object) defaults to the
-    router's bank size, 1024 draws: its propensities are shares of 1024 scenarios."""
+    router's number of scenarios, 1024: its propensities are shares of 1024 scenarios. Its
+    other defaults: prior precision 1 (covariance I), noise prior 1 and c = 0.3 (spread 0.3)."""
     lin = br.LinearTS(2, ["chat"], (), seed=seed)
     assert lin.n_draws == 1024 == br.RouterConfig(profiles=(br.Profile("a"),)).n_draws
-    assert lin.theta_.shape == (2, 1024, 1)
+    assert lin._z.shape == (2, 1024) and lin._z.dtype == np.float32
+    assert lin.cov_.tolist() == [[[1.0]], [[1.0]]] and lin.spread_ == pytest.approx([0.3, 0.3], rel=1e-15)
     pmf = lin.distribution({}, np.array([1.0]), np.array([True, True]))
     assert 0 < pmf[0] < 1 and np.array_equal(pmf * 1024, np.round(pmf * 1024))
+    # at the prior the scores are 0.3 * z[k, m] (float32): profile 0 wins where its score is the
+    # larger, and the ties (rare) as the first maximiser
+    u = np.float32(0.3) * lin._z
+    assert pmf[0] == np.mean(u[0] >= u[1])
 
 
 @pytest.mark.parametrize("noise_sd", [0.25, 1.0, 2.0])
-def test_linear_ts_weighs_each_outcome_by_one_over_the_noise_variance(noise_sd, seed):
-    """[linear __init__ 24] The reward noise is N(0, sigma^2): precision A = lambda + n / sigma^2
-    and mean (sum r / sigma^2) / A (x = 1, one task type, no features). Rewards 1, 1, 0 with
-    lambda = 1 give A = 1 + 3 / sigma^2, mean = (2 / sigma^2) / A, e.g. sigma = 2: A = 1.75,
-    mean = 2 / 7. The bank's draws have that mean and sd 1 / sqrt(A) (within 5 Monte Carlo
-    standard errors) once it is refreshed. (sigma = 0.5, the router's, cannot tell 1 / sigma^2 from 2 / sigma.)"""
+def test_linear_ts_mean_ignores_the_noise_prior_which_counts_as_one_outcome_of_the_spread(noise_sd, seed):
+    """[linear __init__ 24] The posterior mean is the ridge solution, whatever the noise prior:
+    profile 0 learns rewards 1, 1, 0 (x = 1, lambda = 1): A = 4, mean 2 / 4 = 0.5; profile 1
+    learns 1, 0, 0: mean 0.25. The noise prior s0 = noise_sd^2 enters only the spread, as one
+    outcome: spread_0 = 0.3 sqrt((s0 + 2 - 1) / 4), spread_1 = 0.3 sqrt((s0 + 1 - 0.25) / 4);
+    e.g. noise_sd = 2: 0.335 and 0.327, and 0 wins Phi(0.25 / sqrt((0.335^2 + 0.327^2) / 4))
+    ~ 0.86 of the scenarios (0.99 for noise_sd = 0.25), within 5 Monte Carlo standard errors."""
     n_draws = 20_000
     lin = br.LinearTS(2, ["chat"], (), noise_sd=noise_sd, n_draws=n_draws, seed=seed)
-    for reward in (1.0, 1.0, 0.0):
-        lin.learn({}, 0, reward, 0.5)
-    precision = 1.0 + 3.0 / noise_sd**2
-    mean = (2.0 / noise_sd**2) / precision
-    assert lin.A_[0] == pytest.approx(np.array([[precision]]), rel=1e-12)
-    assert lin.mean()[0] == pytest.approx([mean], rel=1e-12)
-    lin.refresh()  # the bank is redrawn every refresh_every (16) outcomes, or now
-    draws = lin.theta_[0, :, 0].astype(np.float64)
-    sd = 1.0 / np.sqrt(precision)
-    assert abs(draws.mean() - mean) < 5 * sd / np.sqrt(n_draws)
-    assert abs(draws.std() - sd) < 5 * sd / np.sqrt(2 * n_draws)
+    for k, rewards in ((0, (1.0, 1.0, 0.0)), (1, (1.0, 0.0, 0.0))):
+        for reward in rewards:
+            lin.learn({}, k, reward, 0.5)
+    assert lin.A_[:, 0, 0].tolist() == [4.0, 4.0]
+    assert lin.mean()[:, 0] == pytest.approx([0.5, 0.25], rel=1e-12)
+    lin.refresh()  # the posterior is refreshed every refresh_every (16) outcomes, or now
+    first = scalar_posterior((1.0, 1.0, 0.0), noise_sd=noise_sd)
+    second = scalar_posterior((1.0, 0.0, 0.0), noise_sd=noise_sd)
+    assert lin.mean_[:, 0] == pytest.approx([0.5, 0.25], rel=1e-12)
+    assert lin.spread_ == pytest.approx([first[2], second[2]], rel=1e-12)
+    assert lin.noise_sd() == pytest.approx(np.array([first[2], second[2]]) / SCALE, rel=1e-12)
+    p = p_beats(*first, *second)
+    got = lin.distribution({}, np.array([1.0]), np.array([True, True]))[0]
+    assert abs(got - p) < bank_tolerance(p, n_draws), (got, p)
 
 
-def _forgotten(rewards_by_profile, n_profiles, gamma, lam=1.0, sigma=0.5):
+def _forgotten(rewards_by_profile, n_profiles, gamma, lam=LAMBDA):
     """The documented forgetting recursion (x = 1): at every outcome A <- lam + gamma (A - lam),
-    b <- gamma b for every profile, then A_k += 1 / sigma^2, b_k += r / sigma^2."""
-    A, b = np.full(n_profiles, lam), np.zeros(n_profiles)
+    b, sum r^2, n <- gamma (.) for every profile, then A_k += 1, b_k += r, rr_k += r^2, n_k += 1."""
+    A, b, rr, n = np.full(n_profiles, lam), np.zeros(n_profiles), np.zeros(n_profiles), np.zeros(n_profiles)
     for k, r in rewards_by_profile:
-        A, b = lam + gamma * (A - lam), gamma * b
-        A[k] += 1 / sigma**2
-        b[k] += r / sigma**2
-    return A, b
+        A, b, rr, n = lam + gamma * (A - lam), gamma * b, gamma * rr, gamma * n
+        A[k] += 1.0
+        b[k] += r
+        rr[k] += r * r
+        n[k] += 1.0
+    return A, b, rr, n
 
 
-def test_a_discounted_linear_router_redraws_a_profile_whose_evidence_faded(seed):
+def test_a_discounted_linear_router_rescores_a_profile_whose_evidence_faded(seed):
     """[linear learn_task 18] With discount 0.5 every outcome also shrinks the other profiles'
-    statistics toward the prior, so their draws must be redrawn too. a learns reward 1 twenty
-    times (mean ~0.89, sd ~1/3), then only b learns (reward 0, forty times): a is back at its
-    N(0, 1) prior (0.5^40 of its evidence left) and b ~ N(0, 1/9), so a wins
-    P = Phi((m_a - m_b) / sqrt(v_a + v_b)) ~ 0.5 of the bank. A bank that kept a's old draws
-    would give a ~0.97."""
+    statistics (A, b, sum r^2, n) toward the prior, so their posteriors must be refreshed too.
+    a learns reward 1 twenty times (then mean 2/3), then only b learns (reward 0, forty times):
+    a is back at its prior (0.5^40 of its evidence left: mean ~0, variance 1, spread 0.3) and b
+    has A ~ 3, mean 0, spread 0.3 sqrt(1 / 3), so a wins P = Phi((m_a - m_b) / sqrt(s_a^2 + s_b^2))
+    ~ 0.5 of the scenarios. A posterior of a left as it was would give a ~1."""
     gamma = 0.5
     router = br.Router(lanes("a", "b"), policy="linear", discount=gamma, exploration=0.0, refresh_every=1,
                        seed=seed)
     history = [(0, 1.0)] * 20 + [(1, 0.0)] * 40
     for k, reward in history:
         feed(router, "ab"[k], reward)
-    A, b = _forgotten(history, 2, gamma)
+    A, b, rr, n = _forgotten(history, 2, gamma)
     lin = router.policy
     assert lin.A_[:, 0, 0] == pytest.approx(A, rel=1e-12)
+    assert lin.b_[:, 0] == pytest.approx(b, rel=1e-9, abs=1e-15)
+    assert lin.rr_ == pytest.approx(rr, rel=1e-9, abs=1e-15) and lin.n_ == pytest.approx(n, rel=1e-12)
     means, variances = b / A, 1.0 / A
+    spreads = SCALE * np.sqrt((NOISE_SD**2 + rr - b * means) / (1.0 + n))
     assert lin.mean()[:, 0] == pytest.approx(means, rel=1e-9, abs=1e-12)
-    p = stats.norm.cdf((means[0] - means[1]) / np.sqrt(variances.sum()))
+    assert lin.mean_[:, 0] == pytest.approx(means, rel=1e-9, abs=1e-12)  # both refreshed
+    assert lin.cov_[:, 0, 0] == pytest.approx(variances, rel=1e-12)
+    assert lin.spread_ == pytest.approx(spreads, rel=1e-9)
+    p = p_beats(means[0], variances[0], spreads[0], means[1], variances[1], spreads[1])
     got = router.probabilities({"lane": "both"})["a"]
     assert abs(got - p) < bank_tolerance(p), (got, p)
 
 
-def test_linear_bank_is_redrawn_exactly_every_refresh_every_outcomes(seed):
-    """[linear learn_task 37] With refresh_every=3 the first two outcomes leave the bank (and so
-    the probabilities) exactly as they were; the third redraws it from the posterior. a learns
-    reward 1 three times: A = 1 + 3 * 4 = 13, mean 12 / 13, against b at its N(0, 1) prior a
-    wins Phi(m / sqrt(1 / 13 + 1)) ~ 0.81 of the bank (0.5 before)."""
+def test_linear_posterior_is_refreshed_exactly_every_refresh_every_outcomes(seed):
+    """[linear learn_task 37] With refresh_every=3 the first two outcomes leave the refreshed
+    posterior (and so the probabilities) exactly as they were; the third refreshes it. a learns
+    reward 1 three times: A = 1 + 3 = 4, mean 3 / 4, spread 0.3 sqrt((1 + 3 - 9/4) / 4) ~ 0.20;
+    against b at its prior (mean 0, variance 1, spread 0.3) a wins
+    Phi(0.75 / sqrt(0.20^2 / 4 + 0.3^2)) ~ 0.99 of the scenarios (0.5 before)."""
     router = br.Router(lanes("a", "b"), policy="linear", refresh_every=3, exploration=0.0, seed=seed)
+    lin = router.policy
     prior = router.probabilities({"lane": "both"})
     assert abs(prior["a"] - 0.5) < bank_tolerance(0.5)
     for i in range(3):
         feed(router, "a", 1.0)
         if i < 2:
             assert router.probabilities({"lane": "both"}) == prior, i
-    p = stats.norm.cdf((12 / 13) / np.sqrt(1 / 13 + 1))
+            assert lin.mean_[0].tolist() == [0.0] and lin.spread_[0] == pytest.approx(SCALE * NOISE_SD), i
+    assert lin.mean_[0] == pytest.approx([0.75], rel=1e-12)
+    p = p_beats(*scalar_posterior((1.0, 1.0, 1.0)), *scalar_posterior(()))
     got = router.probabilities({"lane": "both"})["a"]
     assert abs(got - p) < bank_tolerance(p), (got, p)
+    for i in range(3):  # the next refresh comes three outcomes later, not earlier
+        feed(router, "a", 0.0)
+        assert (lin.mean_[0, 0] == 0.75) == (i < 2), i
 
 
 # -- request.py (decide/request.py): explicit task posteriors ------------------------------------

@@ -16,19 +16,21 @@ from scipy import stats
 import banditroute as br
 from banditroute.policies.linear import LinearTS
 
-# The LinearTS defaults the router uses (it passes neither): prior theta ~ N(0, I / lambda),
-# reward noise N(0, sigma^2).
-LAMBDA, SIGMA = 1.0, 0.5
+# The LinearTS defaults the router uses (it passes none of them): prior precision lambda, the
+# prior guess of the reward noise (worth one outcome) and the posterior scale c.
+LAMBDA, NOISE_SD, SCALE = 1.0, 1.0, 0.3
 
 
-def posterior(obs, dim, lam=LAMBDA, sigma=SIGMA):
-    """Closed-form Bayesian linear regression: precision lam I + sum x x^T / sigma^2, mean A^-1 b."""
-    A, b = lam * np.eye(dim), np.zeros(dim)
-    for x, r in obs:
-        x = np.asarray(x, dtype=float)
-        A += np.outer(x, x) / sigma**2
-        b += x * r / sigma**2
-    return np.linalg.solve(A, b), np.linalg.inv(A)
+def posterior(obs, dim, lam=LAMBDA, noise_sd=NOISE_SD, scale=SCALE):
+    """Closed form of the model: the ridge solution ``mean = (lam I + X'X)^-1 X'r`` (it does not
+    depend on the noise), ``cov = (lam I + X'X)^-1``, and the spread of the scenarios
+    ``c * sqrt((noise_sd^2 + r'r - b . mean) / (1 + n))``, ``b = X'r`` (the learned noise)."""
+    X = np.array([x for x, _ in obs], dtype=float).reshape(len(obs), dim)
+    r = np.array([r for _, r in obs], dtype=float)
+    A = lam * np.eye(dim) + X.T @ X
+    mean = np.linalg.solve(A, X.T @ r)
+    spread = scale * np.sqrt((noise_sd**2 + r @ r - (X.T @ r) @ mean) / (1 + len(obs)))
+    return mean, np.linalg.inv(A), spread
 
 
 # -- batch.py: the vectorised DataFrame path ---------------------------------------------------
@@ -49,10 +51,16 @@ def test_dataframe_task_probs_column_that_is_not_a_mapping_is_rejected_like_a_ro
 
 def test_dataframe_batch_of_a_linear_router_scores_every_row_on_its_own_features(seed):
     """[batch x_plan_frame 14] A contextual learner scores each row's features: rows of one task
-    type with different feature values must not share a cached distribution."""
+    type with different feature values must not share a cached distribution (once it has
+    learned: at its prior every profile has the same posterior, so the features do not move the pmf)."""
     kwargs = dict(task_types=["chat", "code"], policy="linear", features={"tokens": 1000.0}, seed=seed)
     profiles = [br.Profile("a"), br.Profile("b"), br.Profile("c")]
     router, twin = br.Router(profiles, **kwargs), br.Router(profiles, **kwargs)
+    for r in (router, twin):  # at the prior the features cannot matter (every profile alike): learn first
+        for i in range(60):
+            tokens = float(500 * (i % 12))
+            d = r.decide({"task_type": ["chat", "code"][i % 2], "tokens": tokens})
+            r.record(d.id, quality=float((d.profile == "a") == (tokens < 3000)))
     rows = [{"task_type": ["chat", "code"][i % 2], "tokens": float(300 * (i // 2))} for i in range(40)]
     decisions = router.decide_batch(pl.DataFrame(rows))
     expected = [router.probabilities(r) for r in rows]
@@ -158,8 +166,8 @@ def test_task_classifier_never_shows_the_task_label_or_posterior_to_the_estimato
 def test_non_mapping_task_probs_is_rejected_with_its_field_name():
     """[request _explicit_probs 8]"""
     router = br.Router([br.Profile("a"), br.Profile("b")], task_types=["chat", "code"], seed=0)
-    with pytest.raises(br.InvalidRequestError,
-                       match=r"^context\.task_probs must be a mapping task_type -> probability, got \[0\.5, 0\.5\]$") as info:
+    message = r"^context\.task_probs must be a mapping task_type -> probability, got \[0\.5, 0\.5\]$"
+    with pytest.raises(br.InvalidRequestError, match=message) as info:
         router.decide({"task_probs": [0.5, 0.5]})
     assert info.value.field == "context.task_probs"
 
@@ -214,26 +222,31 @@ LEARN_CASES = [
 @pytest.mark.parametrize("context,x", LEARN_CASES)
 def test_learn_updates_the_posterior_with_the_context_task_posterior(context, x, seed):
     """[linear learn 8, _task_probs 2/9/15/17/21/24/25, mean 2, learn_task 33, __init__ 2/23/26]
-    One outcome r for profile 1 at x: by Sherman-Morrison the posterior mean is
-    x * (r / sigma^2) / (lambda + |x|^2 / sigma^2); e.g. x = (0.25, 0.75), r = 0.5 gives
-    x * 2 / 3.5 = (1/7, 3/7). Profile 0 stays at its prior mean 0."""
+    One outcome r for profile 1 at x: A = lambda I + x x^T, b = x r, and by Sherman-Morrison the
+    posterior mean (the ridge solution) is x * r / (lambda + |x|^2); e.g. x = (0.25, 0.75),
+    r = 0.5 gives x * 0.5 / 1.625 = (1/13, 3/13). Profile 0 stays at its prior mean 0."""
     lin = LinearTS(2, ["chat", "code"], (), n_draws=16, seed=seed)
     lin.learn(context, 1, 0.5, 0.5)
     x = np.array(x)
-    expected = x * (0.5 / SIGMA**2) / (LAMBDA + (x @ x) / SIGMA**2)
+    expected = x * 0.5 / (LAMBDA + x @ x)
     assert lin.mean() == pytest.approx(np.array([[0.0, 0.0], expected]), abs=1e-12)
     assert lin.mean() == pytest.approx(np.array([[0.0, 0.0], posterior([(x, 0.5)], 2)[0]]), abs=1e-12)
+    assert lin.A_ == pytest.approx(np.array([LAMBDA * np.eye(2), LAMBDA * np.eye(2) + np.outer(x, x)]), abs=1e-15)
+    assert lin.b_ == pytest.approx(np.array([[0.0, 0.0], 0.5 * x]), abs=1e-15)
+    assert lin.rr_.tolist() == [0.0, 0.25] and lin.n_.tolist() == [0.0, 1.0]
     assert lin.n_updates_ == 1
     for _ in range(4):
         lin.learn_task(context, x, 0, 1.0, 0.5)
-    assert lin.n_updates_ == 5
+    assert lin.n_updates_ == 5 and lin.n_.tolist() == [4.0, 1.0]
 
 
 def test_router_linear_posterior_after_two_outcomes_matches_the_closed_form(seed):
-    """[linear __init__ 2, 23, 26, featurize 22] Through the router with its default prior
-    (lambda = 1) and noise (sigma = 0.5): profile a learns reward 1 and profile b reward 0 at
-    tokens = 1000 (x = (1, 1)). At a query z the probability of a is the share of the bank's draws
-    it wins, Phi(z.(m_a - m_b) / sqrt(z'(C_a + C_b)z)) up to Monte Carlo error sqrt(p(1-p)/M)."""
+    """[linear __init__ 2, 23, 26, featurize 22] Through the router with its defaults (lambda = 1,
+    noise prior 1, c = 0.3): profile a learns reward 1 and profile b reward 0 at tokens = 1000
+    (x = (1, 1)). At a query z the scores are independent normals N(z.m_k, s_k^2),
+    s_k = spread_k sqrt(z'C_k z), so a wins Phi(z.(m_a - m_b) / sqrt(s_a^2 + s_b^2)) of the
+    scenarios, up to Monte Carlo error sqrt(p(1-p)/M). E.g. m_a = (1/3, 1/3),
+    spread_a = 0.3 sqrt((1 + 1 - 2/3) / 2), spread_b = 0.3 sqrt(1 / 2); at z = (1, 0) p ~ 0.90."""
     n_draws = 40_000
     profiles = [br.Profile("a", allow={"lane": ["a", "both"]}), br.Profile("b", allow={"lane": ["b", "both"]})]
     router = br.Router(profiles, policy="linear", features={"tokens": 1000.0}, exploration=0.0,
@@ -242,11 +255,13 @@ def test_router_linear_posterior_after_two_outcomes_matches_the_closed_form(seed
         d = router.decide({"lane": lane, "tokens": 1000.0})
         assert d.profile == lane and d.propensity == 1.0
         assert router.record(d.id, quality=quality) == "applied"
-    m_a, C_a = posterior([((1.0, 1.0), 1.0)], 2)
-    m_b, C_b = posterior([((1.0, 1.0), 0.0)], 2)
+    m_a, C_a, s_a = posterior([((1.0, 1.0), 1.0)], 2)
+    m_b, C_b, s_b = posterior([((1.0, 1.0), 0.0)], 2)
+    assert m_a == pytest.approx([1 / 3, 1 / 3]) and s_a == pytest.approx(0.3 * np.sqrt(2 / 3))
+    assert router.policy.spread_ == pytest.approx([s_a, s_b], rel=1e-12)
     for tokens in (0.0, 1000.0, 3000.0, 6000.0):
         z = np.array([1.0, tokens / 1000.0])
-        p = stats.norm.cdf(z @ (m_a - m_b) / np.sqrt(z @ (C_a + C_b) @ z))
+        p = stats.norm.cdf(z @ (m_a - m_b) / np.sqrt(s_a**2 * (z @ C_a @ z) + s_b**2 * (z @ C_b @ z)))
         got = router.probabilities({"lane": "both", "tokens": tokens})["a"]
         assert abs(got - p) < 5 * np.sqrt(p * (1 - p) / n_draws), (tokens, got, p)
 
@@ -260,35 +275,60 @@ def test_linear_router_same_seed_same_distributions_and_decisions(seed):
     first, second = make(), make()
     contexts = [{"task_type": t, "tokens": float(n)} for t in ("chat", "code") for n in (0, 800, 2500, 9000)]
     assert [first.probabilities(c) for c in contexts] == [second.probabilities(c) for c in contexts]
-    assert [d.profile for d in first.decide_batch(contexts * 5)] == [d.profile for d in second.decide_batch(contexts * 5)]
+    assert [d.profile for d in first.decide_batch(contexts * 5)] == \
+        [d.profile for d in second.decide_batch(contexts * 5)]
 
 
 def test_ties_go_to_the_first_maximiser_and_the_pmf_still_covers_every_profile(seed):
-    """[linear distribution 35] When draws tie, the pmf is recounted by argmax: it must still
-    have one entry per profile even if the last profiles win no draw (here: infeasible)."""
-    lin = LinearTS(4, ["chat"], (("tokens", 1000.0),), n_draws=512, seed=seed)
-    lin.bank_[:, 2, :] = lin.bank_[:, 1, :]  # profiles 1 and 2 tie on every draw: 1 wins them
+    """[linear distribution 35] When scenarios tie, the pmf is recounted by argmax: it must still
+    have one entry per profile even if the last profiles win no scenario (here: infeasible).
+    Profiles 1 and 2 learn the same outcomes and get the same scenario normals, so they tie in
+    every scenario and 1, the first maximiser, wins them all."""
+    lin = LinearTS(4, ["chat"], (("tokens", 1000.0),), n_draws=512, posterior_scale=1.0, seed=seed)
+    lin._z[2] = lin._z[1]
+    for tokens, r0, r in ((200.0, 1.0, 0.0), (1500.0, 0.0, 1.0), (800.0, 1.0, 1.0)):
+        lin.learn({"tokens": tokens}, 0, r0, 0.5)
+        for k in (1, 2):
+            lin.learn({"tokens": tokens}, k, r, 0.5)
+    lin.refresh()
+    assert np.array_equal(lin.mean_[1], lin.mean_[2]) and np.array_equal(lin.cov_[1], lin.cov_[2])
+    assert lin.spread_[1] == lin.spread_[2]
     ctx, w, feasible = {"tokens": 700.0}, np.array([1.0]), np.array([True, True, True, False])
     pmf = lin.distribution(ctx, w, feasible)
-    u = np.einsum("kmd,d->km", lin.theta_[:2], lin.featurize(ctx, w).astype(np.float32))
+    x = lin.featurize(ctx, w)
+    sd = lin.spread_[:2] * np.sqrt(np.einsum("i,kij,j->k", x, lin.cov_[:2], x))
+    coef = np.stack([lin.mean_[:2] @ x, sd], axis=1).astype(np.float32)[:, None, :]
+    u = np.matmul(coef, np.stack([np.ones_like(lin._z[:2]), lin._z[:2]], axis=1))[:, 0, :]
     share0 = np.mean(u[0] > u[1])
+    assert 0 < share0 < 1
     assert pmf.shape == (4,)
     assert pmf == pytest.approx([share0, 1.0 - share0, 0.0, 0.0], abs=1e-12)
 
 
 def test_linear_add_profile_starts_the_new_profile_at_its_prior(seed):
-    """[linear add_profile 2, 6, 14, 28] The new profile has precision lambda I, mean 0, and its
-    draws follow N(0, I / lambda) (sample covariance within ~5 standard errors sqrt(2/M))."""
+    """[linear add_profile 2, 6, 14, 28] The new profile has precision lambda I, no evidence
+    (b = 0, no outcomes), mean 0, covariance I / lambda and the prior spread c * noise_sd; its
+    scenario normals are fresh standard normals (mean within 5 / sqrt(M), sd within 5 standard
+    errors sqrt(1 / (2M))) and the other profiles keep theirs."""
     n_draws = 4000
     lin = LinearTS(2, ["chat"], (("tokens", 1000.0),), n_draws=n_draws, seed=seed)
     lin.learn({"tokens": 1000.0}, 0, 1.0, 0.5)
+    z_before = lin._z.copy()
     lin.add_profile()
     assert lin.A_.shape == (3, 2, 2) and np.array_equal(lin.A_[2], LAMBDA * np.eye(2))
+    assert lin.b_[2].tolist() == [0.0, 0.0] and lin.rr_[2] == 0.0 and lin.n_[2] == 0.0
     assert lin.mean()[2] == pytest.approx([0.0, 0.0])
-    assert lin.mean()[0] == pytest.approx(posterior([((1.0, 1.0), 1.0)], 2)[0])
-    draws = lin.theta_[2].astype(np.float64)
-    assert np.abs(draws.mean(axis=0)).max() < 5 / np.sqrt(n_draws)
-    assert np.abs(np.cov(draws.T) - np.eye(2) / LAMBDA).max() < 5 * np.sqrt(2 / n_draws)
+    assert lin.mean_[2].tolist() == [0.0, 0.0] and np.array_equal(lin.cov_[2], np.eye(2) / LAMBDA)
+    assert lin.spread_[2] == pytest.approx(SCALE * NOISE_SD, rel=1e-12)
+    mean0, cov0, spread0 = posterior([((1.0, 1.0), 1.0)], 2)
+    assert lin.mean()[0] == pytest.approx(mean0)
+    assert lin.mean_[0] == pytest.approx(mean0) and lin.cov_[0] == pytest.approx(cov0)  # refreshed
+    assert lin.spread_[0] == pytest.approx(spread0, rel=1e-12)
+    assert lin._z.shape == (3, n_draws) and lin._z.dtype == np.float32
+    assert np.array_equal(lin._z[:2], z_before)
+    z = lin._z[2].astype(np.float64)
+    assert abs(z.mean()) < 5 / np.sqrt(n_draws) and abs(z.std() - 1.0) < 5 * np.sqrt(1 / (2 * n_draws))
+    assert np.abs(np.corrcoef(lin._z.astype(np.float64))[2, :2]).max() < 5 / np.sqrt(n_draws)  # not a copy
     pmf = lin.distribution({"tokens": 300.0}, np.array([1.0]), np.ones(3, dtype=bool))
     assert pmf.shape == (3,) and pmf.sum() == pytest.approx(1.0) and pmf[2] > 0
 
@@ -298,20 +338,24 @@ def test_linear_add_profile_starts_the_new_profile_at_its_prior(seed):
     assert list(probs) == ["a", "b", "c"] and sum(probs.values()) == pytest.approx(1.0) and probs["c"] > 0
 
 
-def test_linear_state_pickled_with_the_float64_bank_loads_as_the_float32_bank(seed):
-    """[linear __setstate__ 10] A pickle from before the float32 bank (``theta_`` of shape
-    (K, M, dim), float64) loads into the documented float32 (dim, K, M) bank."""
+def test_linear_state_pickled_with_the_old_bank_is_refused(seed):
+    """[linear __setstate__ 10] A pickle of the old LinearTS (a bank of coefficient draws:
+    ``bank_`` of shape (dim, K, M) or ``theta_`` of shape (K, M, dim)) cannot be read as the
+    sufficient statistics: loading it is a ConfigError telling to replay the log. A pickle of
+    the current model loads and decides exactly as the original."""
     lin = LinearTS(3, ["chat"], (("tokens", 1000.0),), n_draws=64, seed=seed)
-    bank32 = lin.bank_.copy()
-    old_bank = lin.__dict__.pop("bank_").transpose(1, 2, 0).astype(np.float64)
-    old_bank += 1e-9 * np.random.default_rng(seed).standard_normal(old_bank.shape)  # not float32-exact
-    lin.__dict__["theta_"] = old_bank
+    ctx, w, mask = {"tokens": 500.0}, np.array([1.0]), np.ones(3, dtype=bool)
     loaded = pickle.loads(pickle.dumps(lin))
-    assert "theta_" not in loaded.__dict__
-    assert loaded.bank_.dtype == np.float32 and loaded.theta_.dtype == np.float32
-    assert loaded.bank_.shape == (2, 3, 64) and loaded.bank_.flags.c_contiguous
-    assert np.array_equal(loaded.bank_, old_bank.transpose(2, 0, 1).astype(np.float32))
-    assert np.abs(loaded.bank_ - bank32).max() < 1e-6
+    assert np.array_equal(loaded.distribution(ctx, w, mask), lin.distribution(ctx, w, mask))
+    for name, old in (("bank_", np.zeros((2, 3, 64), dtype=np.float32)), ("theta_", np.zeros((3, 64, 2)))):
+        state = {k: v for k, v in lin.__dict__.items() if k not in ("A_", "b_", "mean_", "cov_")}
+        state[name] = old
+        fresh = LinearTS.__new__(LinearTS)
+        message = r"^policy was saved by an older banditroute .*replaying the log"
+        with pytest.raises(br.ConfigError, match=message) as info:
+            fresh.__setstate__(state)
+        assert info.value.field == "policy" and info.value.value == "LinearTS"
+        assert "A_" not in fresh.__dict__  # nothing of the old state was taken
 
 
 class _RowsModel:

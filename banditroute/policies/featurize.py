@@ -4,7 +4,9 @@ For task types ``t`` with posterior ``p`` (one-hot for a labelled request), nume
 ``f_i`` (each divided by its scale) and hashed fields ``h`` (:class:`~banditroute.config.features.Text`,
 :class:`~banditroute.config.features.Category`)::
 
-    x = [p ⊗ (1, f_1, ..., f_F),  bucket counts of h_1 (unit norm),  ...,  of h_H]
+    x = [(1, f_1, ..., f_F) ⊗ p,  bucket counts of h_1 (unit norm),  ...,  of h_H]
+
+(``(1, f) ⊗ p`` in that order: ``p_1 .. p_T, f_1 p_1 .. f_1 p_T, ...``)
 
 so every task type gets its own intercept and slopes on the numeric features, and each hashed
 field its own ``2**bits`` buckets (shared by the task types). A bucket is

@@ -205,6 +205,8 @@ class LinearTS(Policy, name="linear"):
         scenario's winner is the profile equal to the scenario's maximum."""
         n, n_profiles = means.shape
         n_draws = self.n_draws
+        if n == 0:
+            return np.zeros((0, n_profiles))
         sd = self.spread_ * np.sqrt(np.maximum(var, 0.0))
         coef = np.stack([means.T, sd.T], axis=2).astype(np.float32)  # (K, n, 2)
         if self._ones_z is None or self._ones_z.shape[0] != n_profiles:
