@@ -37,8 +37,8 @@ from .profiles import check_number
 
 __all__ = ["Text", "Category", "MAX_BITS", "feature_spec", "check_features"]
 
-#: a hashed field has at most 2**MAX_BITS buckets (the linear policy keeps two d x d float64
-#: matrices per profile: 11 bits are 64 MiB per profile, 8 bits 1 MiB)
+#: a hashed field has at most 2**MAX_BITS buckets (the linear policy keeps three d x d float64
+#: matrices per profile: 11 bits are 96 MiB per profile, 8 bits 1.5 MiB)
 MAX_BITS = 11
 
 

@@ -56,7 +56,7 @@ __all__ = ["LinearTS"]
 
 #: rows whose scenarios are scored at once (bounds the (K, rows, M) float32 block: 1 MiB for K = 8, M = 1,024)
 CHUNK_ROWS = 32
-#: the largest feature vector (n_task_types * (1 + numeric) + hashed buckets): 256 MiB per profile
+#: the largest feature vector (n_task_types * (1 + numeric) + hashed buckets): 384 MiB per profile
 MAX_DIM = 4096
 #: up to this dimension the means and variances of many rows are computed elementwise at once
 SMALL_DIM = 48
@@ -73,8 +73,13 @@ class LinearTS(Policy, name="linear"):
         See :mod:`banditroute.config.features` (a missing numeric field counts as 0).
     n_draws : int
         Scenarios per profile ``M``.
-    prior_precision : float
-        ``lambda``.
+    prior_precision : float or None
+        ``lambda``; None: half the expected squared norm of a feature vector, ``max(1, (1 + F +
+        H) / 2)`` for ``F`` numeric features scaled to about unit size and ``H`` hashed fields
+        (unit norm each), so that the prior variance of a request's score, ``sigma^2 |x|^2 /
+        lambda``, is about ``2 sigma^2`` however many features there are. With ``lambda = 1``
+        a wide context (hundreds of features, most of them noise) explored far too long: on
+        digits with 200 noise features added, 0.57 against 0.81 for ``lambda = d / 2``.
     noise_sd : float
         Prior guess of the reward noise's standard deviation (worth one outcome).
     posterior_scale : float
@@ -95,20 +100,22 @@ class LinearTS(Policy, name="linear"):
     default_exploration = 0.01
 
     def __init__(self, n_profiles: int, task_types: Sequence[str], features: Sequence[tuple], *,
-                 n_draws: int = 1024, prior_precision: float = 1.0, noise_sd: float = 1.0,
+                 n_draws: int = 1024, prior_precision: float | None = None, noise_sd: float = 1.0,
                  posterior_scale: float = 0.3, discount: float = 1.0, refresh_every: int = 16, seed=None):
         check_number("linear.posterior_scale", posterior_scale, lo=0.0)
         check_number("linear.noise_sd", noise_sd, lo=0.0, lo_open=True)
-        check_number("linear.prior_precision", prior_precision, lo=0.0, lo_open=True)
         self.task_types = list(task_types)
         self.features = tuple(features)
         self.featurizer = Featurizer(self.task_types, self.features)
+        if prior_precision is None:  # the prior's score variance, sigma^2 |x|^2 / lambda, about 2 sigma^2
+            prior_precision = max(1.0, (1 + len(self.featurizer.numeric) + len(self.featurizer.hashed)) / 2)
+        check_number("linear.prior_precision", prior_precision, lo=0.0, lo_open=True)
         self.n_tasks = len(self.task_types)
         self.dim = self.featurizer.dim
         if self.dim > MAX_DIM:
             raise ConfigError("features", dict(self.features), f"give a feature vector of {self.dim:,} dimensions; "
-                              f"at most {MAX_DIM:,} (two {self.dim:,} x {self.dim:,} float64 matrices per profile "
-                              f"would take {2 * 8 * self.dim ** 2 / 2 ** 20:,.0f} MiB): use fewer bits")
+                              f"at most {MAX_DIM:,} (three {self.dim:,} x {self.dim:,} float64 matrices per profile "
+                              f"would take {3 * 8 * self.dim ** 2 / 2 ** 20:,.0f} MiB): use fewer bits")
         self.n_draws = int(n_draws)
         self.prior_precision = float(prior_precision)
         self.noise_var0 = float(noise_sd) ** 2
