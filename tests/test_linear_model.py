@@ -256,3 +256,55 @@ def test_a_missing_hashed_field_is_zeros_and_a_wrong_type_names_the_field():
     with pytest.raises(br.InvalidRequestError, match=r"^context\.prompt must be a string \(a text feature\)") as info:
         router.decide({"prompt": 3})
     assert info.value.field == "context.prompt"
+
+
+def _every_profile_scored(pol, means, var, feasible):
+    """The pmf with no pruning: every feasible profile's M scenarios, row by row, first maximiser wins."""
+    n, k = means.shape
+    sd = pol.spread_ * np.sqrt(np.maximum(var, 0.0))
+    coef = np.empty((k, 1, 2), np.float32)
+    ones_z = np.stack([np.ones_like(pol._z), pol._z], axis=1)
+    out = np.zeros((n, k))
+    for i in range(n):
+        coef[:, 0, 0], coef[:, 0, 1] = means[i], sd[i]
+        u = np.matmul(coef, ones_z)[:, 0]
+        u[~feasible[i]] = -np.inf
+        out[i] = np.bincount(u.argmax(axis=0), minlength=k)
+    return out / pol.n_draws
+
+
+@pytest.mark.parametrize("dim,n_profiles,n_draws", [(10, 8, 1024), (3, 4, 1000), (20, 13, 512), (5, 2, 1024)])
+def test_scoring_only_contenders_gives_the_counts_of_scoring_every_profile(dim, n_profiles, n_draws, seed):
+    """A batch scores only the profiles whose best scenario reaches another's worst (grouped by
+    that set): the counts must equal scoring every feasible profile, exactly, on learned states
+    where many profiles are out of contention and with random feasibility masks."""
+    rng = np.random.default_rng(seed)
+    pol = LinearTS(n_profiles, ["t"], tuple((f"f{i}", 1.0) for i in range(dim)), n_draws=n_draws, seed=seed)
+    for t in range(600):
+        x = {f"f{i}": float(v) for i, v in enumerate(rng.standard_normal(dim))}
+        pol.learn(x, int(rng.integers(n_profiles)), float(rng.random() < 0.3 + 0.05 * (t % n_profiles)), 0.5)
+    X = np.column_stack([np.ones(1500), rng.standard_normal((1500, dim))])
+    feasible = rng.random((1500, n_profiles)) < 0.85
+    feasible[:, 0] = True
+    means, var = pol.moments(X)
+    got = pol._shares(means, var, feasible)
+    assert np.array_equal(got, _every_profile_scored(pol, means, var, feasible))
+    contenders = (got > 0).sum(axis=1)
+    assert (contenders == 1).any() and contenders.mean() < 0.8 * n_profiles or n_profiles == 2
+
+
+def test_decide_batch_turns_the_cyclic_collector_back_on():
+    import gc
+
+    router = br.Router([br.Profile("a"), br.Profile("b")], policy="linear", features={"x": 1.0}, seed=0)
+    frame = pl.DataFrame({"x": [0.1, 0.2, 0.3]})
+    assert gc.isenabled()
+    router.decide_batch(frame)
+    router.decide_batch([{"x": 1.0}])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        router.decide_batch(frame)
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()

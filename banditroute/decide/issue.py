@@ -8,6 +8,7 @@ thousands of times a second: C-level ``map``/``zip``, no Python loop per row).
 
 from __future__ import annotations
 
+import gc
 import time
 from bisect import bisect_right
 from itertools import repeat
@@ -52,6 +53,19 @@ class Issuer:
                               entry.excluded, entry.fallback_reason, parent_id))
 
     def many(self, contexts, budget=None) -> list[Decision]:
+        # A batch creates a few objects per decision and none of them cyclic garbage: the cyclic
+        # collector would rescan every live object (the pending window, the caller's) over and
+        # over while they are made (measured: half of the time of a 20,000-row batch). It runs
+        # when the batch is done instead.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._batch(contexts, budget)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _batch(self, contexts, budget) -> list[Decision]:
         if isinstance(contexts, pl.DataFrame):
             frame = plan_frame(self.pipeline, self.rng, contexts) if budget is None else None
             if frame is not None:

@@ -221,18 +221,24 @@ class DecisionPipeline:
         cdf = np.cumsum(pmfs, axis=1)
         pmf_lists = pmfs.tolist()
         probs = list(map(ProbabilityRow, repeat(self.index, n), pmf_lists))
-        excluded_rows, json_rows, fallback_rows, expected_rows = [None] * n, [None] * n, [None] * n, [None] * n
+        fallback_rows = [None] * n
+        columns = [[None] * n, [None] * n, [None] * n]  # excluded, its JSON, expected quality
         for rows, task, excluded in made:
-            values = (MappingProxyType(excluded), json.dumps(excluded, separators=(",", ":")), None,
-                      self.expected(task))
+            values = (MappingProxyType(excluded), json.dumps(excluded, separators=(",", ":")), self.expected(task))
             fallback = None
-            for i in rows.tolist():
-                excluded_rows[i], json_rows[i], fallback_rows[i], expected_rows[i] = values
+            for column, value in zip(columns, values):
+                if len(made) == 1:
+                    column[:] = [value] * n
+                else:
+                    for i in rows.tolist():
+                        column[i] = value
+            excluded_rows, json_rows, expected_rows = columns
             for i in rows[~ok[rows]].tolist():  # no feasible profile: the fallback's entry
                 fallback = fallback or self.fallback(dict(excluded), "no feasible profile")
                 excluded_rows[i], json_rows[i], fallback_rows[i], expected_rows[i] = (
                     fallback.excluded, fallback.excluded_json, fallback.fallback_reason, fallback.expected)
                 pmf_lists[i], probs[i], cdf[i] = fallback.pmf_list, fallback.probs, fallback.cdf
+        excluded_rows, json_rows, expected_rows = columns
         return Rows(pmf_lists, probs, excluded_rows, json_rows, fallback_rows, [None] * n, expected_rows), cdf
 
     def expected(self, task) -> list:

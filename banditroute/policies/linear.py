@@ -129,7 +129,8 @@ class LinearTS(Policy, name="linear"):
         self.rr_ = np.zeros(n_profiles)  # sum of squared rewards
         self.n_ = np.zeros(n_profiles)  # (discounted) number of outcomes
         self._z = self._rng.standard_normal((n_profiles, self.n_draws)).astype(np.float32)
-        self._ones_z = None  # [1, z] per profile, (K, 2, M): derived from _z
+        self._ones_z = None  # [1, z] per profile, (K, 2, M), and each profile's smallest and largest z
+        self._triu = None  # the upper triangle's indices (and weights) of a d x d matrix
         self.mean_ = np.zeros((n_profiles, d))
         self.cov_ = np.repeat(np.eye(d)[None] / self.prior_precision, n_profiles, axis=0)
         self.spread_ = np.zeros(n_profiles)  # c * sigma_k
@@ -174,14 +175,16 @@ class LinearTS(Policy, name="linear"):
             sub = self.cov_[:, idx[:, None], idx[None, :]]
             var = np.einsum("i,kij,j->k", val, sub, val)
             return self._shares(means[None], var[None], feasible[None])[0]
-        return self.distribution_rows(self.featurize(context, task_probs)[None], feasible[None])[0]
+        means, var = self.moments(self.featurizer.dense(context, task_probs)[None])
+        return self._shares(means, var, feasible[None])[0]
 
     def distribution_rows(self, X: np.ndarray, feasible: np.ndarray) -> np.ndarray:
         """The pmf (before the exploration floor) of many requests' feature vectors ``X`` of
         shape (n, dim), with ``feasible`` of shape (n, n_profiles) or (n_profiles,). Row i is
         what :meth:`distribution` returns for request i, bit for bit."""
         means, var = self.moments(np.asarray(X, dtype=np.float64))
-        return self._shares(means, var, np.broadcast_to(feasible, means.shape))
+        feasible = np.asarray(feasible, dtype=bool)
+        return self._shares(means, var, feasible if feasible.ndim == 2 else np.broadcast_to(feasible, means.shape))
 
     def moments(self, X: np.ndarray, *, variances: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """The posterior mean ``x . mu_k`` and ``x^T V_k x`` of each row's score, shapes (n, K)
@@ -190,14 +193,18 @@ class LinearTS(Policy, name="linear"):
         means = np.empty((n, n_profiles))
         var = np.empty((n, n_profiles)) if variances else None
         if d <= SMALL_DIM or not variances:  # elementwise products summed along a contiguous axis: same bits for any n
-            flat_cov = self.cov_.reshape(n_profiles, d * d)
-            step = max(1, (1 << 18) // (n_profiles * d * (d if variances else 1)))
+            if self._triu is None:  # x^T C x = sum over i <= j of x_i x_j C_ij (2 C_ij off the diagonal)
+                i, j = np.triu_indices(d)
+                self._triu = (i, j, np.where(i == j, 1.0, 2.0))
+            i, j, twice = self._triu
+            upper = self.cov_[:, i, j] * twice
+            step = max(1, (1 << 18) // (n_profiles * (i.size if variances else d)))
             for lo in range(0, n, step):
                 rows = X[lo:lo + step]
-                means[lo:lo + step] = (rows[:, None, :] * self.mean_).sum(axis=2)
+                means[lo:lo + step] = np.einsum("nd,kd->nk", rows, self.mean_)  # einsum: never BLAS
                 if variances:
-                    outer = (rows[:, :, None] * rows[:, None, :]).reshape(len(rows), d * d)
-                    var[lo:lo + step] = (outer[:, None, :] * flat_cov).sum(axis=2)  # x^T cov_k x
+                    cols = rows.T
+                    var[lo:lo + step] = np.einsum("pn,kp->nk", cols[i] * cols[j], upper)
         else:  # one matrix-vector product per row (BLAS rounds one row and many rows differently)
             for i, x in enumerate(X):
                 means[i] = (self.mean_ * x).sum(axis=1)
@@ -207,42 +214,74 @@ class LinearTS(Policy, name="linear"):
     def _shares(self, means: np.ndarray, var: np.ndarray, feasible: np.ndarray) -> np.ndarray:
         """Share of the scenarios won per profile, for rows of means and variances (n, K).
 
-        The scenarios ``u[k, i, m] = mean[i, k] + sd[i, k] * z[k, m]`` are one batched matrix
-        product ``[mean, sd] @ [1, z]`` per profile (float32), ``CHUNK_ROWS`` rows at a time; a
-        scenario's winner is the profile equal to the scenario's maximum."""
+        The scenarios ``u[k, i, m] = mean[i, k] + sd[i, k] * z[k, m]`` are a batched matrix
+        product ``[mean, sd] @ [1, z]`` per profile (float32); a scenario's winner is the profile
+        equal to the scenario's maximum. Only *contenders* are scored: a profile whose best
+        scenario is below another's worst (with a margin far above float32 rounding) wins no
+        scenario, so a row with one contender gets it whole, and rows are grouped by their set
+        of contenders (the same counts as scoring every profile, with less work)."""
         n, n_profiles = means.shape
-        n_draws = self.n_draws
+        counts = np.zeros((n, n_profiles))
         if n == 0:
-            return np.zeros((0, n_profiles))
+            return counts
         sd = self.spread_ * np.sqrt(np.maximum(var, 0.0))
-        coef = np.stack([means.T, sd.T], axis=2).astype(np.float32)  # (K, n, 2)
         if self._ones_z is None or self._ones_z.shape[0] != n_profiles:
             self._ones_z = np.stack([np.ones_like(self._z), self._z], axis=1)  # (K, 2, M)
+            self._z_range = (self._z.min(axis=1).astype(np.float64), self._z.max(axis=1).astype(np.float64))
+        if n == 1:  # one request (a decide): every feasible profile is scored, no grouping (the same counts)
+            who = np.flatnonzero(feasible[0])
+            counts[0, who] = self._scenario_counts(means[:, who], sd[:, who], who)[0] if who.size > 1 else self.n_draws
+            return counts / self.n_draws
+        low, high = means + sd * self._z_range[0], means + sd * self._z_range[1]
+        margin = 1e-5 * (np.abs(means) + sd * np.maximum(-self._z_range[0], self._z_range[1])).max(axis=1)
+        low = np.where(feasible, low, -np.inf)
+        contender = feasible & (high >= (low.max(axis=1) - margin)[:, None])
+        key = contender @ (1 << np.arange(n_profiles, dtype=np.int64)) if n_profiles < 63 else None
+        if key is None:  # too many profiles for a bit key: every feasible profile contends
+            contender, key = feasible, np.zeros(n, dtype=np.int64)
+        single = contender.sum(axis=1) == 1
+        counts[single] = contender[single] * float(self.n_draws)
+        if single.all():
+            return counts / self.n_draws
+        keys, inverse = np.unique(np.where(single, -1, key), return_inverse=True)
+        order = np.argsort(inverse.reshape(-1), kind="stable")
+        bounds = np.cumsum(np.bincount(inverse.reshape(-1), minlength=keys.size))[:-1]
+        for group, rows in zip(keys, np.split(order, bounds)):
+            if group < 0:
+                continue
+            who = np.flatnonzero(contender[rows[0]])
+            counts[np.ix_(rows, who)] = self._scenario_counts(means[np.ix_(rows, who)], sd[np.ix_(rows, who)], who)
+        return counts / self.n_draws
+
+    def _scenario_counts(self, means: np.ndarray, sd: np.ndarray, who: np.ndarray) -> np.ndarray:
+        """Scenarios won by each of the profiles ``who`` (every one feasible), rows (n, len(who))."""
+        n, k = means.shape
+        n_draws = self.n_draws
+        coef = np.empty((k, n, 2), dtype=np.float32)  # (k, n, [mean, sd])
+        coef[:, :, 0] = means.T
+        coef[:, :, 1] = sd.T
+        ones_z = self._ones_z if who.size == self._ones_z.shape[0] else self._ones_z[who]
         packed = n_draws % 8 == 0 and n_draws < 2040  # sum 8 booleans per uint64 word: no byte overflows
-        counts = np.empty((n, n_profiles))
+        counts = np.empty((n, k))
         rows = min(n, CHUNK_ROWS)
-        u = np.empty((n_profiles, rows, n_draws), dtype=np.float32)
+        u = np.empty((k, rows, n_draws), dtype=np.float32)
         top = np.empty((rows, n_draws), dtype=np.float32)
         wins = np.empty(u.shape, dtype=bool)
-        all_feasible = feasible.all()
         for lo in range(0, n, rows):
             c = min(rows, n - lo)
             uc, tc, wc = (u, top, wins) if c == rows else (u[:, :c], top[:c], wins[:, :c])
-            np.matmul(coef[:, lo:lo + c], self._ones_z, out=uc)  # (K, c, M)
-            if not all_feasible:
-                uc[~feasible[lo:lo + c].T] = -np.inf
+            np.matmul(coef[:, lo:lo + c], ones_z, out=uc)  # (k, c, M)
             np.maximum.reduce(uc, axis=0, out=tc)
             np.equal(uc, tc, out=wc)
             if packed:
-                words = wc.view(np.uint64).sum(axis=2, dtype=np.uint64)  # (K, c)
+                words = wc.view(np.uint64).sum(axis=2, dtype=np.uint64)  # (k, c)
                 got = words[..., None].view(np.uint8).sum(axis=2).T
             else:
                 got = wc.sum(axis=2).T
-            tied = np.flatnonzero(got.sum(axis=1) != n_draws)
-            for i in tied:  # a scenario with tied maxima (rare in float32): the first maximiser wins
-                got[i] = np.bincount(uc[:, i].argmax(axis=0), minlength=n_profiles)
+            for i in np.flatnonzero(got.sum(axis=1) != n_draws):  # tied maxima (rare in float32): first wins
+                got[i] = np.bincount(uc[:, i].argmax(axis=0), minlength=k)
             counts[lo:lo + c] = got
-        return counts / n_draws
+        return counts
 
     # -- learning ------------------------------------------------------------------------------
     def update(self, feedback: Feedback) -> None:
@@ -372,3 +411,4 @@ class LinearTS(Policy, name="linear"):
             raise ConfigError("policy", "LinearTS", "was saved by an older banditroute (a bank of coefficient "
                               "draws): rebuild it by replaying the log (banditroute replay)")
         self.__dict__.update(state)
+        self._ones_z, self._triu = None, None  # derived caches: rebuilt on demand
