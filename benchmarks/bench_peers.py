@@ -325,7 +325,35 @@ def one_run(run: int, data: Data, args, tmp: str) -> dict:
     res["ours_stub_learner_decide"] = latency(stub.decide, calls, args.warmup)
     res["mab_lints_batch"] = throughput(lints.predict, data.x[:n_batch], n_batch, data.x[:100])
     res["ours_linear_batch"] = throughput(lin.decide_batch, data.contexts[:n_slow], n_slow, data.contexts[:100])
+    frame = pl.DataFrame(data.x[:n_batch], schema=data.features, orient="row")
+    res["ours_linear_batch_frame"] = throughput(lin.decide_batch, frame, n_batch, frame.head(100))
+
+    # 5. a wide context: d = 256 numeric features (an embedding), 8 profiles, M = 1,024
+    wide = wide_linear_router(data, seed)
+    rng = np.random.default_rng(seed)
+    wide_calls = [dict(zip(WIDE_FEATURES, row)) for row in rng.standard_normal((len(calls), WIDE_DIM)).tolist()]
+    res["ours_linear256_decide"] = latency(wide.decide, wide_calls, args.warmup)
+    res["linear256_state_bytes"] = {"bytes": int(sum(a.nbytes for a in wide.policy.state_arrays().values()))}
     return res
+
+
+WIDE_DIM = 256
+WIDE_FEATURES = [f"e{j}" for j in range(WIDE_DIM)]
+
+
+def wide_linear_router(data: Data, seed: int, n_history: int = 2000) -> br.Router:
+    """``policy="linear"`` over a 256-dimensional embedding, trained on ``n_history`` outcomes."""
+    router = br.Router(data.profiles, objective=br.Objective(quality=1.0), policy="linear", n_draws=N_DRAWS,
+                       features={f: 1.0 for f in WIDE_FEATURES}, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_history, WIDE_DIM)) / np.sqrt(WIDE_DIM)
+    arms = rng.integers(0, N_ARMS, n_history)
+    reward = (rng.random(n_history) < 0.5 + 0.3 * np.tanh(x[np.arange(n_history), arms])).astype(float)
+    learner, w = router.policy, np.ones(1)
+    for row, k, r in zip(x.tolist(), arms.tolist(), reward.tolist()):
+        learner.learn_task(dict(zip(WIDE_FEATURES, row)), w, k, r, 1.0 / N_ARMS)
+    learner.refresh()
+    return router
 
 
 # -- OBP (its own venv) ----------------------------------------------------------------------
@@ -367,6 +395,8 @@ LABELS = {
     "ours_vw_router_batch": "banditroute `Router(learner=VWPolicy).decide_batch(list)`",
     "mab_lints_batch": "MABWiser LinTS `predict(contexts)` **[anchor]**",
     "ours_linear_batch": "banditroute linear `decide_batch(list)`",
+    "ours_linear_batch_frame": "banditroute linear `decide_batch(polars DataFrame)` (vectorised, exact propensity)",
+    "ours_linear256_decide": "banditroute `Router(policy=\"linear\").decide()`, d = 256, 8 profiles, M = 1,024",
     "mab_mc_loop": "MABWiser TS, Monte Carlo: 1,024 `predict()` calls **[anchor]**",
     "mab_mc_vectorised": "MABWiser TS, Monte Carlo: one `predict()` over 1,024 dummy rows",
     "ours_pmf_cached": "banditroute `probabilities()` (cached pmf, bank unchanged)",
@@ -386,12 +416,13 @@ SECTIONS = [
     ("1b. Batch throughput (decisions/s; ratio = ours / anchor, > 1 is faster)", "throughput",
      [("mab_ts_batch", ["ours_batch_rows", "ours_batch_frame"]),
       ("vw_raw_loop", ["ours_vw_router_batch"]),
-      ("mab_lints_batch", ["ours_linear_batch"])]),
+      ("mab_lints_batch", ["ours_linear_batch", "ours_linear_batch_frame"])]),
     ("2. Propensity: one pmf vector with M = 1,024 draws (µs per vector)", "latency",
      [("mab_mc_loop", ["mab_mc_vectorised", "ours_pmf_cached", "ours_pmf_bank", "ours_pmf_redraw"])]),
     ("3. Learning from one outcome (µs per call)", "latency", [("mab_partial_fit", ["ours_record"])]),
     ("4. Contextual: LinTS, 10 features, 8 arms (µs per call)", "latency",
-     [("mab_lints_predict", ["ours_linear_decide", "ours_linear_distribution", "ours_stub_learner_decide"])]),
+     [("mab_lints_predict", ["ours_linear_decide", "ours_linear_distribution", "ours_stub_learner_decide",
+                             "ours_linear256_decide"])]),
 ]
 
 
@@ -476,6 +507,17 @@ def summarise(results: dict) -> tuple[str, list]:
         verdict = "informational, no bar" if met is None else f"bar {target:g}x: {'met' if met else 'NOT met'}"
         lines.append(f"- {section}: {LABELS[ours].split(' (')[0]} is {speed:.1f}x faster than "
                      f"{LABELS[anchor].split(' **')[0]} ({verdict})")
+    if "ours_linear_batch_frame" in runs[0] and "mab_lints_batch" in runs[0]:
+        ratio = statistics.median(r["ours_linear_batch_frame"]["per_s"] / r["mab_lints_batch"]["per_s"] for r in runs)
+        bars.append({"section": "linear batch", "ratio": ratio, "target": 0.2, "met": ratio >= 0.2})
+        lines.append(f"- linear batch: banditroute `decide_batch(DataFrame)` runs at {ratio:.2f}x MABWiser LinTS "
+                     f"`predict(contexts)` throughput (bar 0.2x: {'met' if ratio >= 0.2 else 'NOT met'})")
+    if "ours_linear256_decide" in runs[0]:
+        wide = statistics.median(r["ours_linear256_decide"]["median_us"] for r in runs)
+        mib = runs[0]["linear256_state_bytes"]["bytes"] / 2**20
+        bars.append({"section": "linear d=256", "median_us": wide, "target": 1000.0, "met": wide < 1000.0})
+        lines.append(f"- linear d = 256: `decide()` median {wide:.0f} µs (bar < 1,000 µs: "
+                     f"{'met' if wide < 1000 else 'NOT met'}); learned state {mib:.1f} MiB")
     if obp:
         speed = statistics.median(r["obp_us"] / r["ours_bank_us"] for r in obp["runs"])
         lines.append(f"- propensity vs OBP: banditroute pmf from the bank is {speed:.0f}x faster than OBP's "
