@@ -5,6 +5,11 @@ Each run writes into a new directory ``--out-dir/run-N`` (default ``runs/run-1``
 the log to ``DIR`` instead (with ``routes.toml`` and ``report.html`` next to it); a ``DIR`` that
 already holds a log, or a ``routes.toml`` next to it, is refused before the run (exit 2).
 
+While it runs, each phase (setup, simulation, evaluation, gate, report, summary) is reported on
+stderr when it starts and ends, with progress in between: a live bar on a terminal, plain lines
+(no carriage returns) in a file or a pipe. ``--no-progress`` writes nothing on stderr;
+``--json`` keeps stdout pure JSON either way.
+
 >>> import argparse
 >>> args = add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(["--requests", "10", "--no-log"])
 >>> args.requests, args.no_log, args.report, args.out_dir, args.log_dir
@@ -33,7 +38,8 @@ def add_parser(subparsers):
                    help="write the decision log to this directory instead (it must hold no log yet; "
                         "routes.toml and report.html go next to it)")
     p.add_argument("--no-log", action="store_true", help="do not write a decision log (nor anything else)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="nothing on stderr: neither the phase lines nor the progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-evaluate", action="store_true", help="skip off-policy evaluation of candidates and the gate")
     p.add_argument("--report", default="auto", metavar="PATH",

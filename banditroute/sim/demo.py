@@ -22,7 +22,8 @@ This module holds the live phase; the rest of the demo is in its siblings:
 * :mod:`~banditroute.sim.demo_evaluation`: after the run, the candidates evaluated
   off-policy on the logs, the promotion gate and the HTML report;
 * :mod:`~banditroute.sim.demo_result`: the :class:`~banditroute.sim.demo_result.DemoResult`
-  it returns; :mod:`~banditroute.sim.demo_summary`: the text it prints;
+  it returns; :mod:`~banditroute.sim.demo_summary`: the text it prints, and the lines on stderr
+  that report each phase of the run while it goes (:class:`~banditroute.sim.demo_summary.PhaseLog`);
 * :mod:`~banditroute.sim.demo_runs`: the run directories of ``banditroute demo``, the routes
   file a run writes next to its logs and the follow-up commands it prints.
 
@@ -56,7 +57,7 @@ from .demo_measures import _degradations, _learned_costs, _onboardings, _phases,
 from .demo_mechanisms import DEMO_COOLDOWN, DEMO_ONBOARDING, MechanismWatch, logged_events
 from .demo_result import DemoResult
 from .demo_runs import ROUTES_FILE, holds_log, routes_toml
-from .demo_summary import format_summary
+from .demo_summary import PhaseLog, format_summary
 from .scenario import Scenario
 from .simulator import Simulator
 
@@ -70,35 +71,6 @@ DEMO_OBJECTIVE = Objective(quality=1.0, cost=10.0, latency=2e-5)
 #: The shadow candidate's objective: four times as cost-averse as production.
 COST_AWARE_OBJECTIVE = Objective(quality=1.0, cost=40.0, latency=2e-5)
 _AUTO = "auto"
-
-
-class _Progress:
-    """A one-line progress bar on a stream (stderr), redrawn at most every 0.1 s."""
-
-    def __init__(self, total: int, *, stream: TextIO, enabled: bool, width: int = 30):
-        self.total, self.stream, self.enabled, self.width = total, stream, enabled, width
-        self.t0 = time.perf_counter()
-        self.last = -1.0
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self.last < 0.1 and done < self.total:
-            return
-        self.last = now
-        frac = done / self.total
-        filled = int(round(self.width * frac))
-        elapsed = now - self.t0
-        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
-        self.stream.write(f"\rdemo [{'#' * filled}{'-' * (self.width - filled)}] {frac:4.0%} "
-                          f"{done:,}/{self.total:,}  {elapsed:5.1f}s  eta {eta:5.1f}s ")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "logs",
@@ -123,7 +95,12 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         Where the router writes its decision and outcome logs (``--log-dir``); None: no logs.
         It must not hold a log already (:class:`~banditroute.errors.ConfigError` before the run).
     progress : bool
-        Draw a progress bar on stderr (``--no-progress`` turns it off).
+        Report the phases on stderr (``--no-progress`` turns it off: nothing on stderr): setup,
+        simulation, finish (the outcomes still out, the log flushed, the routes file), then, when
+        evaluating, the logs read, the UCB candidate, the off-policy estimates, the promotion gate
+        and the report, and the summary; each with a line when it starts and ends, and progress in
+        between (a tqdm bar on a terminal, plain lines otherwise: see
+        :class:`~banditroute.sim.demo_summary.PhaseLog`).
     out : text stream or None
         Where the plain-text summary is printed; None prints nothing (``--json``).
     scenario : Scenario, optional
@@ -157,7 +134,7 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     event_window : int
         Rolling window (requests of the relevant task types) for the event measurements.
     progress_stream : text stream, optional
-        Where the progress bar goes; ``sys.stderr`` when omitted.
+        Where the phases are reported; ``sys.stderr`` when omitted.
     evaluate : bool
         After the run, evaluate the candidates (the cost-aware shadow, UCB, the static table) and
         run the gate (needs ``log_dir``; ``--no-evaluate``). The cost-aware candidate runs as a
@@ -211,31 +188,33 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
     if log_dir is not None and holds_log(log_dir):
         raise ConfigError("log_dir", str(log_dir), "already holds a decision log (a demo run needs a fresh directory)")
     t0 = time.perf_counter()
-    scenario = Scenario.default(n_requests=n_requests, cost_gap=True, outage=True) if scenario is None else scenario
-    sim_seq, router_seq = np.random.SeedSequence(seed).spawn(2)
-    sim = Simulator(scenario, seed=int(sim_seq.generate_state(1)[0]), verifier=verifier)
-    bench = sim.benchmark(objective, n_runs=benchmark_runs)
-    specs = {p.name: p for p in scenario.profiles}
-    names = scenario.profile_names
-    index = {n: k for k, n in enumerate(names)}
-    n_profiles = len(names)
-
-    def profile(name: str) -> Profile:
-        return Profile(name, cost_usd=specs[name].cost_usd, latency_ms=specs[name].latency_ms)
-
-    initial = [profile(n) for n in names if specs[n].joins_at == 0]
-    settings = dict(task_types=list(scenario.task_types), objective=objective, budget=Budget(),
-                    exploration=exploration, discount=discount, drift=drift, max_escalations=max_escalations,
-                    onboarding=onboarding, cooldown=cooldown)
-    router = Router(profiles=initial, **settings, log_dir=log_dir, seed=int(router_seq.generate_state(1)[0]))
-    watch = MechanismWatch(router, names, requests_per_second=requests_per_second)
+    phases = PhaseLog((progress_stream or sys.stderr) if progress else None)
     evaluating = evaluate and log_dir is not None
-    if evaluating:
-        shadow = Router(profiles=[profile(n) for n in names if specs[n].joins_at == 0],
-                        task_types=list(scenario.task_types), objective=COST_AWARE_OBJECTIVE, budget=Budget(),
-                        exploration=exploration, discount=discount, drift=drift, log_dir=None,
-                        seed=int(router_seq.generate_state(2)[1]))
-        router.add_shadow("cost-aware", shadow, who="demo", why="a cheaper objective, evaluated off-policy")
+    with phases.phase("setup", "scenario, simulator, benchmark table, router"):
+        scenario = Scenario.default(n_requests=n_requests, cost_gap=True, outage=True) if scenario is None else scenario
+        sim_seq, router_seq = np.random.SeedSequence(seed).spawn(2)
+        sim = Simulator(scenario, seed=int(sim_seq.generate_state(1)[0]), verifier=verifier)
+        bench = sim.benchmark(objective, n_runs=benchmark_runs)
+        specs = {p.name: p for p in scenario.profiles}
+        names = scenario.profile_names
+        index = {n: k for k, n in enumerate(names)}
+        n_profiles = len(names)
+
+        def profile(name: str) -> Profile:
+            return Profile(name, cost_usd=specs[name].cost_usd, latency_ms=specs[name].latency_ms)
+
+        initial = [profile(n) for n in names if specs[n].joins_at == 0]
+        settings = dict(task_types=list(scenario.task_types), objective=objective, budget=Budget(),
+                        exploration=exploration, discount=discount, drift=drift, max_escalations=max_escalations,
+                        onboarding=onboarding, cooldown=cooldown)
+        router = Router(profiles=initial, **settings, log_dir=log_dir, seed=int(router_seq.generate_state(1)[0]))
+        watch = MechanismWatch(router, names, requests_per_second=requests_per_second)
+        if evaluating:
+            shadow = Router(profiles=[profile(n) for n in names if specs[n].joins_at == 0],
+                            task_types=list(scenario.task_types), objective=COST_AWARE_OBJECTIVE, budget=Budget(),
+                            exploration=exploration, discount=discount, drift=drift, log_dir=None,
+                            seed=int(router_seq.generate_state(2)[1]))
+            router.add_shadow("cost-aware", shadow, who="demo", why="a cheaper objective, evaluated off-policy")
     ids: list[str] = [""] * n_requests
 
     def ucb_candidate() -> tuple:
@@ -265,46 +244,52 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
             status[s] = status.get(s, 0) + 1
 
     cuts = sorted(set(range(0, n_requests, batch_size)) | set(scenario.event_steps(n_requests)))
-    bar = _Progress(n_requests, stream=progress_stream or sys.stderr, enabled=progress)
-    try:
-        for start, stop in zip(cuts, cuts[1:] + [n_requests]):
-            for name in sim.joining(start, stop):
-                router.add_profile(profile(name))  # capped until it has earned its share (onboarding)
-                watch.join(name, start)
-            record(sim.poll(), start)
-            watch.before_batch(start)  # notes graduations; ends the cooldowns whose requests are over
-            batch = sim.next_requests(stop - start)
-            decisions = router.decide_batch(batch.contexts())
-            watch.decided(decisions)
-            rows = slice(start, stop)
-            chosen[rows] = [index[d.profile] for d in decisions]
-            ids[start:stop] = [d.id for d in decisions]
-            for i, d in enumerate(decisions, start):
-                for name, p in d.probabilities.items():
-                    pmf[i, index[name]] = p
-            outcome = sim.submit(batch, chosen[rows], tickets=[d.id for d in decisions])
-            if verifier is not None:
-                sim.cascade(batch, outcome, router)  # escalates the answers that fail the verifier
-            expected[rows] = sim.expected_reward(batch, objective)
-            task[rows] = batch.task
-            realised[rows] = (objective.quality * outcome.quality - objective.cost * outcome.cost_usd
-                              - objective.latency * outcome.latency_ms)
-            bar.update(stop)
-        record(sim.drain(), n_requests)  # let every outcome come back so the logs are complete
-        watch.before_batch(n_requests)
-        watch.finish()  # no cooldown left running: the final beliefs are what a replay gives
-        router.flush()
-    finally:
-        bar.close()
-        router.close()
+    with phases.phase("simulation", f"{n_requests:,} requests in batches of {batch_size}", total=n_requests,
+                      unit="requests") as advance:
+        try:
+            for start, stop in zip(cuts, cuts[1:] + [n_requests]):
+                for name in sim.joining(start, stop):
+                    router.add_profile(profile(name))  # capped until it has earned its share (onboarding)
+                    watch.join(name, start)
+                record(sim.poll(), start)
+                watch.before_batch(start)  # notes graduations; ends the cooldowns whose requests are over
+                batch = sim.next_requests(stop - start)
+                decisions = router.decide_batch(batch.contexts())
+                watch.decided(decisions)
+                rows = slice(start, stop)
+                chosen[rows] = [index[d.profile] for d in decisions]
+                ids[start:stop] = [d.id for d in decisions]
+                for i, d in enumerate(decisions, start):
+                    for name, p in d.probabilities.items():
+                        pmf[i, index[name]] = p
+                outcome = sim.submit(batch, chosen[rows], tickets=[d.id for d in decisions])
+                if verifier is not None:
+                    sim.cascade(batch, outcome, router)  # escalates the answers that fail the verifier
+                expected[rows] = sim.expected_reward(batch, objective)
+                task[rows] = batch.task
+                realised[rows] = (objective.quality * outcome.quality - objective.cost * outcome.cost_usd
+                                  - objective.latency * outcome.latency_ms)
+                advance(stop)
+        except BaseException:
+            router.close()
+            raise
     routes_path = None
-    if log_dir is not None and routes is not None:
-        routes_path = Path(log_dir).parent / ROUTES_FILE if routes == _AUTO else Path(routes)
-        routes_path.write_text(routes_toml(router.config, header=(
-            f"The router of `banditroute demo --requests {n_requests} --seed {seed}` (profiles that joined\n"
-            "during the run included; the router's seed is derived from the demo's). The demo runs far\n"
-            "faster than real time: its cooldown.seconds is short (about 30 s suits production).")),
-            encoding="utf-8")
+    writes_routes = log_dir is not None and routes is not None
+    with phases.phase("finish", "outcomes still out, log flush" + (", routes file" if writes_routes else "")):
+        try:
+            record(sim.drain(), n_requests)  # let every outcome come back so the logs are complete
+            watch.before_batch(n_requests)
+            watch.finish()  # no cooldown left running: the final beliefs are what a replay gives
+            router.flush()
+        finally:
+            router.close()
+        if writes_routes:
+            routes_path = Path(log_dir).parent / ROUTES_FILE if routes == _AUTO else Path(routes)
+            routes_path.write_text(routes_toml(router.config, header=(
+                f"The router of `banditroute demo --requests {n_requests} --seed {seed}` (profiles that joined\n"
+                "during the run included; the router's seed is derived from the demo's). The demo runs far\n"
+                "faster than real time: its cooldown.seconds is short (about 30 s suits production).")),
+                encoding="utf-8")
 
     static_idx = np.array([index[bench.table[t]] for t in scenario.task_types])
     steps = np.arange(n_requests)
@@ -320,31 +305,33 @@ def run_demo(*, n_requests: int = 50_000, seed: int = 0, log_dir: str | None = "
         evaluation = _evaluate_candidates(
             log_dir, ids=ids, names=names, expected=expected, per_request=per_request,
             static_table=dict(bench.table), router=router, seed=seed, ucb=ucb_candidate(),
-            report=(Path(log_dir).parent / "report.html") if report == _AUTO else report)
-    beliefs = tuple(router.beliefs().to_dicts())
-    logged = logged_events(log_dir) if log_dir is not None else None
-    caps = watch.onboardings(beliefs, logged)
-    result = DemoResult(
-        n_requests=n_requests, seed=seed, discount=discount, drift=drift is not None, exploration=exploration,
-        batch_size=batch_size,
-        objective={"quality": objective.quality, "cost": objective.cost, "latency": objective.latency},
-        profiles=names, task_types=scenario.task_types, static_table=dict(bench.table),
-        phases=_phases(per_request, scenario, n_requests),
-        windows=_windows(per_request, task, chosen, scenario, n_windows),
-        degradations=_degradations(sim, scenario, pmf, task, event_window),
-        onboardings=tuple({**o, **caps.get(o["profile"], {})}
-                          for o in _onboardings(sim, scenario, objective, pmf, task, event_window)),
-        failures=watch.failures(scenario, beliefs, logged),
-        cumulative_regret=float((per_request["oracle"] - per_request["router"]).sum()),
-        drift_events=tuple(router.drift_events), record_status=status, log_dir=None if log_dir is None else str(log_dir),
-        wall_time_s=time.perf_counter() - t0, evaluation_time_s=time.perf_counter() - t_eval if evaluating else 0.0,
-        routes_path=None if routes_path is None else str(routes_path), beliefs=beliefs,
-        shadows=("cost-aware",) if evaluating else (),
-        cascade=None if verifier is None else {**sim.cascade_stats_.to_dict(), "max_escalations": max_escalations,
-                                               "threshold": verifier.threshold},
-        learned_costs=_learned_costs(beliefs, scenario),
-        **evaluation,
-    )
+            report=(Path(log_dir).parent / "report.html") if report == _AUTO else report, phases=phases)
+    with phases.phase("summary", "measures of the run"):
+        beliefs = tuple(router.beliefs().to_dicts())
+        logged = logged_events(log_dir) if log_dir is not None else None
+        caps = watch.onboardings(beliefs, logged)
+        result = DemoResult(
+            n_requests=n_requests, seed=seed, discount=discount, drift=drift is not None, exploration=exploration,
+            batch_size=batch_size,
+            objective={"quality": objective.quality, "cost": objective.cost, "latency": objective.latency},
+            profiles=names, task_types=scenario.task_types, static_table=dict(bench.table),
+            phases=_phases(per_request, scenario, n_requests),
+            windows=_windows(per_request, task, chosen, scenario, n_windows),
+            degradations=_degradations(sim, scenario, pmf, task, event_window),
+            onboardings=tuple({**o, **caps.get(o["profile"], {})}
+                              for o in _onboardings(sim, scenario, objective, pmf, task, event_window)),
+            failures=watch.failures(scenario, beliefs, logged),
+            cumulative_regret=float((per_request["oracle"] - per_request["router"]).sum()),
+            drift_events=tuple(router.drift_events), record_status=status,
+            log_dir=None if log_dir is None else str(log_dir),
+            wall_time_s=time.perf_counter() - t0, evaluation_time_s=time.perf_counter() - t_eval if evaluating else 0.0,
+            routes_path=None if routes_path is None else str(routes_path), beliefs=beliefs,
+            shadows=("cost-aware",) if evaluating else (),
+            cascade=None if verifier is None else {**sim.cascade_stats_.to_dict(), "max_escalations": max_escalations,
+                                                   "threshold": verifier.threshold},
+            learned_costs=_learned_costs(beliefs, scenario),
+            **evaluation,
+        )
     if out is not None:
         out.write(format_summary(result))
         out.flush()

@@ -1,4 +1,5 @@
-"""The demo's printing: the plain-text summary of a :class:`~banditroute.sim.demo_result.DemoResult`.
+"""The demo's printing: the plain-text summary of a :class:`~banditroute.sim.demo_result.DemoResult`,
+and the progress of its phases on stderr.
 
 :func:`format_summary` turns the numbers into the tables ``banditroute demo`` prints: the
 static table, reward per phase and per window, routing shares per task type, the events, the
@@ -6,16 +7,32 @@ routing mechanisms (:func:`mechanism_lines`: the verifier cascade, the cost the 
 the bounded onboarding of the late profile, the provider failures and their cooldowns), and
 (when the run evaluated) the candidates, the gate's verdict and the report's path; with
 logs, the routes file and the commands that use it (:func:`~banditroute.sim.demo_runs.follow_up_commands`).
+
+:class:`PhaseLog` writes, while the demo runs, a line when each phase starts and when it ends
+(with its duration), and in between a live tqdm bar on a terminal, or, on a file or a pipe, a
+plain line whenever the phase has written nothing for :data:`HEARTBEAT_S` seconds (with its
+percentage when its work is counted): no carriage returns in a log, and no phase silent for
+more than about 1.5 s. tqdm (no dependencies of its own, about 80 KB) draws the terminal bar
+(rate, ETA, terminal width, redraws); the plain lines need no library. The summary's tables
+stay plain text: they go to files and pipes as often as to a terminal.
 """
 
 from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, TextIO
 
 from .demo_evaluation import DEMO_GUARDRAILS
 from .demo_measures import SHARE_OFF, SHARE_ON
 from .demo_result import DemoResult
 from .demo_runs import follow_up_commands
 
-__all__ = ["format_summary", "mechanism_lines"]
+__all__ = ["format_summary", "mechanism_lines", "PhaseLog", "HEARTBEAT_S"]
+
+#: Seconds a phase may write nothing on a stream that is not a terminal; a progress line then.
+HEARTBEAT_S = 1.5
 
 
 def _fmt(x, spec: str, none: str = "-") -> str:
@@ -73,9 +90,9 @@ def _failure_lines(r: DemoResult) -> list[str]:
             logged = f" (events in {r.log_dir}/events)" if f["from_log"] else ""
             late = f", {f['overruns']} of them ended early (machine too slow)" if f["overruns"] else ""
             lines.append(f"    cooldown ({f['errors']} failures in a row -> out for {f['cooldown_s']:g} s, the time of "
-                         f"{f['cooldown_requests']:,} requests here): {len(f['cooldown_at']):,} cooldown events{logged} kept "
-                         f"{f['profile']} out of {f['n_excluded']:,} requests{late}; availability now "
-                         f"{f['availability']:.1%}")
+                         f"{f['cooldown_requests']:,} requests here): {len(f['cooldown_at']):,} cooldown "
+                         f"events{logged} kept {f['profile']} out of {f['n_excluded']:,} requests{late}; "
+                         f"availability now {f['availability']:.1%}")
     return lines
 
 
@@ -171,3 +188,116 @@ def format_summary(r: DemoResult) -> str:
         lines += [f"  {c}" for c in follow_up_commands(log_dir=r.log_dir, routes=r.routes_path,
                                                        shadow=r.shadows[0] if r.shadows else None)]
     return "\n".join(lines) + "\n"
+
+
+def _ignore(done: int) -> None:
+    """The ``advance`` of a silent :class:`PhaseLog`."""
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class PhaseLog:
+    """The demo's phases on ``stream`` (stderr): a line when each starts and ends, progress between.
+
+    :meth:`phase` is a context manager: it writes ``NAME: started (DETAIL)``, then, on a
+    terminal, a live tqdm bar (counted work: percentage, rate and ETA; otherwise the elapsed
+    time), erased when the phase ends; on anything else (a file, a pipe), plain lines only: one
+    whenever the phase has written nothing for ``heartbeat_s`` seconds (``NAME: 42% (21,000/50,000
+    requests), 8.1 s`` for counted work, ``NAME: running, 8.1 s`` otherwise). It ends with ``NAME:
+    done in 8.1 s`` (``stopped after`` when the phase raised). Every line starts with the time
+    since the log was made. ``stream=None``: nothing is written (and no thread started).
+
+    Parameters
+    ----------
+    stream : text stream or None
+        Where the lines go.
+    heartbeat_s : float
+        Longest a phase stays silent on a stream that is not a terminal.
+
+    Examples
+    --------
+    >>> import io
+    >>> stream = io.StringIO()
+    >>> log = PhaseLog(stream)
+    >>> with log.phase("simulation", "2 batches", total=32, unit="requests") as advance:
+    ...     advance(16)
+    ...     advance(32)
+    >>> print(stream.getvalue(), end="")
+    [demo ...s] simulation: started (2 batches)
+    [demo ...s] simulation: done in ... s (32/32 requests)
+    """
+
+    def __init__(self, stream: TextIO | None, *, heartbeat_s: float = HEARTBEAT_S):
+        self.stream, self.heartbeat_s = stream, heartbeat_s
+        self.live = stream is not None and _is_terminal(stream)
+        self._t0 = self._last = time.perf_counter()
+        self._lock = threading.Lock()
+
+    def _line(self, text: Callable[[float], str] | str, *, if_silent_for: float = 0.0) -> None:
+        """Write ``text`` (or ``text(now)``), unless a line was written less than ``if_silent_for`` s ago."""
+        with self._lock:
+            now = time.perf_counter()
+            if now - self._last < if_silent_for:
+                return
+            self._last = now
+            self.stream.write(f"[demo {now - self._t0:6.1f}s] {text if isinstance(text, str) else text(now)}\n")
+            self.stream.flush()
+
+    @contextmanager
+    def phase(self, name: str, detail: str = "", *, total: int | None = None,
+              unit: str = "") -> Iterator[Callable[[int], None]]:
+        """Report the phase ``name`` while the block runs; yields ``advance(done)`` (work done so far,
+        out of ``total``; a no-op for a phase that is not counted)."""
+        if self.stream is None:
+            yield _ignore
+            return
+        self._line(f"{name}: started" + (f" ({detail})" if detail else ""))
+        t, done = time.perf_counter(), [0]
+        bar = None
+        if self.live:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=name, unit=f" {unit}" if unit else "it", file=self.stream, leave=False,
+                       dynamic_ncols=True, bar_format=None if total else "{desc}: running, {elapsed}")
+
+        def advance(n: int) -> None:
+            if bar is not None:
+                bar.update(n - done[0])
+            done[0] = n
+
+        stop = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(name, t, total, unit, done, bar, stop), daemon=True,
+                                name=f"demo progress: {name}")
+        beat.start()
+        end = "done in"
+        try:
+            yield advance
+        except BaseException:
+            end = "stopped after"
+            raise
+        finally:
+            stop.set()
+            beat.join()
+            if bar is not None:
+                bar.close()
+            count = f" ({done[0]:,}/{total:,} {unit})" if total else ""
+            self._line(f"{name}: {end} {time.perf_counter() - t:.1f} s{count}")
+
+    def _beat(self, name, t, total, unit, done, bar, stop) -> None:
+        """The phase's heartbeat: keeps the bar's clock ticking, or writes a line after ``heartbeat_s``
+        of silence (it sleeps until then)."""
+        while True:
+            wait = 0.5 if bar is not None else max(0.01, self._last + self.heartbeat_s - time.perf_counter())
+            if stop.wait(wait):
+                return
+            if bar is not None:
+                bar.refresh()
+                continue
+            n = done[0]
+            where = f"{n / total:.0%} ({n:,}/{total:,} {unit})" if total else "running"
+            self._line(lambda now: f"{name}: {where}, {now - t:.1f} s", if_silent_for=self.heartbeat_s)
