@@ -7,10 +7,15 @@ the others' scrapes (:func:`banditroute.service.metrics.metrics_directory`, remo
 Requests are parsed by uvicorn's httptools protocol within the head limits of
 :func:`banditroute.service.http_limits.bounded_http`.
 
+On stderr: one line with the settings and the address, then one per replica when it is ready
+(what it took over: a snapshot and the outcomes replayed after it, the pending decisions, or the
+shared state from Redis) and one when it stopped (what it wrote); with ``--access-log`` one per
+request (see :mod:`banditroute.service.app`).
+
 >>> import argparse
 >>> args = add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(["--config", "routes.toml"])
->>> args.host, args.port, args.workers, args.log_dir, args.max_header_bytes, args.max_headers
-('127.0.0.1', 8080, 1, 'logs', 65536, 100)
+>>> args.host, args.port, args.workers, args.log_dir, args.max_header_bytes, args.max_headers, args.access_log
+('127.0.0.1', 8080, 1, 'logs', 65536, 100, False)
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ def add_parser(subparsers):
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="allow serving a non-loopback address without a token (a warning is printed)")
     p.add_argument("--workers", type=int, default=1, help="worker processes, each a replica (default 1)")
+    p.add_argument("--access-log", action="store_true",
+                   help="print a line per request on stderr: client, method, path, status, duration (default off)")
     p.add_argument("--redis-url", default=None, help="share posteriors through Redis (default: $BANDITROUTE_REDIS_URL)")
     p.add_argument("--redis-namespace", default="banditroute", help="key prefix in Redis (default banditroute)")
     p.add_argument("--sync-interval-ms", type=float, default=100.0, help="shared-state sync period (default 100)")
@@ -99,7 +106,7 @@ def run(args) -> int:
                         rollout_poll_ms=args.rollout_poll_ms, monitor_interval_s=args.monitor_interval_s,
                         monitor_metric=args.monitor_metric, monitor_reward_range=_range(args.monitor_reward_range),
                         monitor_alpha=args.monitor_alpha, monitor_margin=args.monitor_margin,
-                        monitor_wait_s=args.monitor_wait_s)
+                        monitor_wait_s=args.monitor_wait_s, announce=True, access_log=args.access_log)
     if isinstance(args.workers, bool) or args.workers < 1:
         raise ConfigError("--workers", args.workers, "must be >= 1")
     if not 0 <= args.port <= 65535:
@@ -113,8 +120,8 @@ def run(args) -> int:
     preflight(cfg)
     print(f"banditroute serve: {args.config} on http://{args.host}:{args.port} ({args.workers} worker(s), "
           f"log dir {args.log_dir}, auth {'on' if cfg.token else 'off'}, shared state "
-          f"{'Redis' if cfg.redis_url else 'none'}); GET /healthz says when each replica is ready", file=sys.stderr,
-          flush=True)
+          f"{'Redis' if cfg.redis_url else 'none'}, access log {'on' if cfg.access_log else 'off'}); "
+          f"a line follows when each replica is ready", file=sys.stderr, flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httptools' protocol with the head limits (uvicorn's h11 has a size limit but costs ~40% throughput)
     http = functools.partial(bounded_http, max_header_bytes=cfg.max_header_bytes, max_headers=cfg.max_headers)

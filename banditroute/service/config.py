@@ -83,6 +83,13 @@ class ServiceConfig:
     monitor_wait_s : float or None
         How long after a decision its outcome counts for the monitor (rounds are fed once that
         old; a later outcome is not counted); None: the router's ``wait_window_s``.
+    announce : bool
+        Print a line on stderr when the replica is ready (what it took over: a snapshot, outcomes
+        replayed, pending decisions, the shared state) and when it stops (what it wrote); ``serve``
+        sets it.
+    access_log : bool
+        Print a line on stderr per request: client, method, path, status, duration in ms
+        (``serve --access-log``); off, requests take no extra step.
     """
 
     config: str
@@ -108,6 +115,8 @@ class ServiceConfig:
     monitor_alpha: float = 0.05
     monitor_margin: float = 0.0
     monitor_wait_s: float | None = None
+    announce: bool = False
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         for name in ("config", "log_dir"):
@@ -117,6 +126,9 @@ class ServiceConfig:
             raise ConfigError("token", "<hidden>", "must be a string of at least 8 characters")
         if self.metrics_dir is not None and (not isinstance(self.metrics_dir, str) or not self.metrics_dir):
             raise ConfigError("metrics_dir", self.metrics_dir, "must be a non-empty path or None")
+        for name in ("announce", "access_log"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, getattr(self, name), "must be true or false")
         for name in ("max_body_bytes", "max_commits_in_flight", "max_header_bytes", "max_headers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

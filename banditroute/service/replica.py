@@ -13,6 +13,10 @@ serves (without Redis: within ``Router.resume``) and polls it (:mod:`banditroute
 While a canary runs, each replica's monitor watches it and rolls it back through the same store
 (:mod:`banditroute.service.canary_monitor`).
 
+:meth:`Replica.ready_report` and :meth:`Replica.stop_report` say in words what a replica took
+over when it started and what it wrote when it stopped (``serve`` prints them, see
+:func:`resumed_words`).
+
 >>> from banditroute.service.config import ServiceConfig
 >>> preflight(ServiceConfig(config="/nonexistent/routes.toml"))
 Traceback (most recent call last):
@@ -43,7 +47,7 @@ from .group_commit import GroupCommit
 from .metrics import Metrics
 from .rollout_store import RedisCommands, RolloutPoller
 
-__all__ = ["Replica", "SnapshotSchedule", "preflight", "start_replica"]
+__all__ = ["Replica", "SnapshotSchedule", "preflight", "resumed_words", "start_replica"]
 
 _log = logging.getLogger("banditroute.service.replica")
 
@@ -118,6 +122,12 @@ class Replica:
                                             restored=shared_cfg is None)
         self.monitor = (None if cfg.monitor_interval_s <= 0 else
                         monitor_for(cfg, router, self.rollout, replica=self.writer_id))
+        self._learned_at_start = router.n_updates
+        #: whether the first pull from Redis succeeded (None: no Redis, or not started)
+        self.shared_pulled: bool | None = None
+        #: whether :meth:`stop` pushed the last increments to Redis (None: no Redis, or not stopped)
+        self.shared_pushed: bool | None = None
+        self._snapshots_at_stop: int | None = None  # snapshots the stop wrote (None: not stopped)
 
     @property
     def requires_auth(self) -> bool:
@@ -174,7 +184,7 @@ class Replica:
         """Pull the shared state and restore the rollout stage from Redis (when configured),
         then start the committer, the peer link, the rollout poll and the canary monitor."""
         if self.shared is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.shared.start)
+            self.shared_pulled = await asyncio.get_running_loop().run_in_executor(None, self.shared.start)
             await asyncio.get_running_loop().run_in_executor(None, self.rollout_poller.poll)  # the restore
         self.commit.start()
         await self.peers.start()
@@ -198,9 +208,83 @@ class Replica:
         self.metrics.close()  # a last publish; scrapes show this replica as gone at once
         self.router.close()  # the log is closed already; lets go of (and deletes) the dead writers' locks it took over
         if self.shared is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.shared.stop)
+            self.shared_pushed = await asyncio.get_running_loop().run_in_executor(None, self.shared.stop)
         if self.snapshots is not None:  # the last snapshot, of a log now complete, off the event loop
+            written = self.snapshots.n_written
             await asyncio.get_running_loop().run_in_executor(None, self.snapshots.stop)
+            self._snapshots_at_stop = self.snapshots.n_written - written
+
+    def ready_report(self) -> str:
+        """What this replica started from, in words: the shared state pulled from Redis, or what
+        it took over from the log (:func:`resumed_words`)."""
+        if self.shared is None:
+            return resumed_words(self.resumed)
+        if not self.shared_pulled:
+            return "Redis unreachable at start: serving from the prior until it answers (shared state down)"
+        n_outcomes = round(float(sum(e.sum() for e in self.router.evidence())))  # each outcome adds 1 in all
+        adopted = self.shared.n_adopted
+        return (f"shared state from Redis (namespace {self.cfg.redis_namespace!r}): evidence of "
+                f"{_n(n_outcomes, 'outcome')}" + (f", {_n(adopted, 'outcome')} of dead replicas adopted" if adopted
+                                                   else ""))
+
+    def stop_report(self) -> str:
+        """What :meth:`stop` wrote, in words: the log's rows this run, the last snapshot, the last push."""
+        rows = self.router.log_position
+        out = [f"log flushed and closed ({_n(rows, 'row')} this run in {_n(self.commit.n_commits, 'group commit')}, "
+               f"journal compacted into Parquet)" if rows else "log closed (nothing logged this run)",
+               f"{_n(self.router.n_updates - self._learned_at_start, 'outcome')} learned this run"]
+        if self.shared is not None:
+            out.append("last increments pushed to Redis" if self.shared_pushed else
+                       "Redis unreachable: the last increments stay in the log for a replica to adopt")
+        elif self.snapshots is None:
+            out.append("snapshots off")
+        elif self._snapshots_at_stop:
+            out.append(f"snapshot {self.snapshots.last_file} written")
+        elif self.snapshots.last_error is not None:
+            out.append(f"snapshot not written: {self.snapshots.last_error}")
+        else:
+            out.append("no snapshot written (nothing learned since the last)" if self.snapshots.n_written else
+                       "no snapshot written (nothing learned this run)")
+        return "; ".join(out)
+
+
+def resumed_words(resumed: dict) -> str:
+    """What :meth:`Router.resume <banditroute.decide.router.Router.resume>` took over, in words.
+
+    >>> resumed_words({"outcomes_applied": 0, "pending_restored": 0, "writers": [], "chains_restored": 0})
+    'started from the prior (empty log)'
+    >>> resumed_words({"outcomes_applied": 50000, "pending_restored": 3, "writers": ["a1"], "chains_restored": 0})
+    'replayed 50000 outcomes from the log (no snapshot); 3 decisions of earlier runs pending'
+    >>> resumed_words({"outcomes_applied": 50012, "outcomes_replayed": 12, "snapshot": "snap.arrow",
+    ...                "skipped_snapshots": [], "pending_restored": 0, "writers": ["a1"], "chains_restored": 0})
+    'resumed from snapshot snap.arrow (50000 outcomes) + replayed 12 outcomes logged after it'
+    """
+    n, replayed, file = resumed["outcomes_applied"], resumed.get("outcomes_replayed"), resumed.get("snapshot")
+    skipped = resumed.get("skipped_snapshots") or []
+    if file is not None:
+        text = (f"resumed from snapshot {file} ({_n(n - replayed, 'outcome')}) + replayed "
+                f"{_n(replayed, 'outcome')} logged after it")
+    elif n:
+        text = f"replayed {_n(n, 'outcome')} from the log ({'no valid snapshot' if skipped else 'no snapshot'})"
+    else:
+        text = f"started from the prior ({'no outcomes in the log' if resumed['writers'] else 'empty log'})"
+    parts = [text]
+    parts += [f"snapshot {s['snapshot']} skipped ({s['reason']})" for s in skipped]
+    if resumed["pending_restored"]:
+        parts.append(f"{_n(resumed['pending_restored'], 'decision')} of earlier runs pending")
+    if resumed.get("chains_restored"):
+        parts.append(f"{_n(resumed['chains_restored'], 'escalation chain')} restored")
+    rollout = resumed.get("rollout")
+    if rollout:
+        canary = rollout.get("canary")
+        parts.append(f"rollout stage restored ({_n(rollout['commands'], 'command')}"
+                     + (f"; canary {canary['name']} at {canary['fraction']}" if canary else "")
+                     + (f"; shadows {', '.join(rollout['shadows'])}" if rollout.get("shadows") else "") + ")")
+    return "; ".join(parts)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 class SnapshotSchedule:
@@ -221,6 +305,7 @@ class SnapshotSchedule:
         self.router = router
         self.every_outcomes, self.interval_s, self.keep = every_outcomes, interval_s, keep
         self.n_written = 0  #: snapshots written
+        self.last_file: str | None = None  #: the name of the last one written
         self.last_error: str | None = None  #: why the last attempt failed (None: it did not)
         self._learned = router.n_updates  # at the last snapshot (or at start)
         self._stop = threading.Event()
@@ -247,7 +332,7 @@ class SnapshotSchedule:
             if learned == self._learned:
                 return
             try:
-                self.router.snapshot(keep=self.keep)
+                self.last_file = Path(self.router.snapshot(keep=self.keep)).name
             except Exception as exc:  # noqa: BLE001 - see above
                 self.last_error = str(exc)
                 _log.warning("snapshot not written: %s", exc, exc_info=exc)
