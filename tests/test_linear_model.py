@@ -308,3 +308,20 @@ def test_decide_batch_turns_the_cyclic_collector_back_on():
         assert not gc.isenabled()  # left as the caller had it
     finally:
         gc.enable()
+
+
+def test_more_profiles_than_a_bit_key_holds_are_grouped_by_their_own_feasible_sets(seed):
+    """With 63 profiles or more the rows are grouped by their contender sets as arrays (no int64
+    key): rows with different feasible profiles must not be scored over one another's set."""
+    rng = np.random.default_rng(seed)
+    pol = LinearTS(70, ["t"], (("f0", 1.0), ("f1", 1.0)), n_draws=256, seed=seed)
+    for t in range(2000):
+        pol.learn({"f0": float(rng.standard_normal()), "f1": float(rng.standard_normal())}, int(rng.integers(70)),
+                  float(rng.random() < 0.2 + 0.6 * (t % 70) / 70), 0.5)
+    X = np.column_stack([np.ones(300), rng.standard_normal((300, 2))])
+    feasible = rng.random((300, 70)) < 0.5
+    feasible[:, 0] = True
+    means, var = pol.moments(X)
+    got = pol._shares(means, var, feasible)
+    assert np.array_equal(got, _every_profile_scored(pol, means, var, feasible))
+    assert not (got[~feasible] > 0).any()

@@ -236,20 +236,20 @@ class LinearTS(Policy, name="linear"):
         margin = 1e-5 * (np.abs(means) + sd * np.maximum(-self._z_range[0], self._z_range[1])).max(axis=1)
         low = np.where(feasible, low, -np.inf)
         contender = feasible & (high >= (low.max(axis=1) - margin)[:, None])
-        key = contender @ (1 << np.arange(n_profiles, dtype=np.int64)) if n_profiles < 63 else None
-        if key is None:  # too many profiles for a bit key: every feasible profile contends
-            contender, key = feasible, np.zeros(n, dtype=np.int64)
         single = contender.sum(axis=1) == 1
         counts[single] = contender[single] * float(self.n_draws)
         if single.all():
             return counts / self.n_draws
-        keys, inverse = np.unique(np.where(single, -1, key), return_inverse=True)
-        order = np.argsort(inverse.reshape(-1), kind="stable")
-        bounds = np.cumsum(np.bincount(inverse.reshape(-1), minlength=keys.size))[:-1]
-        for group, rows in zip(keys, np.split(order, bounds)):
-            if group < 0:
-                continue
+        if n_profiles < 63:  # one int64 key per row: a 1-d unique is much cheaper
+            _, inverse = np.unique(contender @ (1 << np.arange(n_profiles, dtype=np.int64)), return_inverse=True)
+        else:
+            _, inverse = np.unique(contender, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        for rows in np.split(order, np.cumsum(np.bincount(inverse))[:-1]):
             who = np.flatnonzero(contender[rows[0]])
+            if who.size < 2:  # one contender: counted above
+                continue
             counts[np.ix_(rows, who)] = self._scenario_counts(means[np.ix_(rows, who)], sd[np.ix_(rows, who)], who)
         return counts / self.n_draws
 
