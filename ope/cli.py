@@ -53,22 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimators", default="ips,snips", help="comma list of ips,snips,dm,dr,sndr,switch-dr,dros")
     p.add_argument("--reward-model", default="ridge", choices=["ridge", "logistic", "hgb"],
                    help="scikit-learn model for dm/dr/sndr/switch-dr/dros (cross-fitted)")
-    p.add_argument("--n-folds", type=int, default=5)
+    p.add_argument("--n-folds", type=int, default=5, help="cross-fitting folds of the reward model (default 5)")
     p.add_argument("--clip", type=float, default=None, help="weight clipping for ips and dr")
-    p.add_argument("--switch-threshold", type=float, default=float("inf"))
+    p.add_argument("--switch-threshold", type=float, default=float("inf"),
+                   help="switch-dr: rounds weighted above this use the reward model alone (default inf: dr)")
     p.add_argument("--shrinkage", type=float, default=10.0, help="DRos shrinkage lambda")
     p.add_argument("--reward", default="reward", help="reward, quality, cost_usd or latency_ms")
     p.add_argument("--contexts", action="store_true", help="decode contexts (for reward models)")
     p.add_argument("--wait-window-s", type=float, default=None, help="count outcomes within this many seconds")
     p.add_argument("--default-reward", type=float, default=None, help="reward of rounds without outcome (default: drop)")
-    p.add_argument("--duplicates", default="first", choices=["first", "last", "mean"])
+    p.add_argument("--duplicates", default="first", choices=["first", "last", "mean"],
+                   help="how several outcomes of one decision combine (default first)")
     p.add_argument("--escalations", default="first", choices=list(ESCALATION_RULES),
                    help="first: root decisions only, the value of a first choice (default); "
                         "all: every decision, escalated ones too (biased for a first choice)")
-    p.add_argument("--interval", default="normal", choices=list(INTERVAL_METHODS))
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--n-bootstrap", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--interval", default="normal", choices=list(INTERVAL_METHODS),
+                   help="confidence interval method (default normal)")
+    p.add_argument("--alpha", type=float, default=0.05, help="intervals at level 1 - alpha (default 0.05)")
+    p.add_argument("--n-bootstrap", type=int, default=1000, help="resamples of the bootstrap interval (default 1000)")
+    p.add_argument("--seed", type=int, default=None, help="seed of cross-fitting and the bootstrap (default: none)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the table as JSON ('-' for stdout only)")
     return p
 

@@ -19,7 +19,9 @@ __all__ = ["add_parser", "run"]
 def add_parser(subparsers):
     """Add ``calibration`` to the CLI's subparsers (``run=run``)."""
     p = subparsers.add_parser("calibration",
-                              help="calibration of the routed aggregate (ECE, Brier, reliability diagram)")
+                              help="calibration of the routed aggregate (ECE, Brier, reliability diagram)",
+                              description="Calibration of the routed aggregate: expected calibration error, Brier "
+                                          "score and reliability diagram, overall and per cohort.")
     p.add_argument("--logs", required=True, help="log directory")
     p.add_argument("--cohort", action="append", default=None,
                    help="cohort column (profile, task_type or a context field); repeatable")

@@ -17,7 +17,8 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers):
     """Add ``compact`` to the CLI's subparsers (``run=run``)."""
-    p = subparsers.add_parser("compact", help="compact journal segments left by stopped writers into Parquet parts")
+    p = subparsers.add_parser("compact", help="compact journal segments left by stopped writers into Parquet parts",
+                              description="Compact the journal segments left by stopped writers into Parquet parts.")
     p.add_argument("--log-dir", required=True, help="log directory")
     p.set_defaults(run=run)
     return p

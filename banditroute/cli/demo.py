@@ -29,7 +29,10 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers):
     """Add ``demo`` to the CLI's subparsers (``run=run``)."""
-    p = subparsers.add_parser("demo", help="run the embedded LLM-routing simulator through the router")
+    p = subparsers.add_parser("demo", help="run the embedded LLM-routing simulator through the router",
+                              description="Run the embedded LLM-routing simulator through the router, evaluate "
+                                          "candidates off-policy and run the gate. Each run writes logs/, routes.toml "
+                                          "and report.html into a new directory OUT_DIR/run-N.")
     p.add_argument("--requests", type=int, default=50_000, help="number of requests (default 50000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out-dir", default="runs",

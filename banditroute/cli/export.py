@@ -23,7 +23,8 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers):
     """Add ``export`` to the CLI's subparsers (``run=run``)."""
-    p = subparsers.add_parser("export", help="export joined logs for other tools (DSJSON for Vowpal Wabbit)")
+    p = subparsers.add_parser("export", help="export joined logs for other tools (DSJSON for Vowpal Wabbit)",
+                              description="Export the joined logs for other tools: DSJSON for Vowpal Wabbit.")
     p.add_argument("--format", required=True, choices=["dsjson"], help="output format")
     p.add_argument("--logs", required=True, help="log directory")
     p.add_argument("--out", required=True, help="output file ('-' for stdout)")

@@ -30,19 +30,24 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default="logged", metavar="SPEC", help="baseline policy (default: logged)")
     p.add_argument("--cohort", action="append", default=[], metavar="COLUMN",
                    help="cohort column: task_type, tenant, profile or any context key (repeatable)")
-    p.add_argument("--estimator", default="dr", choices=["dr", "sndr", "ips", "snips"])
+    p.add_argument("--estimator", default="dr", choices=["dr", "sndr", "ips", "snips"],
+                   help="estimator of both policies' values, for every metric (default dr)")
     p.add_argument("--margin", type=float, default=0.0, help="required improvement of the reward (default 0)")
     p.add_argument("--cohort-margin", type=float, default=None,
                    help="non-inferiority margin of the reward in each cohort (default |margin|)")
     p.add_argument("--guardrail", action="append", default=[], metavar="METRIC=MARGIN",
                    help="non-inferiority margin: quality=0.02, cost_usd=0.001, latency_ms=100 (repeatable)")
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--min-n", type=int, default=100)
-    p.add_argument("--min-ess", type=float, default=100.0)
-    p.add_argument("--max-weight", type=float, default=500.0)
-    p.add_argument("--wait-window-s", type=float, default=None)
-    p.add_argument("--default-reward", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--alpha", type=float, default=0.05, help="level of every one-sided test (default 0.05)")
+    p.add_argument("--min-n", type=int, default=100, help="fewest rounds a cohort needs to be judged (default 100)")
+    p.add_argument("--min-ess", type=float, default=100.0,
+                   help="smallest effective sample size of either policy in a cohort (default 100)")
+    p.add_argument("--max-weight", type=float, default=500.0,
+                   help="ceiling on the largest importance weight of either policy (default 500)")
+    p.add_argument("--wait-window-s", type=float, default=None,
+                   help="count outcomes only within this many seconds of their decision (default: all)")
+    p.add_argument("--default-reward", type=float, default=None,
+                   help="reward of decisions without an outcome (default: leave them out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reward models' cross-fitting (default 0)")
     p.add_argument("--learning", default="progressive", metavar="progressive[:B]|split[:F]",
                    help="how a learning candidate (config, router) is evaluated without scoring it on rounds it "
                         "learned from: progressive validation in time order, batches of B rounds (default: "

@@ -22,7 +22,10 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers):
     """Add ``promote`` to the CLI's subparsers (``run=run``)."""
-    p = subparsers.add_parser("promote", help="run the promotion gate on the logs: exit 0 promote, 3 refuse")
+    p = subparsers.add_parser("promote", help="run the promotion gate on the logs: exit 0 promote, 3 refuse",
+                              description="Run the promotion gate on the logs: the candidate against the baseline, "
+                                          "overall, per cohort and on every guardrail. Exit 0 to promote, 3 to "
+                                          "refuse.")
     add_gate_arguments(p)
     p.add_argument("--candidate", required=True, metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--json", action="store_true", help="print the verdict, reasons and table as JSON")

@@ -15,7 +15,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers):
     """Add ``replay`` to the CLI's subparsers (``run=run``)."""
-    p = subparsers.add_parser("replay", help="rebuild a router's beliefs from its logs")
+    p = subparsers.add_parser("replay", help="rebuild a router's beliefs from its logs",
+                              description="Rebuild a router's beliefs from its logs: replay the logged outcomes into "
+                                          "a router built from the routes file, print (and save) its beliefs.")
     p.add_argument("--config", required=True, help="routes TOML file")
     p.add_argument("--logs", required=True, help="log directory")
     p.add_argument("--out", help="save the rebuilt router to this file")

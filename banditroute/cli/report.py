@@ -28,7 +28,9 @@ __all__ = ["add_parser", "run", "out_path"]
 
 def add_parser(subparsers):
     """Add ``report`` to the CLI's subparsers (``run=run``)."""
-    p = subparsers.add_parser("report", help="write a self-contained HTML report of the logs, candidates and gate")
+    p = subparsers.add_parser("report", help="write a self-contained HTML report of the logs, candidates and gate",
+                              description="Write one self-contained HTML report of the logs, the candidates and the "
+                                          "gate, and print its absolute path.")
     add_gate_arguments(p)
     p.add_argument("--candidate", action="append", default=[], metavar="NAME=SPEC", help=SPEC_HELP + " (repeatable)")
     p.add_argument("--gate", default=None, metavar="NAME", help="candidate to gate (default: the first)")

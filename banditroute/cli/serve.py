@@ -35,7 +35,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers):
     """Add ``serve`` to the CLI's subparsers (``run=run``)."""
-    p = subparsers.add_parser("serve", help="serve the router over HTTP (needs the 'service' extra)")
+    p = subparsers.add_parser("serve", help="serve the router over HTTP (needs the 'service' extra)",
+                              description="Serve the router over HTTP with uvicorn, one replica per worker (needs the "
+                                          "'service' extra: pip install 'banditroute[service]').")
     p.add_argument("--config", required=True, help="routes TOML file")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")

@@ -48,7 +48,7 @@ __all__ = ["SPEC_HELP", "parse_named", "load_feedback", "joined_rounds", "policy
            "resolve_policies"]
 
 SPEC_HELP = ("logged | uniform | always:PROFILE | table:TASK=PROFILE,...[,*=PROFILE] | config[:ROUTES.toml] | "
-             "router:SAVED.pkl | shadow:NAME | file:PATH.npy")
+             "router:SAVED (a Router.save file) | shadow:NAME | file:PATH.npy")
 _PREFIXES = ("always:", "table:", "config:", "router:", "shadow:", "file:")
 
 
