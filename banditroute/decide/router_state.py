@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta, timezone
-from typing import Self
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are not evaluated (see the __future__ import)
+    from typing import Self
 
 import polars as pl
 
