@@ -7,6 +7,7 @@ Never imports ``banditroute``.
 Modules, each importing only modules listed above it (no import cycles)::
 
     errors                      OPEError and its subclasses
+    buckets                     the stable bucket of a decision id (partitions, folds, bootstrap)
     escalations                 which decisions are rounds: roots only (first choices) or all
     log_join                    scan banditroute's Parquet logs, join decisions with outcomes
     log_columns                 assemble the joined rounds into arrays (LogColumns)

@@ -74,7 +74,7 @@ def _assert_log_holds(router, log_dir, issued, outcomes):
         assert dict(zip(row["profiles"], row["probabilities"])) == dict(d.probabilities), d.id
         assert dict(zip(row["task_types"], row["task_probs"])) == dict(d.task_probs), d.id
         assert json.loads(row["context"]) == context, d.id
-        assert row["policy_version"] == d.policy_version and row["schema_version"] == 3
+        assert row["policy_version"] == d.policy_version and row["schema_version"] == 4
     out = br.scan_table(log_dir, "outcomes").collect()
     assert out.get_column("decision_id").to_list() == [o[0] for o in outcomes]
     for row, (did, quality, cost_usd, latency_ms) in zip(out.iter_rows(named=True), outcomes):

@@ -267,7 +267,8 @@ def test_skipping_gives_every_readable_row_once_in_order(tmp_path, monkeypatch, 
                               "ts": [1_700_000_000_000_000 + j for j in range(n)], "writer": ["w"] * n,
                               "seq": list(range(n)), "quality": rng.random(n), "cost_usd": [None] * n,
                               "latency_ms": rng.random(n), "reward": rng.random(n), "status": ["applied"] * n,
-                              "error": [None] * n, "schema_version": [3] * n}).with_columns(pl.col("ts").cast(pl.Int64)).cast(schema)
+                              "error": [None] * n, "schema_version": [3] * n}).with_columns(pl.col("ts").cast(pl.Int64)).cast(
+                                  {c: t for c, t in schema.items() if c != "bucket"})  # version 3: no bucket
         path = tmp_path / "outcomes" / "date=2023-11-14" / f"part-w-{i:08d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.write_parquet(path, row_group_size=int(rng.integers(100, 800)))

@@ -8,6 +8,8 @@ the columns it should have had."""
 import datetime as dt
 
 import polars as pl
+
+import ope.buckets
 import pytest
 
 import banditroute as br
@@ -56,6 +58,9 @@ def read_rows(log_dir, table: str) -> list[tuple]:
     """A table's rows as plain tuples in the row type's field order (``ts`` back in epoch us)."""
     frame = br.scan_table(log_dir, table).collect()
     assert frame.get_column("schema_version").to_list() == [SCHEMA_VERSION] * frame.height
+    if table != "events":  # the writer's computed column: the stable hash of the id
+        assert frame.get_column("bucket").to_list() == ope.buckets.stable_bucket(frame.get_column("decision_id")).tolist()
+        frame = frame.drop("bucket")
     frame = frame.drop("schema_version").with_columns(pl.col("ts").dt.epoch("us"))
     return sorted(frame.rows(), key=lambda r: r[ROW_TYPES[table]._fields.index("seq")])
 
@@ -71,28 +76,30 @@ def log_files(log_dir) -> dict:
 @pytest.mark.parametrize("table", ["decisions", "outcomes", "events"])
 def test_a_row_types_fields_are_its_tables_columns_in_order(table):
     row_type, schema = ROW_TYPES[table], SCHEMAS[table]
-    assert list(schema) == [*row_type._fields, "schema_version"]
+    computed = ["bucket"] if table != "events" else []  # no row carries it: the writer computes it
+    assert list(schema) == [*row_type._fields, *computed, "schema_version"]
     assert schema["schema_version"] == pl.Int32 and schema["ts"] == pl.Datetime("us", "UTC")
     assert row_type.table == table and TABLES[table].row_type is row_type
     # in a row, ts is epoch microseconds; every other column has the stored dtype
-    assert TABLES[table].row_schema == {**{c: t for c, t in schema.items() if c != "schema_version"},
+    assert TABLES[table].row_schema == {**{c: t for c, t in schema.items() if c not in ("schema_version", "bucket")},
                                         "ts": pl.Int64}
 
 
 def test_the_schemas_are_the_ones_logs_were_written_with():
-    """SCHEMA_VERSION 3, spelled out: a change here must come with a new schema version."""
-    assert SCHEMA_VERSION == 3
+    """SCHEMA_VERSION 4, spelled out: a change here must come with a new schema version."""
+    assert SCHEMA_VERSION == 4
     assert list(DECISION_SCHEMA.items()) == [
         ("decision_id", pl.String), ("ts", pl.Datetime("us", "UTC")), ("writer", pl.String), ("seq", pl.Int64),
         ("policy_version", pl.String), ("context", pl.String), ("task_types", pl.List(pl.String)),
         ("task_probs", pl.List(pl.Float64)), ("profiles", pl.List(pl.String)),
         ("probabilities", pl.List(pl.Float64)), ("profile", pl.String), ("propensity", pl.Float64),
         ("excluded", pl.String), ("fallback_reason", pl.String), ("shadow", pl.String),
-        ("expected_quality", pl.Float64), ("parent_id", pl.String), ("schema_version", pl.Int32)]
+        ("expected_quality", pl.Float64), ("parent_id", pl.String), ("bucket", pl.Int64),
+        ("schema_version", pl.Int32)]
     assert list(OUTCOME_SCHEMA.items()) == [
         ("decision_id", pl.String), ("ts", pl.Datetime("us", "UTC")), ("writer", pl.String), ("seq", pl.Int64),
         ("quality", pl.Float64), ("cost_usd", pl.Float64), ("latency_ms", pl.Float64), ("reward", pl.Float64),
-        ("status", pl.String), ("error", pl.String), ("schema_version", pl.Int32)]
+        ("status", pl.String), ("error", pl.String), ("bucket", pl.Int64), ("schema_version", pl.Int32)]
     assert list(EVENT_SCHEMA.items()) == [
         ("ts", pl.Datetime("us", "UTC")), ("writer", pl.String), ("seq", pl.Int64), ("event", pl.String),
         ("policy", pl.String), ("fraction", pl.Float64), ("who", pl.String), ("why", pl.String),

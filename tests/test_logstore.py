@@ -34,7 +34,7 @@ def test_schema_and_layout(profiles, tmp_path):
     assert row["task_types"] == ["chat", "code"] and row["task_probs"] == [0.0, 1.0]
     assert row["profiles"] == router.profiles and sum(row["probabilities"]) == pytest.approx(1.0)
     assert json.loads(row["context"]) == {"task_type": "code", "tenant": "acme"}
-    assert json.loads(row["excluded"]) == {} and row["schema_version"] == 3 and row["shadow"] is None
+    assert json.loads(row["excluded"]) == {} and row["schema_version"] == 4 and row["shadow"] is None
     assert row["ts"].tzinfo is not None
     first = out.row(0, named=True)
     assert (first["quality"], first["cost_usd"], first["latency_ms"], first["status"]) == (1.0, 0.01, 700.0, "applied")

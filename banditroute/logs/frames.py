@@ -3,13 +3,13 @@
 Rows arrive one at a time (a row type, or a tuple in its column order) or as a batch of
 columns; both become frames of the table's row dtypes (:attr:`TableDef.row_schema
 <banditroute.logs.rows.TableDef>`), and :meth:`TableBuffer.frame` turns them into the stored
-table (``ts`` a UTC timestamp, ``schema_version`` added).
+table (``ts`` a UTC timestamp, ``bucket`` and ``schema_version`` added).
 
 >>> from banditroute.logs.rows import TABLES, OutcomeRow
 >>> buffer = TableBuffer(TABLES["outcomes"])
 >>> buffer.add(OutcomeRow("w-0", 1_700_000_000_000_000, "w", 0, 1.0, None, 2.5, 0.9, "applied"))
 >>> buffer.frame().select("decision_id", "ts", "schema_version").row(0)
-('w-0', datetime.datetime(2023, 11, 14, 22, 13, 20, tzinfo=zoneinfo.ZoneInfo(key='UTC')), 3)
+('w-0', datetime.datetime(2023, 11, 14, 22, 13, 20, tzinfo=zoneinfo.ZoneInfo(key='UTC')), 4)
 """
 
 from __future__ import annotations

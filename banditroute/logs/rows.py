@@ -7,9 +7,10 @@ the table schemas (:data:`DECISION_SCHEMA`, ...), the writer's column handling a
 journal's column count. A column is added, renamed or moved here and nowhere else (and
 :data:`SCHEMA_VERSION` goes up).
 
-Two things differ between a row and the stored table: ``ts`` is an int of epoch
-microseconds in a row and a UTC timestamp in the table, and the table has one more column,
-``schema_version``, written last.
+Three things differ between a row and the stored table: ``ts`` is an int of epoch
+microseconds in a row and a UTC timestamp in the table; the decisions and outcomes have a
+column no row carries, ``bucket`` (computed from ``decision_id`` when a batch is stored:
+:mod:`banditroute.logs.buckets`); and every table has ``schema_version``, written last.
 
 Row types are plain named tuples: building one costs what building a tuple costs, and the
 writer buffers it as it is.
@@ -18,7 +19,7 @@ writer buffers it as it is.
 ...                  latency_ms=250.0, reward=0.9, status="applied")
 >>> row.table, row.status
 ('outcomes', 'applied')
->>> list(OUTCOME_SCHEMA) == [*TABLES["outcomes"].columns, "schema_version"]
+>>> list(OUTCOME_SCHEMA) == [*TABLES["outcomes"].columns, "bucket", "schema_version"]
 True
 >>> OUTCOME_SCHEMA["ts"]
 Datetime(time_unit='us', time_zone='UTC')
@@ -31,12 +32,14 @@ from typing import Annotated, NamedTuple, Optional, Union, get_type_hints
 import polars as pl
 
 from ..errors import ConfigError
+from .buckets import BUCKET_DTYPE, bucket_column
 
 __all__ = ["ADDED_SINCE_V2", "padded", "DecisionRow", "OutcomeRow", "EventRow", "Row", "TableDef", "TABLES", "table_def", "SCHEMA_VERSION",
            "DECISION_SCHEMA", "OUTCOME_SCHEMA", "EVENT_SCHEMA"]
 
-SCHEMA_VERSION = 3  # 2: decisions gained `shadow` and `expected_quality` (nullable); the `events` table
+SCHEMA_VERSION = 4  # 2: decisions gained `shadow` and `expected_quality` (nullable); the `events` table
 # 3: decisions gained `parent_id` (an escalation's parent decision), outcomes `error` (a failed call); nullable
+# 4: decisions and outcomes gained `bucket` (a stable hash of decision_id, computed by the writer: logs/buckets.py)
 SCHEMA_VERSION_DTYPE = pl.Int32
 TS = pl.Datetime("us", "UTC")
 
@@ -145,7 +148,8 @@ class TableDef:
     row_schema : dict
         Column -> dtype of the values in a row (``ts``: Int64).
     schema : dict
-        Column -> dtype stored (``ts``: UTC timestamp), ``schema_version`` last.
+        Column -> dtype stored (``ts``: UTC timestamp), then the computed columns (``bucket``
+        for decisions and outcomes), ``schema_version`` last.
 
     >>> TABLES["events"].width, TABLES["events"].row_schema["ts"]
     (9, Int64)
@@ -166,7 +170,8 @@ class TableDef:
         """Expressions turning a frame of rows (``row_schema``) into the stored table (``schema``)."""
         casts = [pl.col(c).cast(dtype) for c, dtype in self.schema.items()
                  if c in self.row_schema and dtype != self.row_schema[c]]
-        return [*casts, pl.lit(SCHEMA_VERSION, dtype=SCHEMA_VERSION_DTYPE).alias("schema_version")]
+        computed = [bucket_column()] if "bucket" in self.schema else []
+        return [*casts, *computed, pl.lit(SCHEMA_VERSION, dtype=SCHEMA_VERSION_DTYPE).alias("schema_version")]
 
 
 def _define(row_type: type) -> TableDef:
@@ -176,6 +181,8 @@ def _define(row_type: type) -> TableDef:
         (dtype,) = hint.__metadata__
         stored = dtype if isinstance(dtype, Stored) else Stored(dtype, dtype)
         row_schema[column], schema[column] = stored.row, stored.table
+    if "decision_id" in row_schema:  # the stable hash every reader partitions and resamples by
+        schema["bucket"] = BUCKET_DTYPE
     schema["schema_version"] = SCHEMA_VERSION_DTYPE
     return TableDef(row_type.table, row_type, tuple(hints), row_schema, schema)
 

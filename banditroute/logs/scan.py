@@ -39,6 +39,7 @@ from typing import NamedTuple
 import polars as pl
 
 from ..errors import ConfigError, LogError
+from .buckets import fill_bucket
 from .frames import segment_frame
 from .quarantine import READ_ERRORS, part_problem, quarantine, readable_commits
 from .rows import TABLES
@@ -87,7 +88,8 @@ def scan_table(log_dir: str | os.PathLike, table: str, *, on_corrupt: str = "rai
     """Lazily scan every part of ``table`` ("decisions", "outcomes" or "events") under ``log_dir``.
 
     The columns are the table's schema (:data:`~banditroute.logs.rows.DECISION_SCHEMA`, ...);
-    parts of an older schema version get nulls for the columns they lack. ``on_corrupt``: see
+    parts of an older schema version get nulls for the columns they lack, except ``bucket``,
+    computed from ``decision_id`` (:mod:`banditroute.logs.buckets`). ``on_corrupt``: see
     the module docstring; :func:`scan_table_checked` also says which files were skipped.
 
     >>> import tempfile
@@ -137,7 +139,10 @@ def scan_table_checked(log_dir: str | os.PathLike, table: str, *, on_corrupt: st
             frames.append(frame.lazy())
     if not frames:
         return TableScan(pl.LazyFrame(schema=schema), skipped)
-    return TableScan(pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0], skipped)
+    frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+    if "bucket" in schema:  # parts older than schema version 4 have none: computed when selected
+        frame = frame.with_columns(fill_bucket())
+    return TableScan(frame, skipped)
 
 
 def _segment_rows(path: Path, table: str, on_corrupt: str, skipped: list) -> pl.DataFrame | None:
