@@ -50,3 +50,17 @@ def test_cli_replay(tmp_path):
     payload = json.loads(out.stdout)
     assert payload["outcomes_applied"] == 10
     assert br.Router.load(tmp_path / "state.pkl", log_dir=None).beliefs().equals(router.beliefs())
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """``banditroute calibration ... | head -1``: the reader closes the pipe; no traceback, exit 141."""
+    router = br.Router([br.Profile("a"), br.Profile("b")], task_types=["x", "y"], log_dir=tmp_path, seed=0)
+    for i in range(400):
+        router.record(router.decide({"task_type": "xy"[i % 2]}).id, quality=float(i % 3 == 0))
+    router.close()
+    proc = subprocess.Popen([sys.executable, "-m", "banditroute", "calibration", "--logs", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # closed before the command writes (it is still importing): every write fails
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err

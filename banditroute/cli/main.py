@@ -14,6 +14,7 @@ Errors go to stderr with a non-zero exit code (2 for bad input or configuration,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..errors import BanditrouteError
@@ -44,9 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``) and run the subcommand; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        code = args.run(args) or 0
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then handled below
+        return code
     except BanditrouteError as exc:
         return report_error(exc, command=args.command)
     except KeyboardInterrupt:
         print(f"banditroute {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed by its reader (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+        return 141
