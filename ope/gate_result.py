@@ -221,13 +221,19 @@ def _cell_reason(r: dict, problems: list[str], *, alpha: float, z: float) -> str
         return f"{where}: the candidate {what}: even its {level} {'upper' if higher else 'lower'} bound " \
                f"{_fmt(bound)} misses {need} ({numbers}); {act}."
     gap = (diff - thr) if higher else (thr - diff)
+    side = "lower" if higher else "upper"
+    own = r["lower"] if higher else r["upper"]
+    if r["p_value"] <= alpha < r["p_adjusted"]:  # significant on its own: failed by the adjustment for many tests
+        return (f"{where}: not shown once adjusted for the number of cohort x metric tests: its own {level} "
+                f"{side} bound {_fmt(own)} clears {need}, but the Benjamini-Hochberg adjusted p "
+                f"{r['p_adjusted']:.3g} is above {alpha:g} ({numbers}); a little more traffic, or fewer cohorts, "
+                "would likely settle it; keep the canary running.")
     if gap > 0 and math.isfinite(r["stderr"]) and r["stderr"] > 0:
         factor = (z * r["stderr"] / gap) ** 2
         act = f"{_times(factor)} the traffic would be needed if the difference holds; keep the canary running"
     else:
         act = "the point estimate itself misses it; the candidate is unlikely to pass with more traffic"
-    side = "lower" if higher else "upper"
-    return f"{where}: not shown: the {level} {side} bound {_fmt(r['lower'] if higher else r['upper'])} does not " \
+    return f"{where}: not shown: the {level} {side} bound {_fmt(own)} does not " \
            f"clear {need} ({numbers}); {act}."
 
 

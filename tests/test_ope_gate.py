@@ -226,3 +226,21 @@ def test_guardrail_is_frozen_and_keyword_only():
         g.margin = 0.5
     with pytest.raises(TypeError):
         Guardrail("quality", 0.01)
+
+
+def test_a_cell_failed_only_by_the_multiple_testing_adjustment_says_so():
+    """Its own bound clears the limit (p = 0.021) but BH over 4 cells makes it 0.086: the reason names
+    the adjustment and does not ask for 'about 0.3x the traffic' (a factor below 1 read as nonsense)."""
+    n = 3000
+    a = np.tile([0, 1], n // 2)
+    seg = np.repeat(["a", "b", "c"], n // 3)
+    r = np.random.default_rng(0).binomial(1, np.where(a == 1, np.where(seg == "c", 0.55, 0.3), 0.5)).astype(float)
+    fb = ope.LoggedFeedback(actions=a, rewards=r, propensities=np.full(n, 0.5), n_actions=2,
+                            cohorts=pl.DataFrame({"segment": seg}))
+    result = gate(fb, candidate=np.tile([0.0, 1.0], (n, 1)), baseline=np.tile([1.0, 0.0], (n, 1)), estimator="ips",
+                  margin=0.0, cohorts=["segment"], min_n=10, min_ess=0)
+    row = result.table.filter(pl.col("cohort") == "segment=c").row(0, named=True)
+    assert not row["passed"] and row["p_value"] < 0.05 < row["p_adjusted"] and row["lower"] > row["threshold"]
+    (reason,) = [x for x in result.reasons if "segment=c" in x]
+    assert reason.startswith("reward on segment=c: not shown once adjusted for the number of cohort x metric tests")
+    assert "Benjamini-Hochberg adjusted p 0.0859 is above 0.05" in reason and "the traffic would be needed" not in reason
