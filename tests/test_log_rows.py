@@ -188,8 +188,10 @@ def test_a_tuple_of_the_wrong_length_is_refused_and_the_log_stays_readable(tmp_p
     with pytest.raises(br.ConfigError, match=r"^columns must hold 10 columns for outcomes \(decision_id, .*\), got 8$"):
         w.append_columns(OutcomeRow, [[v] for v in short])
     w.append("outcomes", tuple(outcome(3))[:-1])  # schema version 2's width: taken, error null
+    w.append("outcomes", (*outcome(4), 12345))  # the stored columns, a bucket last: taken, the bucket recomputed
+    w.append_columns("outcomes", [[v] for v in (*outcome(5), None)])
     w.close()
-    assert read_rows(tmp_path, "outcomes") == [tuple(outcome(0)), tuple(outcome(3))]  # nothing torn
+    assert read_rows(tmp_path, "outcomes") == [tuple(outcome(i)) for i in (0, 3, 4, 5)]  # nothing torn
 
 
 def test_an_unknown_table_or_a_bare_tuple_is_refused(tmp_path):

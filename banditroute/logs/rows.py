@@ -201,10 +201,14 @@ ADDED_SINCE_V2 = {"decisions": 1, "outcomes": 1, "events": 0}
 
 def padded(table: str, values: Sequence, width: int, fill) -> Sequence | None:
     """``values`` of one of ``table``'s accepted widths, padded with ``fill()`` to ``width``
-    (None if its width is not accepted)."""
+    (None if its width is not accepted). Accepted: the row's width, the width of schema version 2
+    (the columns added since padded), and the stored columns without ``schema_version`` (a
+    ``bucket`` value given last is dropped: the writer computes it)."""
     n = len(values)
     if n == width:
         return values
+    if n == width + 1 and "bucket" in TABLES[table].schema:  # the stored columns, bucket included:
+        return values[:width]  # the writer computes the bucket from decision_id (it is nothing else)
     if ADDED_SINCE_V2[table] and n == width - ADDED_SINCE_V2[table]:
         return (*values, *(fill() for _ in range(width - n)))
     return None
