@@ -7,6 +7,12 @@ is changed unless ``--quarantine`` is given: then damaged parts are moved to
 opening the directory recovers them (a damaged one has its readable lines compacted, then is
 moved aside).
 
+On a Delta log (``log_table="delta"``) it also reports each table's Delta version, files, rows
+and the files in its directory the table does not reference (replaced by optimize, or written by
+a compaction that died before its commit; ``banditroute compact --vacuum-hours H`` deletes
+them), and the files it references that are missing (damage: exit 1); with ``--quarantine`` a
+damaged part moved aside, and any missing file, is removed from its table in a Delta commit.
+
 >>> import argparse
 >>> args = add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(["--log-dir", "logs"])
 >>> args.log_dir, args.quarantine, args.json
@@ -41,6 +47,7 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     """Check the directory, print the findings; 1 if anything is damaged, else 0."""
+    from ..logs import delta
     from ..logs.journal import recover
     from ..logs.parts import compact_segment
     from ..logs.quarantine import check_log, quarantine, quarantined_files
@@ -59,11 +66,37 @@ def run(args) -> int:
         segments = [c.path for c in damaged if c.kind == "segment"]
         moved += [p for p in segments if not p.exists()]
         kept = [p for p in segments if p.exists()]  # a live writer's: it holds the segment
+    tables = delta.table_report(root) if delta.is_delta_log(root) else None
+    lost = [(t["table"], p) for t in tables or () for p in t["missing"]]  # referenced, not on disk (moved aside)
+    if args.quarantine and lost:  # Delta readers must not look for them any more
+        for table in sorted({t for t, _ in lost}):
+            delta.forget_files(root, table, [root / table / p for t, p in lost if t == table])
+        tables = delta.table_report(root)
     if args.json:
-        print(json.dumps(_as_json(root, checks, damaged, moved, kept, quarantined_files(root)), indent=2))
+        out = _as_json(root, checks, damaged, moved, kept, quarantined_files(root))
+        if tables is not None:
+            out.update(ok=out["ok"] and not lost, delta=tables, missing=[f"{t}/{p}" for t, p in lost])
+        print(json.dumps(out, indent=2))
     else:
         _print_report(root, checks, damaged, moved, kept, quarantined_files(root), args)
-    return 1 if damaged else 0
+        if tables is not None:
+            _print_delta(tables, lost, args)
+    return 1 if damaged or lost else 0
+
+
+def _print_delta(tables: list[dict], lost: list, args) -> None:
+    print("\nDelta tables:")
+    for t in tables:
+        print(f"  {t['table']}: version {t['version']}, {t['files']} file(s), {t['rows']} row(s), {t['bytes']} bytes; "
+              f"{len(t['unreferenced'])} unreferenced file(s) ({t['unreferenced_bytes']} bytes)")
+    for table, path in lost:
+        print(f"  MISSING {table}/{path}: referenced by the table, not on disk"
+              + (" (removed from the table now)" if args.quarantine else ""))
+    if lost and not args.quarantine:
+        print(f"To remove the missing files from their tables: banditroute doctor --log-dir {args.log_dir} --quarantine")
+    if any(t["unreferenced"] for t in tables):
+        print(f"To delete unreferenced files older than H hours: banditroute compact --log-dir {args.log_dir} "
+              "--vacuum-hours H")
 
 
 def _rel(root: Path, path: Path) -> str:

@@ -15,12 +15,14 @@ exits 1 with a unified diff when PATH differs.
 '_Generated from the argparse parsers by `python -m banditroute.cli.reference --write docs/cli.md`; do not edit._'
 >>> print(text.split("## `banditroute compact`")[1].split("##")[0].strip())
 ```text
-banditroute compact --log-dir LOG_DIR
+banditroute compact --log-dir LOG_DIR [--optimize] [--vacuum-hours H]
 ```
 <BLANKLINE>
-Compact the journal segments left by stopped writers into Parquet parts.
+Compact the journal segments left by stopped writers into Parquet parts (on a Delta log: ...
 <BLANKLINE>
 - `--log-dir LOG_DIR` (required): log directory
+- `--optimize`: Delta log: rewrite each table's small files into larger ones (rows unchanged)
+- `--vacuum-hours H`: Delta log: delete files the tables no longer reference that are older than H hours ...
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ banditroute.errors.ConfigError: exploration must be < 1, got 1.5
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass, fields
@@ -66,6 +67,13 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = ["RouterConfig", "load_config", "build_from_file"]
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (blocked)
+        return False
 
 
 def _check_int(name: str, value, lo: int, hi: int | None = None) -> None:
@@ -133,6 +141,10 @@ class RouterConfig:
         Commit log rows through an append-only journal (one fdatasync'ed line per commit,
         compacted into Parquet parts later; see :mod:`banditroute.logs.journal`): makes
         ``durability="sync"`` cheap. The service always uses it.
+    log_table : {"parquet", "delta"}
+        The tables' format: plain date-partitioned Parquet (default), or Delta Lake tables (the
+        ``delta`` extra; compaction registers the journal's parts in one Delta commit per table
+        and segment, see :mod:`banditroute.logs.delta`). ``"delta"`` implies ``log_journal``.
     wait_window_s : float
         How long a decision waits for its outcome; later outcomes are "late" and teach nothing.
     max_pending : int
@@ -175,6 +187,7 @@ class RouterConfig:
     log_dir: str | None = None
     durability: str = "group"
     log_journal: bool = False
+    log_table: str = "parquet"
     wait_window_s: float = 3600.0
     max_pending: int = 200_000
     policy_version: str | None = None
@@ -232,6 +245,12 @@ class RouterConfig:
             raise ConfigError("durability", self.durability, "must be 'group' or 'sync'")
         if not isinstance(self.log_journal, bool):
             raise ConfigError("log_journal", self.log_journal, "must be true or false")
+        if self.log_table not in ("parquet", "delta"):
+            raise ConfigError("log_table", self.log_table, "must be 'parquet' or 'delta'")
+        if self.log_table == "delta":
+            if not _installed("deltalake"):
+                raise ConfigError("log_table", "delta", "needs the delta extra: pip install 'banditroute[delta]'")
+            object.__setattr__(self, "log_journal", True)  # the journal is the Delta log's write-ahead log
         check_number("wait_window_s", self.wait_window_s, lo=0.0, lo_open=True)
         if self.policy_version is not None:
             check_text("policy_version", self.policy_version)  # stamped on every log row

@@ -32,7 +32,8 @@ def open_log(config) -> LogWriter | None:
     """The log writer a router's settings ask for (a new writer id), or None without ``log_dir``."""
     if config.log_dir is None:
         return None
-    return LogWriter(config.log_dir, durability=config.durability, journal=config.log_journal)
+    return LogWriter(config.log_dir, durability=config.durability, journal=config.log_journal,
+                     table_format=config.log_table)
 
 
 class Ledger:

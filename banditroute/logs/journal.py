@@ -114,10 +114,14 @@ class Journal:
         priority (``python -m banditroute.logs.compactor``; a service's choice: parsing
         and encoding tens of thousands of rows in-process holds the GIL in slices long enough
         to show in request latency). If the child fails, the thread takes over that segment.
+    first_segment : int
+        The first segment's number (a Delta log's writer starts above its id's committed ones).
+        Segments are compacted in order: one whose compaction failed holds back the later ones
+        (a Delta log counts a writer's segments as committed up to a number).
     """
 
     def __init__(self, log_dir: Path, writer: str, compact, *, segment_rows: int = 20_000, segment_s: float = 10.0,
-                 compactor: str = "thread"):
+                 compactor: str = "thread", first_segment: int = 0):
         if compactor not in ("thread", "process"):
             raise ConfigError("journal_compactor", compactor, "must be 'thread' or 'process'")
         if fcntl is None:
@@ -132,7 +136,7 @@ class Journal:
         self.segment_rows = int(segment_rows)
         self.segment_s = float(segment_s)
         self._lock = threading.Lock()  # orders appends and rotations
-        self._next = 0
+        self._next = int(first_segment)
         self._current: _Segment | None = None
         self._closed_segments: list[_Segment] = []
         self._retry: list[_Segment] = []  # segments whose compaction failed (compactor thread only)
@@ -195,12 +199,15 @@ class Journal:
                     self._cv.wait(timeout=max(0.05, self.segment_s / 4))
                 todo, self._closed_segments = self._closed_segments, []
                 stop = self._stop
-            if self._retry and (stop or time.monotonic() >= self._retry_at):
-                todo, self._retry = self._retry + todo, []
+            if self._retry:  # in order: new segments wait behind the ones to retry
+                todo, self._retry = ((self._retry + todo, []) if stop or time.monotonic() >= self._retry_at
+                                     else ([], self._retry + todo))
             if not todo:
                 self._rotate_if_old()
-            for seg in todo:
-                self._compact(seg, last_try=stop)
+            for i, seg in enumerate(todo):
+                if not self._compact(seg, last_try=stop):
+                    self._hold_back(todo[i + 1:], last_try=stop)
+                    break
             if stop and not todo:
                 with self._cv:
                     if not self._closed_segments:
@@ -212,10 +219,19 @@ class Journal:
             if seg is not None and seg.rows and time.monotonic() - seg.opened >= self.segment_s:
                 self._rotate()
 
-    def _compact(self, seg: _Segment, *, last_try: bool) -> None:
+    def _hold_back(self, segments: list[_Segment], *, last_try: bool) -> None:
+        """Segments after a failed one: retried after it, or (last try) left to a recovery, in order."""
+        if not last_try:
+            self._retry.extend(segments)
+            return
+        for seg in segments:
+            os.close(seg.fd)
+
+    def _compact(self, seg: _Segment, *, last_try: bool) -> bool:
         """Compact a closed segment and delete it. If that fails (a full disk), the segment
         stays, still read by readers, and is tried again later; after the last try (closing)
-        its lock is released, so the next writer on the directory recovers it."""
+        its lock is released, so the next writer on the directory recovers it. Returns whether
+        it was compacted."""
         try:
             if self.compactor == "process":
                 try:
@@ -234,9 +250,12 @@ class Journal:
                 _log.warning("journal segment %s not compacted (%s); retrying later", seg.path, exc)
                 self._retry.append(seg)
                 self._retry_at = time.monotonic() + max(1.0, self.segment_s / 4)
-                return
+                return False
             self.error = exc
+            os.close(seg.fd)
+            return False
         os.close(seg.fd)  # releases the lock: a leftover segment is recovered by the next writer
+        return True
 
     def _compact_in_child(self, seg: _Segment) -> None:
         if self._child is None or self._child.poll() is not None:
@@ -366,16 +385,24 @@ def recover(log_dir: str | os.PathLike, compact) -> int:
     :func:`~banditroute.logs.quarantine.quarantined_files`). A failure to write still raises,
     leaving the segment for the next recovery.
 
+    A writer's segments are compacted in order: once one is held by another process (its live
+    writer, or another recovery), its later segments are left to that process too.
+
     Returns the number of segments recovered (salvaged ones included)."""
     from .quarantine import salvage_segment, segment_damage  # only recovery needs them
 
     n = 0
     if fcntl is None:
         return 0  # no journal can have been written here by this system
+    held = set()  # writers with a segment another process holds
     for writer, number, path in live_segments(log_dir):
-        _, fd = _take_lock(path)
+        if writer in held:
+            continue
+        state, fd = _take_lock(path)
         if fd is None:
-            continue  # a live writer's, or compacted meanwhile by its owner
+            if state == "alive":  # a live writer's, or being recovered elsewhere: it goes on in order
+                held.add(writer)
+            continue  # (absent: compacted meanwhile by its owner)
         try:
             try:
                 compact(writer, number, path)

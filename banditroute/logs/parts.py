@@ -5,6 +5,9 @@
     <log_dir>/<table>/date=YYYY-MM-DD/part-<writer>-<seq>.parquet     (a flush)
     <log_dir>/<table>/date=YYYY-MM-DD/part-<writer>-j<segment>.parquet (a compacted journal segment)
 
+(In a Delta log, :mod:`banditroute.logs.delta`, the compacted parts are registered in the table's
+Delta log too.)
+
 A part is written to a hidden temporary file, fsync'ed, renamed into place and its directory
 fsync'ed: a reader never sees a half-written part, and a part that exists survives a crash
 of the process or of the machine.
@@ -29,6 +32,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import LogError
+from .delta import commit_segment, is_delta_log
 from .durable import fsync_dir, make_dirs
 from .frames import segment_frame
 from .rows import TABLES
@@ -90,10 +94,15 @@ def _remove(path: Path) -> None:
 
 
 def compact_segment(log_dir: Path, writer: str, number: int, path: Path) -> None:
-    """Write a journal segment's rows as Parquet parts named after the segment (idempotent)."""
+    """Write a journal segment's rows as Parquet parts named after the segment (idempotent); in
+    a Delta log, register them too, one commit per table (:func:`~banditroute.logs.delta.commit_segment`)."""
     commits = read_segment(path)
     name = part_name(writer, number)
+    delta = is_delta_log(log_dir)
     for table in TABLES:
         frame = segment_frame(table, commits)
-        if frame is not None:
+        if delta:
+            commit_segment(log_dir, table, writer, number, frame,
+                           lambda df, table=table: write_parts(Path(log_dir), table, df, lambda: name))
+        elif frame is not None:
             write_parts(Path(log_dir), table, frame, lambda: name)

@@ -1,5 +1,9 @@
 """Reading a table of the log: its Parquet parts and the rows still in journal segments.
 
+In a Delta log (:mod:`banditroute.logs.delta`) the parts are the files of the table's current
+Delta version, and a segment's rows are read unless the version holds the segment (its writer's
+transaction version reaches it): never a row twice, nor one missed.
+
 A damaged file (see :mod:`banditroute.logs.quarantine`) is named, never met as a bare Polars
 error: ``on_corrupt`` says what happens to it.
 
@@ -40,6 +44,7 @@ import polars as pl
 
 from ..errors import ConfigError, LogError
 from .buckets import fill_bucket
+from .delta import forget_files, table_state
 from .frames import segment_frame
 from .quarantine import READ_ERRORS, part_problem, quarantine, readable_commits
 from .rows import TABLES
@@ -124,13 +129,18 @@ def scan_table_checked(log_dir: str | os.PathLike, table: str, *, on_corrupt: st
         if frame is not None:
             pending.append((writer, number, frame))
     root = Path(log_dir) / table
-    parts = sorted(root.glob("date=*/part-*.parquet"))
+    delta = table_state(log_dir, table)  # a Delta log: the files of its current version
+    parts = sorted(root.glob("date=*/part-*.parquet")) if delta is None else delta.files
     frames = []
     if parts:
-        frames.append(_parts_frame(Path(log_dir), table, parts, schema, on_corrupt, skipped))
+        frames.append(_parts_frame(Path(log_dir), table, parts, schema, on_corrupt, skipped, delta is not None))
     if pending:
         present = {(p.parent.name, p.name) for p in parts}
         for writer, number, frame in pending:
+            if delta is not None:  # a segment is in the table whole (one commit), or not at all
+                if delta.committed(writer) < number:
+                    frames.append(frame.lazy())
+                continue
             name = part_name(writer, number)
             dates = frame.get_column("ts").dt.date()
             done = [d for d in dates.unique().to_list() if (f"date={d.isoformat()}", name) in present]
@@ -255,8 +265,10 @@ def _damaged(files: list[Path], schema, columns) -> list[tuple[Path, str]]:
     return [bad for half in halves if not _reads(half, schema, columns) for bad in _damaged(half, schema, columns)]
 
 
-def _parts_frame(log_dir: Path, table: str, parts: list[Path], schema, on_corrupt: str, skipped: list):
-    """The parts as a lazy frame whose reading names (or skips, or quarantines) a damaged part."""
+def _parts_frame(log_dir: Path, table: str, parts: list[Path], schema, on_corrupt: str, skipped: list,
+                 delta: bool = False):
+    """The parts as a lazy frame whose reading names (or skips, or quarantines) a damaged part
+    (``delta``: the parts of a Delta table, which forgets a quarantined one)."""
     if register_io_source is None:
         return _query(parts, schema, None, None)
 
@@ -306,9 +318,15 @@ def _parts_frame(log_dir: Path, table: str, parts: list[Path], schema, on_corrup
 
     def _quarantine(path: Path, why: str):
         try:
-            return quarantine(log_dir, path, why)
+            moved = quarantine(log_dir, path, why)
         except OSError as exc:  # cannot move it (permissions...): skipped all the same
             _log.warning("damaged part %s left in place, cannot be moved aside: %s", path, exc)
             return None
+        if delta and moved is not None:
+            try:
+                forget_files(log_dir, table, [path])
+            except Exception as exc:  # noqa: BLE001 - Delta readers fail on it until `doctor --quarantine`
+                _log.warning("damaged part %s moved aside but still in the Delta table: %s", path, exc)
+        return moved
 
     return register_io_source(source, schema=pl.Schema(schema))

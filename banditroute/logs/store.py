@@ -39,6 +39,10 @@ the next writer opens the directory. :func:`scan_table` reads the journal's rows
 service commits this way: a commit costs a fraction of a millisecond instead of a Parquet
 encoding per table.
 
+With ``table_format="delta"`` (a router's ``log_table="delta"``) the tables are Delta Lake
+tables and every flush goes through the journal; compaction registers the parts in the tables'
+Delta logs (:mod:`banditroute.logs.delta`).
+
 Rows are the record types of :mod:`banditroute.logs.rows` (one per table, their fields the
 table's columns); this module re-exports the schemas derived from them, and the reader
 (:func:`scan_table`, :mod:`banditroute.logs.scan`) and part writing (:func:`write_parts`,
@@ -72,6 +76,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import ConfigError, LogError
+from .delta import ensure_tables, is_delta_log, next_segment
 from .durable import make_dirs
 from .frames import TableBuffer
 from .journal import Journal, recover
@@ -114,6 +119,10 @@ class LogWriter:
         When the journal is compacted into Parquet parts.
     journal_compactor : {"thread", "process"}
         Where compaction runs (see :class:`banditroute.logs.journal.Journal`).
+    table_format : {"parquet", "delta"} or None
+        ``"delta"``: the tables are Delta Lake tables (:mod:`banditroute.logs.delta`; implies
+        ``journal``); ``"parquet"``: plain Parquet parts (refused on a Delta log, whose readers
+        would never see them); None (default): as the directory is.
 
     Appends never wait for disk I/O: a flush detaches the buffered rows under the buffer lock
     and writes them outside it.
@@ -122,12 +131,20 @@ class LogWriter:
     def __init__(self, log_dir: str | os.PathLike, *, durability: str = "group", group_rows: int = 8192,
                  group_interval_s: float = 1.0, writer_id: str | None = None, auto_flush: bool = True,
                  journal: bool = False, journal_segment_rows: int = 20_000, journal_segment_s: float = 10.0,
-                 journal_compactor: str = "thread"):
+                 journal_compactor: str = "thread", table_format: str | None = None):
         if durability not in ("group", "sync"):
             raise ConfigError("durability", durability, "must be 'group' or 'sync'")
         if isinstance(group_rows, bool) or not isinstance(group_rows, int) or group_rows < 1:
             raise ConfigError("group_rows", group_rows, "must be an integer >= 1")
+        if table_format not in (None, "parquet", "delta"):
+            raise ConfigError("log_table", table_format, "must be 'parquet' or 'delta'")
         self.log_dir = Path(log_dir)
+        #: "parquet" or "delta" (see table_format)
+        self.table_format = table_format or ("delta" if is_delta_log(log_dir) else "parquet")
+        if self.table_format == "parquet" and is_delta_log(log_dir):
+            raise ConfigError("log_table", "parquet", f"cannot write to {log_dir}: its tables are Delta tables "
+                              "(log_table='delta')")
+        journal = journal or self.table_format == "delta"  # the Delta log's write-ahead log
         self.durability = durability
         self.group_rows = group_rows
         self.group_interval_s = float(group_interval_s)
@@ -156,6 +173,8 @@ class LogWriter:
                 make_dirs(self.log_dir / name)
         except OSError as exc:
             raise LogError("log_dir", str(log_dir), f"cannot be created ({exc.strerror})") from None
+        if self.table_format == "delta":
+            ensure_tables(self.log_dir)
         #: journal segments left by writers that are gone, compacted when this writer opened
         self.n_recovered = recover(self.log_dir, self._compact_segment)
         self._journal = None
@@ -164,9 +183,10 @@ class LogWriter:
                                 ("journal_segment_s", journal_segment_s)):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                     raise ConfigError(name, value, "must be a number > 0")
+            first = next_segment(self.log_dir, self.writer_id) if self.table_format == "delta" else 0
             self._journal = Journal(self.log_dir, self.writer_id, self._compact_segment,
                                     segment_rows=journal_segment_rows, segment_s=journal_segment_s,
-                                    compactor=journal_compactor)
+                                    compactor=journal_compactor, first_segment=first)
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     def append(self, row: Row | str, values: tuple | None = None, /) -> None:
