@@ -24,7 +24,7 @@ from ..errors import InvalidOutcomeError, LogError, OutcomeInFlightError, Unknow
 from ..policies.base import Feedback
 from .pending import PendingDecision
 
-__all__ = ["Outcomes", "OutcomeClaim"]
+__all__ = ["Outcomes", "OutcomeClaim", "check_values"]
 
 _log = logging.getLogger("banditroute.decide.outcomes")
 
@@ -60,23 +60,21 @@ class Outcomes:
         self.drift_events: list[dict] = []
         self._unsettled: dict[str, int] = {}  # decision id -> seq of outcome rows logged, not yet settled
 
-    def begin(self, decision_id, quality, cost_usd, latency_ms, error=None) -> OutcomeClaim:
+    def begin(self, decision_id, quality, cost_usd, latency_ms, error=None, *,
+              issued_elsewhere: bool = False) -> OutcomeClaim:
         """See :meth:`banditroute.decide.router.Router.begin_record` (the caller holds the
         lock): claim the outcome and append its row (durable on return in sync mode); a failed
-        append drops the claim and raises. :meth:`settle` ends it."""
-        quality = check_outcome("quality", quality, 0.0, 1.0)
-        cost_usd = check_outcome("cost_usd", cost_usd, 0.0, None)
-        latency_ms = check_outcome("latency_ms", latency_ms, 0.0, None)
-        error = check_error_kind(error)
-        if error is not None and quality is not None:
-            raise InvalidOutcomeError("quality", quality, f"must not be given with error={error!r}: a failed call "
-                                      "has no answer to judge (error_quality sets what a failure teaches)")
-        claim = self.claim(decision_id, quality, cost_usd, latency_ms, error)
+        append drops the claim and raises. :meth:`settle` ends it. ``issued_elsewhere``: the
+        decision was issued by another router (a replica sharing the service's Redis), so one
+        not pending here is late, not unknown."""
+        quality, cost_usd, latency_ms, error = check_values(quality, cost_usd, latency_ms, error)
+        claim = self.claim(decision_id, quality, cost_usd, latency_ms, error, issued_elsewhere=issued_elsewhere)
         if claim.status != "duplicate":
             self.log(claim)
         return claim
 
-    def claim(self, decision_id, quality, cost_usd, latency_ms, error=None) -> OutcomeClaim:
+    def claim(self, decision_id, quality, cost_usd, latency_ms, error=None, *,
+              issued_elsewhere: bool = False) -> OutcomeClaim:
         """Join an outcome to its decision and claim it (nothing learned yet): status
         ``"applied"``, ``"late"`` or ``"duplicate"`` (nothing claimed). Raises
         :class:`UnknownDecisionError`, or :class:`OutcomeInFlightError` while another outcome
@@ -87,7 +85,7 @@ class Outcomes:
         entry = self.pending.get(decision_id)
         reward = None
         if entry is None:
-            if not self.ledger.issued(decision_id):
+            if not (issued_elsewhere or self.ledger.issued(decision_id)):
                 raise UnknownDecisionError("decision_id", decision_id, "was not issued by this router")
             status = "late"  # one late outcome per decision is logged
             if quality is not None and cost_usd is not None and latency_ms is not None:
@@ -273,6 +271,18 @@ class Outcomes:
                               f"kept {drift.keep:g} of the evidence")
         except LogError as exc:  # the outcome is applied; the event is derived (a replay detects it again)
             _log.warning("drift event of %s not logged: %s", event["profile"] + "/" + event["task_type"], exc)
+
+
+def check_values(quality, cost_usd, latency_ms, error) -> tuple:
+    """An outcome's values checked at the boundary (raises :class:`InvalidOutcomeError` naming the field)."""
+    quality = check_outcome("quality", quality, 0.0, 1.0)
+    cost_usd = check_outcome("cost_usd", cost_usd, 0.0, None)
+    latency_ms = check_outcome("latency_ms", latency_ms, 0.0, None)
+    error = check_error_kind(error)
+    if error is not None and quality is not None:
+        raise InvalidOutcomeError("quality", quality, f"must not be given with error={error!r}: a failed call "
+                                  "has no answer to judge (error_quality sets what a failure teaches)")
+    return quality, cost_usd, latency_ms, error
 
 
 def check_outcome(name: str, value, lo: float, hi: float | None):

@@ -66,6 +66,10 @@ class PendingWindow:
         """Pending decisions that already have their outcome."""
         return len(self._recorded)
 
+    def has_outcome(self, decision_id: str) -> bool:
+        """Whether the pending decision ``decision_id`` has its (committed) outcome."""
+        return decision_id in self._recorded
+
     def get(self, decision_id: str) -> PendingDecision | None:
         entry = self._entries.get(decision_id)
         return None if entry is None else _record(PendingDecision, entry)

@@ -32,7 +32,9 @@ An outcome is recorded, and an escalation issued, by the replica that issued the
 start with its writer id). Replicas on one host forward outcomes and escalations to each other
 (:mod:`banditroute.service.forwarding`), so any worker of ``serve --workers N`` accepts any
 outcome or escalation; replicas on other hosts answer 404: put a load balancer with affinity on
-the id prefix in front of them.
+the id prefix in front of them. With Redis (``--redis-url``) any replica sharing the namespace,
+on any host, records any outcome: the pending decisions are in Redis
+(:mod:`banditroute.service.redis_outcomes`); escalations still go to the issuer.
 
 >>> app = create_app(ServiceConfig(config="routes.toml"))
 >>> sorted(app.routes)
@@ -56,6 +58,7 @@ from .config import ServiceConfig
 from .escalate_api import budget_of, escalate, escalation_id, post_escalate
 from .forwarding import ESCALATION
 from .openapi import openapi_spec
+from .outcome_api import record_shared
 from .replica import Replica, start_replica
 from .rollout_api import get_rollout, post_rollout
 
@@ -132,6 +135,7 @@ async def _decide(svc: Replica, request: Request) -> Response:
         raise ApiError(422, "invalid_request", "context", f"context must be a JSON object, got {type(context).__name__}")
     # validated there (banditroute.config.hygiene, config.mechanisms.request_budget): a 422 naming the field
     decision = svc.router.decide(context, budget=budget_of(body))
+    svc.stage(decision.id)  # with Redis: its pending entry is written with its row
     try:
         await svc.commit.ack()
     except BaseException:
@@ -144,6 +148,9 @@ async def _decide(svc: Replica, request: Request) -> Response:
 async def _outcome(svc: Replica, request: Request) -> Response:
     body = await read_json(request, limit=svc.cfg.max_body_bytes)
     decision_id = _outcome_id(body)
+    if svc.redis_outcomes is not None and not svc.redis_outcomes.local_only(decision_id):
+        # taken from Redis, on any replica; shielded: a taken entry is recorded or put back
+        return await asyncio.shield(asyncio.ensure_future(record_shared(svc, decision_id, body, _record)))
     if not svc.router.issued(decision_id):  # another replica's: forward it there if it listens on this host
         forwarded = await svc.peers.forward(decision_id.rpartition("-")[0], body)
         if forwarded is not None:
@@ -160,15 +167,24 @@ def _outcome_id(body: dict) -> str:
     return decision_id
 
 
-async def _record(svc: Replica, decision_id: str, body: dict) -> dict:
-    """Record a checked outcome body (see :func:`_outcome_id`), once it is durable."""
-    claim = svc.router.begin_record(decision_id, quality=body.get("quality"), cost_usd=body.get("cost_usd"),
-                                    latency_ms=body.get("latency_ms"), error=body.get("error"))
+async def _record(svc: Replica, decision_id: str, body: dict, *, begin=None, settled=None) -> dict:
+    """Record a checked outcome body (see :func:`_outcome_id`), once it is durable. ``begin``:
+    the router's first step (default ``begin_record``); ``settled(committed)``: called once the
+    commit's result is known."""
+    claim = (begin or svc.router.begin_record)(decision_id, quality=body.get("quality"),
+                                               cost_usd=body.get("cost_usd"), latency_ms=body.get("latency_ms"),
+                                               error=body.get("error"))
+
     # Learned from only once its row is durable, and a failed commit changes nothing: settled
     # when the commit's result is known (in commit order), even if this request is cancelled.
+    def done(ticket) -> None:
+        committed = not ticket.cancelled() and ticket.exception() is None
+        svc.router.settle_record(claim, committed=committed)
+        if settled is not None:
+            settled(committed)
+
     ack = asyncio.ensure_future(svc.commit.ack())
-    ack.add_done_callback(lambda done: svc.router.settle_record(
-        claim, committed=not done.cancelled() and done.exception() is None))
+    ack.add_done_callback(done)
     await asyncio.shield(ack)
     svc.metrics.outcome(claim.status)
     if claim.error is not None and claim.status == "applied":  # what the profile's availability counts
@@ -184,7 +200,11 @@ async def _forwarded(svc: Replica, body, kind: str | None = None) -> tuple[int, 
             raise ApiError(422, "invalid_request", "body", "body must be a JSON object")
         if kind == ESCALATION:
             return 200, encode_compact(await escalate(svc, escalation_id(body), body))
-        return 200, encode_compact(await _record(svc, _outcome_id(body), body))
+        decision_id = _outcome_id(body)
+        if svc.redis_outcomes is not None and not svc.redis_outcomes.local_only(decision_id):
+            response = await record_shared(svc, decision_id, body, _record)  # tombstone set: repeats are duplicates
+            return response.status, response.body
+        return 200, encode_compact(await _record(svc, decision_id, body))
     except Exception as exc:  # noqa: BLE001 - every error becomes an envelope
         response = _error_response(svc, exc, f"forwarded {kind or 'outcome'}")
         return response.status, response.body

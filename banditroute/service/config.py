@@ -51,6 +51,10 @@ class ServiceConfig:
     redis_namespace : str
     sync_interval_ms : float
         Period of the shared-state sync.
+    redis_outcomes : bool
+        With Redis: keep the pending decisions there too, so any replica records any outcome
+        (:mod:`banditroute.service.redis_outcomes`; a Redis round trip per outcome). False: an
+        outcome goes to the replica that issued its decision, as without Redis.
     metrics_dir : str or None
         The directory where the workers of one ``serve`` process keep their metrics tables (made
         by ``serve``, see :func:`banditroute.service.metrics.metrics_directory`); None: the
@@ -103,6 +107,7 @@ class ServiceConfig:
     redis_url: str | None = None
     redis_namespace: str = "banditroute"
     sync_interval_ms: float = 100.0
+    redis_outcomes: bool = True
     metrics_dir: str | None = None
     snapshot_every_outcomes: int = 50_000
     snapshot_interval_s: float = 300.0
@@ -126,7 +131,7 @@ class ServiceConfig:
             raise ConfigError("token", "<hidden>", "must be a string of at least 8 characters")
         if self.metrics_dir is not None and (not isinstance(self.metrics_dir, str) or not self.metrics_dir):
             raise ConfigError("metrics_dir", self.metrics_dir, "must be a non-empty path or None")
-        for name in ("announce", "access_log"):
+        for name in ("announce", "access_log", "redis_outcomes"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "must be true or false")
         for name in ("max_body_bytes", "max_commits_in_flight", "max_header_bytes", "max_headers"):

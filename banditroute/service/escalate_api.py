@@ -28,6 +28,7 @@ banditroute.service.asgi.ApiError: budget must be a JSON object with max_cost_us
 
 from __future__ import annotations
 
+from ..errors import UnknownDecisionError
 from .asgi import ApiError, Request, Response, check_keys, ok, read_json
 from .forwarding import ESCALATION
 
@@ -60,7 +61,10 @@ def escalation_id(body: dict) -> str:
 async def escalate(svc, decision_id: str, body: dict) -> dict:
     """Escalate ``decision_id`` (a body checked by :func:`escalation_id`); the child once durable."""
     reason = _reason(body)
+    if svc.redis_outcomes is not None and not svc.router.issued(decision_id):  # another's, held for its outcome
+        raise UnknownDecisionError("decision_id", decision_id, "was not issued by this router")
     child = svc.router.escalate(decision_id, reason=reason, budget=budget_of(body))  # validates reason, budget
+    svc.stage(child.id)  # with Redis: its pending entry is written with its row
     try:
         await svc.commit.ack()
     except BaseException:

@@ -5,6 +5,11 @@ A handler makes its router call (which buffers log rows in the router's
 ticket. The committer detaches the buffered rows at most every ``interval_s``, commits them
 (one journal append and ``fdatasync``) in a worker thread and resolves the tickets of every
 request whose rows were detached, in commit order; up to ``max_in_flight`` commits overlap.
+
+A *side* write (``side``: the pending decisions written to Redis,
+:class:`~banditroute.service.redis_outcomes.RedisOutcomes`) is detached with the rows and run in
+parallel with their commit; the tickets resolve once both are done. It never fails a commit
+(it says itself what it could not write); if the rows cannot be committed, it is discarded.
 """
 
 from __future__ import annotations
@@ -28,10 +33,14 @@ class GroupCommit:
         At most one commit starts per interval.
     max_in_flight : int
         Commits writing at the same time; tickets still resolve in commit order.
+    side : object, optional
+        With ``detach() -> batch``, ``commit(batch)`` (never raises) and ``discard(batch)``: written
+        with each commit (see above).
     """
 
-    def __init__(self, log: LogWriter, *, interval_s: float, max_in_flight: int):
+    def __init__(self, log: LogWriter, *, interval_s: float, max_in_flight: int, side=None):
         self.log = log
+        self.side = side
         self.interval_s = interval_s
         self.n_commits = 0
         self._waiters: list = []
@@ -62,20 +71,26 @@ class GroupCommit:
                 continue
             await self._slots.acquire()
             waiters, self._waiters = self._waiters, []
+            staged = None if self.side is None else self.side.detach()
             write = loop.run_in_executor(self._pool, self.log.commit_detached, self.log.detach())
-            self._previous = loop.create_task(self._finish(write, waiters, self._previous))
+            side = loop.run_in_executor(self._pool, self.side.commit, staged) if staged else None
+            self._previous = loop.create_task(self._finish(write, waiters, self._previous, side, staged))
             if self.interval_s:
                 await asyncio.sleep(self.interval_s)
         if self._previous is not None:
             await self._previous
 
-    async def _finish(self, write, waiters: list, previous) -> None:
+    async def _finish(self, write, waiters: list, previous, side=None, staged=None) -> None:
         error = None
         try:
             await write
         except Exception as exc:  # noqa: BLE001 - handed to every waiter of this commit
             error = exc
         finally:
+            if side is not None:
+                await side  # never raises
+                if error is not None:  # not acknowledged: nothing of it may be applied elsewhere
+                    await asyncio.get_running_loop().run_in_executor(self._pool, self.side.discard, staged)
             self._slots.release()
         if previous is not None:
             await previous  # acknowledge in commit order

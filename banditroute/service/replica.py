@@ -99,10 +99,19 @@ class Replica:
         shared_cfg = cfg.shared_state()
         #: what a restart took over from the log (without Redis, which holds the shared state)
         self.resumed = None
+        #: the pending decisions in Redis, so any replica records any outcome (None: no Redis)
+        self.redis_outcomes = None
         if shared_cfg is not None:
+            from .redis_outcomes import RedisOutcomes
+            from .replica_router import ReplicaRouter
             from .shared_state import SharedState
 
             self.shared = SharedState(router, config=shared_cfg)
+            if cfg.redis_outcomes and isinstance(router, ReplicaRouter):  # else outcomes go to the issuer
+                self.redis_outcomes = RedisOutcomes(router, url=shared_cfg.url, namespace=shared_cfg.namespace,
+                                                    timeout_s=shared_cfg.timeout_s)
+                self.commit.side = self.redis_outcomes  # written with the rows of each group commit
+                self.shared.lookup = self.redis_outcomes.decisions_of  # a dead replica's outcomes of others' decisions
         else:  # the beliefs and the pending decisions of the replicas that logged here before
             self.resumed = router.resume()
         self._token = None if cfg.token is None else cfg.token.encode()
@@ -142,6 +151,12 @@ class Replica:
         scheme, _, token = authorization.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(token.encode("latin-1"), self._token)
 
+    def stage(self, decision_id: str) -> None:
+        """With Redis: write the pending entry of a decision just issued with its row (see
+        :mod:`banditroute.service.redis_outcomes`)."""
+        if self.redis_outcomes is not None:
+            self.redis_outcomes.stage(decision_id)
+
     def gauges(self) -> list:
         """``(name, help, value)`` of the replica's gauges and counters beyond the request metrics."""
         out = [("banditroute_commits_total", "Group commits written (one fdatasync'ed journal append each).",
@@ -178,6 +193,8 @@ class Replica:
                      s.n_regressions),
                     ("banditroute_shared_state_adopted_outcomes_total",
                      "Outcomes of dead replicas (logged, never pushed) this replica pushed to Redis.", s.n_adopted)]
+        if self.redis_outcomes is not None:
+            out += self.redis_outcomes.gauges()
         return out
 
     async def start(self) -> None:
@@ -205,6 +222,8 @@ class Replica:
         self.rollout.store.close()
         await self.peers.close()
         await self.commit.close()
+        if self.redis_outcomes is not None:
+            await self.redis_outcomes.aclose()
         self.metrics.close()  # a last publish; scrapes show this replica as gone at once
         self.router.close()  # the log is closed already; lets go of (and deletes) the dead writers' locks it took over
         if self.shared is not None:
@@ -350,13 +369,13 @@ class SnapshotSchedule:
 
 async def start_replica(cfg: ServiceConfig, *, router=None, handle_forwarded: ForwardedHandler) -> Replica:
     """Build (the router from ``cfg.config`` unless given) and start one replica."""
-    from ..decide.router import Router
+    from .replica_router import ReplicaRouter
 
     # The event loop must not wait the default 5 ms for the GIL while a commit thread
     # encodes: that wait would be added to every request's latency.
     sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
     if router is None:
-        router = Router.from_config(cfg.config, log_dir=cfg.log_dir, durability="group")
+        router = ReplicaRouter.from_config(cfg.config, log_dir=cfg.log_dir, durability="group")
     if router.log_writer is None:
         raise ConfigError("log_dir", None, "must be set: the service acknowledges only logged requests")
     replica = Replica(cfg, router=router, handle_forwarded=handle_forwarded)

@@ -147,6 +147,9 @@ class SharedState:
         self._registered = False
         self._watermark = 0  # router seq at the last snapshot: its outcomes below it are in _unsent/_inflight
         self.n_adopted = 0  # outcomes of dead writers adopted into Redis
+        #: ids -> {id: (profile, task types, task probabilities)} of decisions logged elsewhere whose
+        #: outcomes were recorded here (``RedisOutcomes.decisions_of``); None: every decision is in this log
+        self.lookup = None
         names, tasks = router.profiles, router.task_types
         self._cells = [(f"alpha|{p}|{t}", f"beta|{p}|{t}") for p in names for t in tasks]
         shape = (len(names), len(tasks))
@@ -250,7 +253,7 @@ class SharedState:
             with writer_lock(self._log_dir, writer) as state:
                 if state != "dead":
                     continue
-                pairs, count = _logged_increments(self._log_dir, writer, watermark)
+                pairs, count = _logged_increments(self._log_dir, writer, watermark, self.lookup)
                 self._send(f"adopt-{writer}-{watermark}", writer, "-", pairs)
                 forget_writer(self._log_dir, writer)
             n += count
@@ -325,9 +328,10 @@ class SharedState:
                 self._client.close()
 
 
-def _logged_increments(log_dir, writer: str, watermark: int) -> tuple[list, int]:
+def _logged_increments(log_dir, writer: str, watermark: int, lookup=None) -> tuple[list, int]:
     """(cell, increment) pairs of ``writer``'s applied outcomes with ``seq >= watermark``, as
-    the router applied them (weights from the logged task posterior), and their number."""
+    the router applied them (weights from the logged task posterior), and their number. The
+    decisions are those of this log (any writer's) and, for the others, ``lookup``'s."""
     import polars as pl
 
     from ..logs.store import scan_table
@@ -335,10 +339,21 @@ def _logged_increments(log_dir, writer: str, watermark: int) -> tuple[list, int]
     outcomes = (scan_table(log_dir, "outcomes")
                 .filter((pl.col("writer") == writer) & (pl.col("seq") >= watermark)
                         & (pl.col("status") == "applied") & pl.col("quality").is_not_null())
-                .select("decision_id", "quality"))
-    decisions = (scan_table(log_dir, "decisions").filter(pl.col("writer") == writer)
-                 .select("decision_id", "profile", "task_types", "task_probs"))
-    joined = outcomes.join(decisions, on="decision_id", how="inner").collect()
+                .select("decision_id", "quality")).collect()
+    if outcomes.height == 0:
+        return [], 0
+    writers = outcomes.get_column("decision_id").str.replace(r"-[0-9]+$", "").unique().to_list()
+    decisions = (scan_table(log_dir, "decisions").filter(pl.col("writer").is_in(writers))
+                 .select("decision_id", "profile", "task_types", "task_probs")).collect()
+    joined = outcomes.join(decisions, on="decision_id", how="inner")
+    missing = outcomes.join(decisions, on="decision_id", how="anti").get_column("decision_id").to_list()
+    found = lookup(missing) if missing and lookup is not None else {}
+    if found:  # decisions of other replicas' logs, taken from Redis
+        extra = pl.DataFrame([(d, *v) for d, v in found.items()], schema=decisions.schema, orient="row")
+        joined = pl.concat([joined, outcomes.join(extra, on="decision_id", how="inner")])
+    if len(found) < len(missing):
+        _log.warning("shared state: %d outcome(s) of dead replica %s name decisions found neither in its log nor "
+                     "in Redis; not adopted", len(missing) - len(found), writer)
     if joined.height == 0:
         return [], 0
     cells = (joined.explode("task_types", "task_probs")
