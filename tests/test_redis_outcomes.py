@@ -84,13 +84,14 @@ def metric(port, name):
 class Serve:
     """One ``banditroute serve`` replica (its own log directory) on a free port."""
 
-    def __init__(self, workdir: Path, name: str, redis_url: str, *, wait: float = 3600, sync_ms: int = 50):
+    def __init__(self, workdir: Path, name: str, redis_url: str, *, wait: float = 3600, sync_ms: int = 50,
+                 extra=()):
         self.port, self.log_dir = free_port(), workdir / f"logs-{name}"
         routes = workdir / f"routes-{wait:g}.toml"
         routes.write_text(ROUTES.format(wait=wait))
         cmd = [sys.executable, "-m", "banditroute", "serve", "--config", str(routes), "--port", str(self.port),
                "--log-dir", str(self.log_dir), "--token", TOKEN, "--redis-url", redis_url,
-               "--sync-interval-ms", str(sync_ms)]
+               "--sync-interval-ms", str(sync_ms), *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(workdir / f"serve-{name}.log", "ab"),
                                      start_new_session=True)
 
@@ -300,4 +301,25 @@ def test_after_a_sigkill_of_the_issuer_another_replica_applies_its_outcomes(tmp_
         for s in (a, b, successor):
             if s is not None:
                 s.stop(signal.SIGKILL)
+        server.stop()
+
+
+def test_without_redis_outcomes_only_the_issuer_records(tmp_path):
+    """``--no-redis-outcomes``: Redis shares the posteriors only; no pending entry goes to Redis and an
+    outcome posted to B for A's decision is forwarded to A (same host) and logged in A's log, not B's."""
+    server = RedisServer(tmp_path).start()
+    try:
+        a, b = start(Serve(tmp_path, "a", server.url, extra=["--no-redis-outcomes"]),
+                     Serve(tmp_path, "b", server.url, extra=["--no-redis-outcomes"]))
+        try:
+            did = decide(a.port)
+            assert outcome(b.port, did) == (200, {"decision_id": did, "status": "applied"})
+            assert outcome(b.port, did)[1]["status"] == "duplicate"
+            assert not list(redis.Redis.from_url(server.url).scan_iter("*:p:*"))  # no pending entries
+        finally:
+            for s in (a, b):
+                s.stop()
+        assert br.scan_table(a.log_dir, "outcomes").collect().get_column("decision_id").to_list() == [did]
+        assert br.scan_table(b.log_dir, "outcomes").collect().height == 0
+    finally:
         server.stop()

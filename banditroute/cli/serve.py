@@ -50,6 +50,9 @@ def add_parser(subparsers):
                    help="print a line per request on stderr: client, method, path, status, duration (default off)")
     p.add_argument("--redis-url", default=None, help="share posteriors through Redis (default: $BANDITROUTE_REDIS_URL)")
     p.add_argument("--redis-namespace", default="banditroute", help="key prefix in Redis (default banditroute)")
+    p.add_argument("--no-redis-outcomes", action="store_true",
+                   help="with --redis-url, share posteriors only: outcomes go to the issuing replica (forwarded on "
+                        "one host) instead of any replica taking them from Redis (saves a Redis round trip each)")
     p.add_argument("--sync-interval-ms", type=float, default=100.0, help="shared-state sync period (default 100)")
     p.add_argument("--max-body-bytes", type=int, default=65536, help="request body limit (default 65536)")
     p.add_argument("--max-header-bytes", type=int, default=65536,
@@ -102,6 +105,7 @@ def run(args) -> int:
                         max_commits_in_flight=args.max_commits_in_flight,
                         redis_url=args.redis_url or os.environ.get("BANDITROUTE_REDIS_URL"),
                         redis_namespace=args.redis_namespace, sync_interval_ms=args.sync_interval_ms,
+                        redis_outcomes=not args.no_redis_outcomes,
                         snapshot_every_outcomes=args.snapshot_every_outcomes,
                         snapshot_interval_s=args.snapshot_interval_s,
                         candidate_configs=_candidate_configs(args.candidate_config),
