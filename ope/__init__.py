@@ -18,9 +18,11 @@ Modules, each importing only modules listed above it (no import cycles)::
     learning                    learning policies: progressive validation, time split
     intervals                   per-round terms -> value, standard error, interval
     diagnostics                 importance weights and their diagnostics
+    stats                       mergeable summaries of per-round terms and weights (TermStats, WeightStats)
     reward_models, vw_reward    cross-fitted reward models for DM / DR
     base, ips, dr               the estimator template and the estimators
     evaluate                    several policies x several estimators -> one table
+    distributed                 evaluate_logs: the same table from log partitions, here or on Dask
     gate_options, gate_result   the gate's options (GateOptions) and verdict (GateResult)
     gate                        the promotion gate: measures the cells and decides
     confseq                     confidence sequences: anytime-valid bounds on off-policy values
@@ -42,6 +44,7 @@ True
 """
 
 from ope.base import Estimate, Estimator
+from ope.distributed import evaluate_logs
 from ope.dsjson import feedback_from_dsjson
 from ope.diagnostics import DiagnosticThresholds, Diagnostics, diagnose, importance_weights
 from ope.dr import DM, DR, SNDR, DRos, SwitchDR
@@ -64,6 +67,7 @@ from ope.logs import action_space, feedback_from_logs, join_logs, scan_decisions
 from ope.policies import Policy, one_hot, resolve_target, uniform
 from ope.learning import LearningEvaluation, LearningPolicy, progressive, resolve_learning, time_split
 from ope.reward_models import cross_fit_predictions, encode_contexts
+from ope.stats import TermStats, WeightStats
 from ope.synthetic import SyntheticBandit, SyntheticProblem
 from ope.vw_reward import VWRegressor
 
@@ -106,6 +110,8 @@ __all__ = [
     "SwitchDR",
     "SyntheticBandit",
     "SyntheticProblem",
+    "TermStats",
+    "WeightStats",
     "VWRegressor",
     "action_space",
     "confidence_interval",
@@ -113,6 +119,7 @@ __all__ = [
     "diagnose",
     "encode_contexts",
     "evaluate",
+    "evaluate_logs",
     "feedback_from_dsjson",
     "feedback_from_logs",
     "gate",

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import numpy as np
 import polars as pl
 
-__all__ = ["stable_bucket", "bucket_of", "fmix32", "bucket_expr", "BUCKET_DTYPE"]
+__all__ = ["stable_bucket", "bucket_of", "fmix32", "bucket_expr", "filled_bucket", "BUCKET_DTYPE"]
 
 #: the stored dtype of ``bucket`` (Int64: every engine reads it; values fit in 32 bits)
 BUCKET_DTYPE = pl.Int64
@@ -68,3 +68,18 @@ def bucket_expr(column: str = "decision_id") -> pl.Expr:
     True
     """
     return pl.col(column).map_batches(_series_bucket, return_dtype=BUCKET_DTYPE).alias("bucket")
+
+
+def _fill_buckets(both: pl.Series) -> pl.Series:
+    bucket, missing = both.struct.field("bucket"), both.struct.field("bucket").is_null()
+    ids = both.struct.field("decision_id")
+    return bucket.scatter(missing.arg_true(), stable_bucket(ids.filter(missing).to_list())) if missing.any() else bucket
+
+
+def filled_bucket() -> pl.Expr:
+    """Each row's stable ``bucket``: stored (schema 4), else computed from the id (older logs).
+
+    >>> pl.DataFrame({"decision_id": ["w-0", "w-1"], "bucket": [7, None]}).select(filled_bucket()).item(1, 0)
+    1999659164
+    """
+    return pl.struct("bucket", "decision_id").map_batches(_fill_buckets, BUCKET_DTYPE, is_elementwise=True).alias("bucket")

@@ -9,6 +9,12 @@ each policy's first choice; the escalated decisions left out are counted in a no
 table. ``--escalations all``: every decision is a round (biased for a first choice's value; a
 warning says so). A warning also counts the escalated decisions (failed answers) left without a
 round for want of an outcome. See :mod:`ope.escalations`.
+
+``--engine local|dask|dask:ADDRESS`` evaluates the logs in partitions (:func:`ope.evaluate_logs`,
+:mod:`ope.distributed`): here, on a local Dask cluster of ``--dask-workers`` processes, or on the
+scheduler at ADDRESS; ``--partitions`` sets the number of partitions. Only the specs ``uniform``,
+``logging`` and ``always:PROFILE`` and the estimators ips and snips can be evaluated so. Without
+``--engine`` the logs are read into memory as before (``--partitions``: the join's passes).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ope.distributed import DASK_EXTRA, LogEvaluation, parse_engine, run_log_evaluation
 from ope.dr import DM, DR, SNDR, DRos, SwitchDR
 from ope.errors import InvalidConfigError, OPEError
 from ope.escalations import ESCALATION_RULES
@@ -73,7 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-bootstrap", type=int, default=1000, help="resamples of the bootstrap interval (default 1000)")
     p.add_argument("--seed", type=int, default=None, help="seed of cross-fitting and the bootstrap (default: none)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the table as JSON ('-' for stdout only)")
+    p.add_argument("--engine", default=None, type=_engine, metavar="local|dask[:ADDRESS]",
+                   help="evaluate in partitions: here (local), on a local Dask cluster (dask) or on the scheduler at "
+                        f"ADDRESS; needs {DASK_EXTRA} for dask (default: read the logs into memory)")
+    p.add_argument("--dask-workers", type=_positive, default=None, metavar="N",
+                   help="worker processes of the local cluster of --engine dask (default 2)")
+    p.add_argument("--partitions", type=_positive, default=None, metavar="N",
+                   help="partitions of the logs by stable bucket (default: one per 1,000,000 decisions; "
+                        "with --engine dask at least one per worker)")
     return p
+
+
+def _engine(text: str) -> str:
+    """``--engine``'s value, checked (argparse reports an error naming the option and the value)."""
+    try:
+        parse_engine(text)
+    except InvalidConfigError:
+        raise argparse.ArgumentTypeError(f"must be local, dask or dask:ADDRESS, got {text!r}") from None
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def _reward_model(kind: str, seed: int | None):
@@ -121,7 +155,7 @@ def _policy(spec: str, fb: LoggedFeedback) -> np.ndarray:
     raise InvalidConfigError("policy", f"policy spec must be uniform, logging, always:NAME or file:PATH, got {spec!r}")
 
 
-def _escalation_notes(columns: LogColumns) -> list[str]:
+def _escalation_notes(columns: "LogColumns | LogEvaluation") -> list[str]:
     """What the rounds say about escalated decisions (nothing when the logs hold none).
 
     >>> _escalation_notes(LogColumns(actions=np.array([0]), rewards=np.array([1.0]), propensities=np.array([1.0]),
@@ -154,20 +188,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(args.log_dir).is_dir():
         print(f"error: log_dir {args.log_dir!r} is not a directory", file=sys.stderr)
         return 2
+    if args.dask_workers is not None and args.engine != "dask":
+        given = "no --engine" if args.engine is None else f"--engine {args.engine}"
+        print(f"error: --dask-workers {args.dask_workers} needs --engine dask (the local cluster it starts), "
+              f"got {given}", file=sys.stderr)
+        return 2
+    specs = [item.partition("=") for item in args.policy or ["logging=logging", "uniform=uniform"]]
     try:
         window = None if args.wait_window_s is None else dt.timedelta(seconds=args.wait_window_s)
-        columns = read_log_columns(
-            args.log_dir, wait_window=window, default_reward=args.default_reward, duplicates=args.duplicates,
-            escalations=args.escalations, reward=args.reward, contexts=args.contexts,
-        )
-        fb = LoggedFeedback(**columns.as_kwargs())
-        specs = args.policy or ["logging=logging", "uniform=uniform"]
-        policies = {}
-        for item in specs:
-            name, _, spec = item.partition("=")
-            policies[name] = _policy(spec or name, fb)
-        table = evaluate(fb, policies, _estimators(args), alpha=args.alpha, interval=args.interval,
-                         n_bootstrap=args.n_bootstrap, seed=args.seed)
+        if args.engine is not None:
+            columns = run_log_evaluation(
+                args.log_dir, {name: spec or name for name, _, spec in specs}, _estimators(args), engine=args.engine,
+                n_partitions=args.partitions, dask_workers=args.dask_workers, alpha=args.alpha, interval=args.interval,
+                n_bootstrap=args.n_bootstrap, seed=args.seed, wait_window=window, default_reward=args.default_reward,
+                duplicates=args.duplicates, escalations=args.escalations, reward=args.reward)
+            table = columns.table
+        else:
+            columns = read_log_columns(
+                args.log_dir, wait_window=window, default_reward=args.default_reward, duplicates=args.duplicates,
+                escalations=args.escalations, reward=args.reward, contexts=args.contexts, n_partitions=args.partitions,
+            )
+            fb = LoggedFeedback(**columns.as_kwargs())
+            policies = {name: _policy(spec or name, fb) for name, _, spec in specs}
+            table = evaluate(fb, policies, _estimators(args), alpha=args.alpha, interval=args.interval,
+                             n_bootstrap=args.n_bootstrap, seed=args.seed)
     except FileNotFoundError as exc:  # no logs under log_dir, or a missing file:PATH.npy: bad input
         print(f"error: {exc}", file=sys.stderr)
         return 2

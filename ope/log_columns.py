@@ -1,11 +1,14 @@
 """Assembling banditroute's joined logs into the arrays of one :class:`~ope.LoggedFeedback`.
 
 :func:`read_log_columns` joins the decisions with their outcomes (:func:`ope.log_join.join_logs`)
-in hash partitions, one after the other, and scatters each partition into arrays indexed by
-the decision's position, so only one partition is in memory at a time. It returns a
+in partitions by stable bucket, one after the other, and scatters each partition into arrays indexed
+by the decision's position, so only one partition is in memory at a time. It returns a
 :class:`LogColumns` record (the constructor arguments of ``LoggedFeedback``) and never
 imports :mod:`ope.feedback`: :meth:`ope.LoggedFeedback.from_logs` and
 :func:`ope.logs.feedback_from_logs` build the feedback from it.
+
+:func:`read_partition` reads one partition on its own (:mod:`ope.distributed`'s tasks), after
+:func:`plan_reading` has read, once, what every partition must share (:class:`LogPlan`).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import numpy as np
 import polars as pl
 
 from ope.errors import InvalidConfigError, InvalidFeedbackError
-from ope.escalations import check_escalations, count_escalated, escalated_rows
-from ope.log_join import METRICS, LogSnapshot, action_space, join_logs, scan_decisions
+from ope.escalations import PARENT_ID, check_escalations, count_escalated, escalated_rows
+from ope.log_join import METRICS, LogSnapshot, action_space, filled_bucket, join_logs, scan_decisions
 
-__all__ = ["LogColumns", "read_log_columns"]
+__all__ = ["LogColumns", "read_log_columns", "LogPlan", "plan_reading", "read_partition"]
 
 _SEP = "\x1f"  # joins a profiles list into one key (the unit separator is in no profile name)
 # the fields of LogColumns that report on the reading (not arguments of LoggedFeedback)
-_REPORT = ("skipped_files", "n_escalated", "n_escalated_without_outcome", "escalations")
+_REPORT = ("skipped_files", "n_escalated", "n_escalated_without_outcome", "escalations", "buckets")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -63,6 +66,8 @@ class LogColumns:
     n_escalated_without_outcome: int = 0
     #: the ``escalations`` rule the rounds were read with (not a ``LoggedFeedback`` argument)
     escalations: str = "first"
+    #: each round's stable bucket (:func:`read_partition` only; not a ``LoggedFeedback`` argument)
+    buckets: np.ndarray | None = None
 
     def as_kwargs(self) -> dict[str, Any]:
         """The fields as a dict (the arrays are not copied), the reading's report aside
@@ -118,34 +123,16 @@ def read_log_columns(
     if n_partitions is None:
         n_rows = scan_decisions(log_dir).select(pl.len()).collect().item()
         n_partitions = max(1, -(-n_rows // 1_000_000))
-    columns = [
-        pl.col("profile").replace_strict(list(names), list(range(len(names))), default=-1, return_dtype=pl.Int64).alias("__action"),
-        pl.col(reward).alias("__reward"),
-        pl.col("propensity").cast(pl.Float64).alias("__propensity"),
-    ]
-    if metrics:
-        columns += [pl.col(m).alias(f"__metric_{m}") for m in METRICS]
-    if logging_distribution:
-        positions = _position_table(log_dir, names)
-        columns += [
-            pl.col("probabilities").list.get(k if positions is None else pl.col(f"__pos{k}"), null_on_oob=True)
-            .fill_null(0.0).alias(f"__prob{k}")
-            for k in range(len(names))
-        ]
-    frames_cols = [_cohort_expr(c).alias(f"__cohort_{c}") for c in cohorts]
-    if contexts:
-        keys = None if contexts is True else list(contexts)
-        dtype = _context_dtype(scan_decisions(log_dir), keys, context_sample)
-        frames_cols += [
-            pl.col("context").str.json_decode(dtype).struct.field(f.name).alias(f"__ctx_{f.name}") for f in dtype.fields
-        ]
+    positions = _position_table(log_dir, names) if logging_distribution else None
+    dtype = _context_dtype(scan_decisions(log_dir), None if contexts is True else list(contexts),
+                           context_sample) if contexts else None
+    columns = _round_columns(names, reward, metrics=metrics, logging=logging_distribution, positions=positions,
+                             cohorts=cohorts, context_dtype=dtype)
+    join = dict(wait_window=wait_window, default_reward=default_reward, duplicates=duplicates, escalations=escalations)
     assembler = _Assembler(scan_decisions(log_dir).select(pl.len()).collect().item(), len(names))
     for i in range(n_partitions):
-        joined = join_logs(log_dir, wait_window=wait_window, default_reward=default_reward, duplicates=duplicates,
-                           escalations=escalations, partition=(i, n_partitions) if n_partitions > 1 else None)
-        if logging_distribution and positions is not None:
-            joined = joined.with_columns(pl.col("profiles").list.join(_SEP).alias("__key")).join(positions, on="__key", how="left")
-        assembler.add(joined.select(pl.col("row_index"), *columns, *frames_cols).collect(engine="streaming"))
+        joined = _joined(log_dir, join, (i, n_partitions) if n_partitions > 1 else None, positions)
+        assembler.add(joined.select(pl.col("row_index"), *columns).collect(engine="streaming"))
     columns = _to_columns(log_dir, assembler, names, reward, tuple(log_dir.skipped))
     n_escalated = count_escalated(scan_decisions(log_dir))
     escalated = escalated_rows(scan_decisions(log_dir), escalations) if n_escalated else np.empty(0, np.int64)
@@ -153,7 +140,120 @@ def read_log_columns(
                    n_escalated_without_outcome=int((~assembler.present[escalated]).sum()))
 
 
-def _position_table(log_dir: str | Path, names: Sequence[str]) -> pl.LazyFrame | None:
+@dataclass(frozen=True, eq=False)
+class LogPlan:
+    """What the partitions of one reading share, computed once (on the client) by :func:`plan_reading`:
+    the files, the action space, the join options and the small tables every partition needs, so that
+    partitions read on different machines agree (same files, same action indices)."""
+
+    snapshot: LogSnapshot
+    action_names: tuple[str, ...]
+    join: dict  # wait_window, default_reward, duplicates, escalations (join_logs' options)
+    reward: str
+    n_decisions: int
+    positions: pl.DataFrame | None = None  # each action's position in each profiles list (None: prefixes)
+    context_dtype: pl.Struct | None = None  # contexts are decoded with this dtype (None: not decoded)
+    n_escalated: int = 0
+    escalated: pl.DataFrame | None = None  # decision_id and bucket of the escalated decisions that are rounds
+
+
+def plan_reading(log_dir: str | Path, *, wait_window: dt.timedelta | None = None, default_reward: float | None = None,
+                 duplicates: str = "first", escalations: str = "first", reward: str = "reward",
+                 contexts: bool = False, context_sample: int = 1000) -> LogPlan:
+    """The :class:`LogPlan` of reading ``log_dir`` in partitions (:func:`read_partition`); the options are
+    those of :func:`read_log_columns` (a damaged file raises). Scans the decisions' ``profiles``,
+    ``parent_id`` and ``ts`` columns once (and ``decision_id`` if some decisions were escalated), not the join.
+
+    >>> plan_reading("/nonexistent", duplicates="median")
+    Traceback (most recent call last):
+    ...
+    ope.errors.InvalidConfigError: duplicates must be one of ('first', 'last', 'mean'), got 'median'
+    """
+    if reward not in METRICS:
+        raise InvalidConfigError("reward", f"reward must be one of {METRICS}, got {reward!r}")
+    join = dict(wait_window=wait_window, default_reward=default_reward, duplicates=duplicates, escalations=escalations)
+    snapshot = LogSnapshot.take(log_dir)
+    join_logs(snapshot, **join)  # checks the options (reads the first files' schemas only)
+    decisions = scan_decisions(snapshot)
+    # one scan: the distinct profiles lists (action_space's query), the decisions, the escalated ones
+    lists = (decisions.group_by("profiles").agg(pl.col("ts").min(), pl.len().alias("__n"),
+                                                pl.col(PARENT_ID).is_not_null().sum().alias("__escalated"))
+             .with_columns(pl.col("profiles").list.join(_SEP).alias("__key")).sort("ts", "__key")
+             .collect(engine="streaming"))
+    names = tuple(dict.fromkeys(name for profiles in lists.get_column("profiles").to_list() for name in profiles or ()))
+    if not names:
+        raise InvalidFeedbackError("profiles", f"no profiles found in the decisions under {log_dir}")
+    n_escalated, escalated = int(lists.get_column("__escalated").sum()), None
+    if n_escalated:
+        rows = pl.LazyFrame({"row_index": escalated_rows(decisions, escalations)}, schema={"row_index": pl.UInt32})
+        escalated = (decisions.with_row_index("row_index").join(rows, on="row_index", how="semi")
+                     .select("decision_id", filled_bucket()).collect(engine="streaming"))
+    dtype = _context_dtype(decisions, None, context_sample) if contexts else None
+    return LogPlan(snapshot, names, join, reward, int(lists.get_column("__n").sum()),
+                   _positions(lists.get_column("__key").to_list(), names), dtype, n_escalated, escalated)
+
+
+def read_partition(plan: LogPlan, index: int, count: int) -> LogColumns:
+    """The rounds whose bucket is ``index`` modulo ``count``, in decision order, with the logging
+    distribution and :attr:`LogColumns.buckets` (no metrics, no cohorts): the partition is filtered as
+    the files are read, so memory is bounded by the partition (where the bucket is stored). An empty partition has no rounds (no error). ``n_escalated`` is the whole log's,
+    ``n_escalated_without_outcome`` this partition's (they add up over the partitions)."""
+    names = plan.action_names
+    columns = _round_columns(names, plan.reward, metrics=False, logging=True, positions=plan.positions,
+                             context_dtype=plan.context_dtype)
+    ids = [] if plan.escalated is None else ["decision_id"]
+    frame = (_joined(plan.snapshot, plan.join, (index, count) if count > 1 else None, plan.positions, "partition")
+             .select(pl.col("row_index"), pl.col("bucket"), *ids, *columns).collect(engine="streaming").sort("row_index"))
+    without = 0
+    if ids:
+        mine = plan.escalated.filter(pl.col("bucket") % count == index)
+        without = mine.join(frame.select(ids), on="decision_id", how="anti").height
+        frame = frame.drop(ids)
+    report = dict(n_escalated=plan.n_escalated, n_escalated_without_outcome=without,
+                  escalations=plan.join["escalations"], buckets=frame.get_column("bucket").to_numpy())
+    if frame.height == 0:
+        return LogColumns(actions=np.empty(0, np.int64), rewards=np.empty(0), propensities=np.empty(0),
+                          n_actions=len(names), action_names=names, logging_distribution=np.empty((0, len(names))),
+                          **report)
+    assembler = _Assembler(frame.height, len(names))
+    assembler.add(frame.drop("bucket").with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("row_index")))
+    del frame
+    return replace(_to_columns(plan.snapshot, assembler, names, plan.reward, ()), **report)
+
+
+def _round_columns(names: tuple[str, ...], reward: str, *, metrics: bool, logging: bool, positions: pl.DataFrame | None,
+                   cohorts: Sequence[str] = (), context_dtype: pl.Struct | None = None) -> list[pl.Expr]:
+    """The columns selected from the joined rounds, named as :class:`_Assembler` takes them."""
+    columns = [
+        pl.col("profile").replace_strict(list(names), list(range(len(names))), default=-1, return_dtype=pl.Int64).alias("__action"),
+        pl.col(reward).alias("__reward"),
+        pl.col("propensity").cast(pl.Float64).alias("__propensity"),
+    ]
+    if metrics:
+        columns += [pl.col(m).alias(f"__metric_{m}") for m in METRICS]
+    if logging:
+        columns += [
+            pl.col("probabilities").list.get(k if positions is None else pl.col(f"__pos{k}"), null_on_oob=True)
+            .fill_null(0.0).alias(f"__prob{k}")
+            for k in range(len(names))
+        ]
+    columns += [_cohort_expr(c).alias(f"__cohort_{c}") for c in cohorts]
+    if context_dtype is not None:
+        columns += [pl.col("context").str.json_decode(context_dtype).struct.field(f.name).alias(f"__ctx_{f.name}")
+                    for f in context_dtype.fields]
+    return columns
+
+
+def _joined(log_dir: LogSnapshot, join: dict, partition: tuple[int, int] | None,
+            positions: pl.DataFrame | None, row_index: str = "log") -> pl.LazyFrame:
+    """The joined rounds of ``partition``, with the actions' positions in their ``profiles`` list."""
+    joined = join_logs(log_dir, **join, partition=partition, row_index=row_index)
+    if positions is None:
+        return joined
+    return joined.with_columns(pl.col("profiles").list.join(_SEP).alias("__key")).join(positions.lazy(), on="__key", how="left")
+
+
+def _position_table(log_dir: str | Path, names: Sequence[str]) -> pl.DataFrame | None:
     """Position of every action in each distinct ``profiles`` list (None: all are prefixes of ``names``)."""
     keys = (
         scan_decisions(log_dir)
@@ -163,13 +263,17 @@ def _position_table(log_dir: str | Path, names: Sequence[str]) -> pl.LazyFrame |
         .get_column("__key")
         .to_list()
     )
+    return _positions(keys, names)
+
+
+def _positions(keys: list, names: Sequence[str]) -> pl.DataFrame | None:
     lists = [key.split(_SEP) if key else [] for key in keys]
     if all(lst == list(names[: len(lst)]) for lst in lists):
         return None
     rows: dict[str, list] = {"__key": keys}
     for k, name in enumerate(names):
         rows[f"__pos{k}"] = [(lst.index(name) if name in lst else None) for lst in lists]
-    return pl.LazyFrame(rows, schema={"__key": pl.String, **{f"__pos{k}": pl.Int64 for k in range(len(names))}})
+    return pl.DataFrame(rows, schema={"__key": pl.String, **{f"__pos{k}": pl.Int64 for k in range(len(names))}})
 
 
 def _context_dtype(decisions: pl.LazyFrame, keys: Sequence[str] | None, sample: int) -> pl.Struct:

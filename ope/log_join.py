@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
+from ope.buckets import BUCKET_DTYPE, filled_bucket
 from ope.errors import CorruptLogError, InvalidConfigError, LogsNotFoundError
 from ope.escalations import check_escalations, select_rounds, with_parent_id
 
@@ -46,12 +47,12 @@ try:
 except ImportError:  # polars < 1.13: a plain scan, whose errors at collect do not name the file
     register_io_source = None
 
-__all__ = ["LogSnapshot", "SkippedFile", "scan_decisions", "scan_outcomes", "join_logs", "action_space", "METRICS"]
+__all__ = ["LogSnapshot", "SkippedFile", "scan_decisions", "scan_outcomes", "join_logs", "action_space", "METRICS", "filled_bucket"]
 
 METRICS = ("reward", "quality", "cost_usd", "latency_ms")
 _DUPLICATE_RULES = ("first", "last", "mean")
 _SEP = "\x1f"
-_HASH_SEED = 20250101
+_NO_OUTCOMES = {"decision_id": pl.String, "bucket": BUCKET_DTYPE, "ts": pl.Datetime("us", "UTC"), **dict.fromkeys(METRICS, pl.Float64)}
 _READ_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError)
 _END = object()
 _STREAMS: dict = {}  # stop event -> thread of every batch stream running
@@ -97,16 +98,22 @@ class LogSnapshot:
         if on_corrupt not in ("raise", "skip"):
             raise InvalidConfigError("on_corrupt", f"on_corrupt must be 'raise' or 'skip', got {on_corrupt!r}")
         root = Path(log_dir)
-        return cls(str(log_dir), *(tuple(sorted(str(p) for p in (root / kind).glob("**/*.parquet")))
-                                   if (root / kind).is_dir() else () for kind in ("decisions", "outcomes")),
-                   on_corrupt=on_corrupt)
+        return cls(str(log_dir), _table_files(root, "decisions"), _table_files(root, "outcomes"), on_corrupt=on_corrupt)
 
     def __str__(self) -> str:
         return self.root
 
 
-def _files(log_dir: "str | Path | LogSnapshot", kind: str) -> tuple[str, ...]:
-    return getattr(LogSnapshot.take(log_dir), kind)
+def _table_files(root: Path, kind: str) -> tuple[str, ...]:
+    """A table's Parquet files, sorted; of a Delta table (``log_table="delta"``) only its current version's."""
+    table = root / kind
+    if (table / "_delta_log").is_dir():
+        try:
+            from deltalake import DeltaTable
+        except ImportError:
+            raise InvalidConfigError("log_dir", f"{table} is a Delta table: pip install 'banditroute[delta]'") from None
+        return tuple(sorted(uri.removeprefix("file://") for uri in DeltaTable(str(table)).file_uris()))
+    return tuple(sorted(str(p) for p in table.glob("**/*.parquet"))) if table.is_dir() else ()
 
 
 def _scan(log_dir: "str | Path | LogSnapshot", kind: str) -> pl.LazyFrame:
@@ -125,7 +132,7 @@ def _scan(log_dir: "str | Path | LogSnapshot", kind: str) -> pl.LazyFrame:
             files = files[1:]
             if not files:
                 raise LogsNotFoundError("log_dir", f"log_dir has no readable {kind} files: {log_dir}") from None
-    return _io_source(snapshot, kind, files, with_parent_id(schema) if kind == "decisions" else schema)
+    return _io_source(snapshot, kind, files, {**(with_parent_id(schema) if kind == "decisions" else schema), "bucket": BUCKET_DTYPE})
 
 
 def _first_line(exc: BaseException) -> str:
@@ -255,8 +262,6 @@ def _io_source(snapshot: LogSnapshot, kind: str, parts: list[str], schema) -> pl
 def scan_decisions(log_dir: str | Path) -> pl.LazyFrame:
     """Lazily scan every decision file under ``log_dir/decisions``.
 
-    Examples
-    --------
     >>> scan_decisions("/nonexistent")
     Traceback (most recent call last):
     ...
@@ -268,8 +273,6 @@ def scan_decisions(log_dir: str | Path) -> pl.LazyFrame:
 def scan_outcomes(log_dir: str | Path) -> pl.LazyFrame:
     """Lazily scan every outcome file under ``log_dir/outcomes``.
 
-    Examples
-    --------
     >>> scan_outcomes("/nonexistent")
     Traceback (most recent call last):
     ...
@@ -281,9 +284,8 @@ def scan_outcomes(log_dir: str | Path) -> pl.LazyFrame:
 def _check_join_options(wait_window: dt.timedelta | None, default_reward: float | None, duplicates: str) -> None:
     if wait_window is not None and (not isinstance(wait_window, dt.timedelta) or wait_window < dt.timedelta(0)):
         raise InvalidConfigError("wait_window", f"wait_window must be a non-negative timedelta or None, got {wait_window!r}")
-    if default_reward is not None and (
-        isinstance(default_reward, bool) or not isinstance(default_reward, (int, float)) or not np.isfinite(default_reward)
-    ):
+    if default_reward is not None and (isinstance(default_reward, bool) or not isinstance(default_reward, (int, float))
+                                       or not np.isfinite(default_reward)):
         raise InvalidConfigError("default_reward", f"default_reward must be a finite number or None, got {default_reward!r}")
     if duplicates not in _DUPLICATE_RULES:
         raise InvalidConfigError("duplicates", f"duplicates must be one of {_DUPLICATE_RULES}, got {duplicates!r}")
@@ -307,6 +309,7 @@ def join_logs(
     duplicates: str = "first",
     escalations: str = "first",
     partition: tuple[int, int] | None = None,
+    row_index: str = "log",
 ) -> pl.LazyFrame:
     """Decisions joined with their outcomes, as a LazyFrame.
 
@@ -323,20 +326,21 @@ def join_logs(
     escalations : {"first", "all"}
         Root decisions only (``"first"``: escalated ones are left out with their outcomes) or all.
     partition : (int, int) or None
-        ``(i, n)``: keep only decisions (and outcomes) whose ``decision_id`` hashes
-        to bucket ``i`` of ``n``. Collecting the ``n`` partitions one after the
-        other needs about ``1/n`` of the join's memory.
+        ``(i, n)``: keep only decisions (and outcomes) whose stable ``bucket`` (:mod:`ope.buckets`)
+        is ``i`` modulo ``n``: the same rounds on every machine and library version. Collecting
+        the ``n`` partitions one after the other needs about ``1/n`` of the join's memory.
+    row_index : {"log", "partition"}
+        What ``row_index`` numbers: every decision of the log, or only the partition's (then the
+        partition is filtered as the files are read: the scan's memory is bounded by the partition).
 
     Returns
     -------
     polars.LazyFrame
-        Every decision column plus ``row_index`` (the decision's position in the
-        scan of the sorted decision files; rows come in no particular order),
+        Every decision column (``bucket`` filled: :func:`filled_bucket`) plus ``row_index`` (the
+        decision's position in the scan of the sorted decision files; rows come in no particular order),
         ``reward``, ``quality``, ``cost_usd``, ``latency_ms``, ``outcome_ts`` and
         ``n_outcomes`` (0 for a missing outcome).
 
-    Examples
-    --------
     >>> join_logs("/nonexistent", duplicates="median")
     Traceback (most recent call last):
     ...
@@ -344,28 +348,26 @@ def join_logs(
     """
     _check_join_options(wait_window, default_reward, duplicates)
     check_escalations(escalations)
-    decisions = select_rounds(scan_decisions(log_dir).with_row_index("row_index"), escalations)
-    if _files(log_dir, "outcomes"):
-        outcomes = scan_outcomes(log_dir).select(
-            pl.col("decision_id"), pl.col("ts").alias("outcome_ts"), *[pl.col(m).cast(pl.Float64) for m in METRICS]
-        )
-    else:
-        outcomes = pl.LazyFrame(
-            schema={"decision_id": pl.String, "outcome_ts": pl.Datetime("us", "UTC"), **{m: pl.Float64 for m in METRICS}}
-        )
+    if row_index not in ("log", "partition"):
+        raise InvalidConfigError("row_index", f"row_index must be 'log' or 'partition', got {row_index!r}")
+    decisions = scan_decisions(log_dir)
+    outcomes = scan_outcomes(log_dir) if LogSnapshot.take(log_dir).outcomes else pl.LazyFrame(schema=_NO_OUTCOMES)
     if partition is not None:
         index, count = partition
         if not (isinstance(count, int) and count >= 1 and isinstance(index, int) and 0 <= index < count):
             raise InvalidConfigError("partition", f"partition must be (i, n) with 0 <= i < n, got {partition!r}")
-        decisions = decisions.filter(pl.col("decision_id").hash(_HASH_SEED) % count == index)
-        outcomes = outcomes.filter(pl.col("decision_id").hash(_HASH_SEED) % count == index)
+        # the stored bucket's test is pushed into the file scans; files older than schema 4 have none: computed
+        stored, mine = pl.col("bucket").is_null() | (pl.col("bucket") % count == index), filled_bucket() % count == index
+        outcomes = outcomes.filter(stored).filter(mine)
+        decisions = decisions.filter(stored).filter(mine) if row_index == "partition" else decisions
+    decisions = select_rounds(decisions.with_row_index("row_index"), escalations).with_columns(filled_bucket())
+    if partition is not None and row_index == "log":
+        decisions = decisions.filter(pl.col("bucket") % count == index)
+    outcomes = outcomes.select(pl.col("decision_id"), pl.col("ts").alias("outcome_ts"), *[pl.col(m).cast(pl.Float64) for m in METRICS])
     if wait_window is not None:
         stamps = decisions.select(pl.col("decision_id"), pl.col("ts").alias("decision_ts"))
-        outcomes = (
-            outcomes.join(stamps, on="decision_id", how="inner")
-            .filter((pl.col("outcome_ts") - pl.col("decision_ts")) <= pl.lit(wait_window))
-            .drop("decision_ts")
-        )
+        outcomes = (outcomes.join(stamps, on="decision_id", how="inner")
+                    .filter((pl.col("outcome_ts") - pl.col("decision_ts")) <= pl.lit(wait_window)).drop("decision_ts"))
     collapsed = _collapse(outcomes, duplicates)
     how = "inner" if default_reward is None else "left"
     joined = decisions.join(collapsed, on="decision_id", how=how)
@@ -378,21 +380,13 @@ def join_logs(
 def action_space(log_dir: str | Path) -> tuple[str, ...]:
     """Union of the logged ``profiles`` lists, in order of first appearance.
 
-    Examples
-    --------
     >>> action_space("/nonexistent")
     Traceback (most recent call last):
     ...
     ope.errors.LogsNotFoundError: log_dir has no decisions/**/*.parquet files: /nonexistent
     """
-    lists = (
-        scan_decisions(log_dir)
-        .group_by("profiles")
-        .agg(pl.col("ts").min())
-        .with_columns(pl.col("profiles").list.join(_SEP).alias("__key"))
-        .sort("ts", "__key")
-        .collect(engine="streaming")
-    )
+    lists = (scan_decisions(log_dir).group_by("profiles").agg(pl.col("ts").min())
+             .with_columns(pl.col("profiles").list.join(_SEP).alias("__key")).sort("ts", "__key").collect(engine="streaming"))
     names: dict[str, None] = {}
     for profiles in lists.get_column("profiles").to_list():
         for name in profiles or ():

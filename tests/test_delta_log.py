@@ -389,3 +389,27 @@ def test_the_service_logs_to_the_delta_tables_its_routes_file_asks_for(tmp_path)
         assert sorted(br.scan_table(tmp_path / "logs", "decisions").collect().get_column("decision_id")) == sorted(ids)
     for table in ("decisions", "outcomes"):  # compacted at shutdown, by the compactor process
         assert sorted(pl.scan_delta(str(tmp_path / "logs" / table)).collect().get_column("decision_id")) == sorted(ids)
+
+
+def test_ope_reads_the_committed_files_of_a_delta_log_once(tmp_path):
+    """After ``compact --optimize`` the replaced parts stay on disk until a vacuum: ope (and its
+    distributed reader) takes the files of the current Delta version, so each round counts once."""
+    import ope
+    from ope.distributed import evaluate_logs
+
+    router = br.Router([br.Profile("a"), br.Profile("b")], task_types=["x"], log_dir=tmp_path, log_table="delta",
+                       seed=0)
+    for batch in range(3):  # three closes: three segments, three parts per table
+        for i in range(100):
+            router.record(router.decide({"task_type": "x"}).id, quality=float(i % 2))
+        router.close()
+        router = br.Router([br.Profile("a"), br.Profile("b")], task_types=["x"], log_dir=tmp_path,
+                           log_table="delta", seed=batch + 1)
+    router.close()
+    code, _ = cli("compact", "--log-dir", str(tmp_path), "--optimize")
+    assert code == 0
+    on_disk = list((tmp_path / "decisions").glob("**/*.parquet"))
+    committed = ope.log_join.LogSnapshot.take(tmp_path).decisions
+    assert len(on_disk) > len(committed)  # the replaced parts are still there
+    assert ope.feedback_from_logs(tmp_path).n_rounds == 300
+    assert evaluate_logs(tmp_path, {"u": "uniform"}).get_column("n").to_list() == [300, 300]

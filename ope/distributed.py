@@ -1,0 +1,400 @@
+"""Off-policy evaluation of banditroute's logs in partitions, in this process or on a Dask cluster.
+
+:func:`evaluate_logs` gives the table of :func:`ope.evaluate` (columns :data:`ope.evaluate.RESULT_SCHEMA`)
+for logs that need not fit in one machine's memory:
+
+1. the client reads the plan once (:func:`ope.log_columns.plan_reading`): the file list, the
+   action space (so every partition numbers the profiles the same way), the positions of the
+   profiles in the logged lists and the escalated decisions;
+2. task ``i`` of ``P`` reads the rounds whose stable bucket (:mod:`ope.buckets`) is ``i`` modulo
+   ``P`` (:func:`ope.log_columns.read_partition`: the join of :func:`ope.join_logs` restricted to
+   those decisions and their outcomes), builds their :class:`~ope.LoggedFeedback`, each target and
+   each estimator's per-round terms, and returns their mergeable summaries
+   (:class:`~ope.stats.TermStats`, :class:`~ope.stats.WeightStats`: a few numbers, plus ``NB`` bucket
+   sums for the bootstrap): a worker's memory is bounded by its partition;
+3. the client merges the summaries in partition order and computes the intervals and diagnostics.
+
+``engine="local"`` runs the same task function here, one partition after the other, so the two
+engines differ only in where the tasks run. Every task scans all the files and keeps its partition
+(the stored bucket is tested as the files are read): the reading costs ``P`` scans of the needed
+columns, which dominates at a billion decisions (``benchmarks/bench_ope_scale.py``); a shuffle by
+bucket, or parts clustered by bucket, would cost one.
+
+What can be evaluated per partition: targets ``"uniform"``, ``"logging"`` (the logged
+probabilities), ``"always:PROFILE"`` and :class:`ope.Policy` objects (``action_distribution`` on
+the partition's contexts; the object is pickled to the workers); estimators :class:`~ope.IPS`
+(with ``clip``) and :class:`~ope.SNIPS`. Not supported, with a clear error: target arrays
+(``file:PATH.npy``; an array is aligned with the rounds of one in-memory reading), learning
+candidates (their progressive replay is sequential: each round is scored by the model trained on
+all earlier rounds, a dependency no partition can cut) and model-based estimators (DM, DR, ...:
+the reward model would have to be fitted across partitions, then broadcast). Use
+:func:`ope.evaluate` on :func:`ope.feedback_from_logs` for those.
+
+Point estimates and normal intervals equal :func:`ope.evaluate`'s up to rounding; the bootstrap
+resamples bucket groups with Poisson weights and the Bernstein bound of a self-normalised
+estimator uses a wider range (see :mod:`ope.stats`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import polars as pl
+
+from ope import errors
+from ope.base import Estimator
+from ope.diagnostics import DiagnosticThresholds
+from ope.errors import InvalidConfigError, InvalidFeedbackError, OPEError
+from ope.evaluate import RESULT_SCHEMA
+from ope.feedback import LoggedFeedback
+from ope.intervals import check_interval_options
+from ope.ips import IPS, SNIPS
+from ope.learning import is_learning
+from ope.log_columns import LogPlan, plan_reading, read_partition
+from ope.policies import Policy, one_hot, resolve_with_weights, uniform
+from ope.stats import TermStats, WeightStats
+
+__all__ = ["evaluate_logs", "run_log_evaluation", "LogEvaluation", "parse_engine", "partition_task",
+           "PartitionResult", "TaskFailure", "ROUNDS_PER_TASK", "DASK_EXTRA"]
+
+#: default partition size on a cluster (decisions per task; locally: 1,000,000 as feedback_from_logs)
+ROUNDS_PER_TASK = 4_000_000
+DASK_EXTRA = "pip install 'banditroute[dask]'"
+_STATIC = "static (the policy does not learn)"
+_ENGINES = "'local', 'dask', 'dask:ADDRESS' or a distributed.Client"
+
+
+def parse_engine(engine: Any) -> tuple[str, Any]:
+    """``("local", None)``, ``("cluster", None)`` (a LocalCluster to start), ``("address", str)`` or
+    ``("client", client)``; raises :class:`~ope.errors.InvalidConfigError` naming ``engine``.
+
+    >>> parse_engine("dask:tcp://10.0.0.1:8786")
+    ('address', 'tcp://10.0.0.1:8786')
+    >>> parse_engine("spark")
+    Traceback (most recent call last):
+    ...
+    ope.errors.InvalidConfigError: engine must be 'local', 'dask', 'dask:ADDRESS' or a distributed.Client, got 'spark'
+    """
+    if isinstance(engine, str):
+        if engine in ("local", "dask"):
+            return ("local" if engine == "local" else "cluster"), None
+        if engine.startswith("dask:") and engine[len("dask:"):].strip():
+            return "address", engine[len("dask:"):].strip()
+    elif hasattr(engine, "submit") and hasattr(engine, "scheduler_info"):
+        return "client", engine
+    raise InvalidConfigError("engine", f"engine must be {_ENGINES}, got {engine!r}")
+
+
+def _check_policies(policies: Any) -> bool:
+    """Whether some policy is an object (its partitions need the contexts)."""
+    if not isinstance(policies, Mapping) or not policies:
+        raise InvalidConfigError("policies", f"policies must be a non-empty mapping of name to target, got {policies!r}")
+    return any(not isinstance(p, (str, np.ndarray)) and isinstance(p, Policy) for p in policies.values())
+
+
+def _target_specs(policies: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, tuple]:
+    """Each policy as a spec every partition can compute on its own rounds (or a clear error)."""
+    specs = {}
+    for name, policy in policies.items():
+        if isinstance(policy, str) and policy in ("uniform", "logging"):
+            specs[str(name)] = (policy,)
+        elif isinstance(policy, str) and policy.startswith("always:"):
+            profile = policy.split(":", 1)[1]
+            if profile not in names:
+                raise InvalidConfigError("policy", f"policy always:{profile}: unknown profile, have {names}")
+            specs[str(name)] = ("always", names.index(profile))
+        elif is_learning(policy):
+            raise InvalidConfigError("policy", f"policy {name!r} learns: its progressive replay is sequential (each "
+                                     "round is scored by the model trained on every earlier round) and cannot be "
+                                     "split into partitions; evaluate it in memory with ope.evaluate")
+        elif isinstance(policy, Policy) and not isinstance(policy, np.ndarray):
+            specs[str(name)] = ("policy", policy)
+        elif isinstance(policy, str) and policy.startswith("file:"):
+            raise InvalidConfigError("policy", f"policy {name}={policy}: an array file is aligned with the rounds of "
+                                     "one in-memory reading and cannot be split by bucket; evaluate it without an "
+                                     "engine (in memory)")
+        else:
+            raise InvalidConfigError("policy", f"policy {name!r} must be 'uniform', 'logging', 'always:PROFILE' or "
+                                     f"an ope.Policy to be evaluated in partitions, got {type(policy).__name__}"
+                                     + (f" {policy!r}" if isinstance(policy, str) else ""))
+    return specs
+
+
+def _named_estimators(estimators: Sequence[Estimator] | Mapping[str, Estimator] | None) -> dict[str, Estimator]:
+    if estimators is None:
+        return {"IPS": IPS(), "SNIPS": SNIPS()}
+    items: list[tuple[str, Any]] = []
+    if isinstance(estimators, Mapping):
+        items = [(str(k), v) for k, v in estimators.items()]
+    else:
+        for est in estimators:
+            base = getattr(est, "name", type(est).__name__)
+            name, i = base, 2
+            while name in dict(items):
+                name, i = f"{base}#{i}", i + 1
+            items.append((name, est))
+    if not items:
+        raise InvalidConfigError("estimators", "estimators is empty")
+    for name, est in items:
+        if type(est) not in (IPS, SNIPS):
+            raise InvalidConfigError("estimators", f"estimator {name!r} cannot be evaluated in partitions: only IPS "
+                                     "(with clip) and SNIPS are; model-based estimators (DM, DR, SNDR, Switch-DR, "
+                                     "DRos) need a reward model fitted across partitions; evaluate them in memory")
+    return dict(items)
+
+
+class TaskFailure(NamedTuple):
+    """An :class:`~ope.errors.OPEError` raised in a task, carried back as data (re-raised by the client)."""
+
+    kind: str
+    field: str
+    message: str
+    path: str | None
+
+
+@dataclass(frozen=True, eq=False)
+class PartitionResult:
+    """What a task returns: per policy the weights' summary, per (policy, estimator) the terms'."""
+
+    index: int
+    weights: dict[str, WeightStats]
+    terms: dict[tuple[str, str], TermStats]
+    n_escalated_without_outcome: int = 0
+
+    def merge(self, other: PartitionResult) -> PartitionResult:
+        """Both partitions' summaries merged (the index is the first's)."""
+        return PartitionResult(self.index, {p: w.merge(other.weights[p]) for p, w in self.weights.items()},
+                               {c: t.merge(other.terms[c]) for c, t in self.terms.items()},
+                               self.n_escalated_without_outcome + other.n_escalated_without_outcome)
+
+
+def _target(spec: tuple, fb: LoggedFeedback) -> Any:
+    if spec[0] == "uniform":
+        return uniform(fb.n_rounds, fb.n_actions)
+    if spec[0] == "logging":
+        return np.asarray(fb.logging_distribution)
+    if spec[0] == "always":
+        return one_hot(np.full(fb.n_rounds, spec[1]), fb.n_actions)
+    return spec[1]
+
+
+def partition_task(plan: LogPlan, index: int, count: int, specs: Mapping[str, tuple],
+                   estimators: Mapping[str, Estimator], buckets: bool) -> PartitionResult | TaskFailure:
+    """Read partition ``index`` of ``count`` and summarise every (policy, estimator) on its rounds
+    (``buckets``: keep the bucket sums of the bootstrap). Runs in a worker; an OPEError comes back
+    as a :class:`TaskFailure`."""
+    try:
+        columns = read_partition(plan, index, count)
+        n = columns.actions.shape[0]
+        weights, terms = {}, {}
+        fb = LoggedFeedback(**columns.as_kwargs()) if n else None
+        for policy, spec in specs.items():
+            if fb is None:
+                weights[policy] = WeightStats.of(np.empty(0))
+                for name, est in estimators.items():
+                    terms[(policy, name)] = TermStats.empty(ratio=est.self_normalised, buckets=buckets)
+                continue
+            target, w = resolve_with_weights(_target(spec, fb), fb)
+            weights[policy] = WeightStats.of(w, target, fb.actions, fb.logging_distribution)
+            for name, est in estimators.items():
+                t = est.validated_terms(fb, target, weights=w, rng=np.random.default_rng(0), cache={})
+                terms[(policy, name)] = TermStats.of(t, columns.buckets if buckets else None)
+            del target, w
+        return PartitionResult(index, weights, terms, columns.n_escalated_without_outcome)
+    except OPEError as exc:
+        return TaskFailure(type(exc).__name__, exc.field, str(exc), getattr(exc, "path", None))
+
+
+def _raise(failure: TaskFailure) -> None:
+    cls = getattr(errors, failure.kind, errors.OPEError)
+    if failure.path is not None:
+        raise cls(failure.field, failure.message, path=failure.path)
+    raise cls(failure.field, failure.message)
+
+
+class _Fold:
+    """Merges task results in partition order as they arrive (the merged floats do not depend on
+    which task finished first)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, PartitionResult] = {}
+        self.next = 0
+        self.total: PartitionResult | None = None
+
+    def add(self, result: PartitionResult | TaskFailure) -> None:
+        if isinstance(result, TaskFailure):
+            _raise(result)
+        self.pending[result.index] = result
+        while self.next in self.pending:
+            part = self.pending.pop(self.next)
+            self.total = part if self.total is None else self.total.merge(part)
+            self.next += 1
+
+
+@dataclass(frozen=True)
+class LogEvaluation:
+    """:func:`run_log_evaluation`'s result: the table and what the reading says about escalations."""
+
+    table: pl.DataFrame
+    n_escalated: int
+    n_escalated_without_outcome: int
+    escalations: str
+    n_partitions: int
+    engine: str
+
+
+def _dask():
+    try:
+        import distributed
+    except ImportError:
+        raise InvalidConfigError("engine", f"engine 'dask' needs dask and distributed: {DASK_EXTRA}") from None
+    return distributed
+
+
+def _n_workers(client: Any) -> int:
+    return max(1, len(client.scheduler_info().get("workers", {})))
+
+
+def _run_dask(client: Any, plan: LogPlan, count: int, task_args: tuple, fold: _Fold) -> None:
+    distributed = _dask()
+    plan_future = client.scatter(plan, broadcast=True)
+    futures = client.map(partition_task, [plan_future] * count, range(count), [count] * count,
+                         *[[a] * count for a in task_args], pure=False)
+    try:
+        for future in distributed.as_completed(futures):
+            fold.add(future.result())
+    finally:
+        client.cancel(futures)
+
+
+def run_log_evaluation(
+    log_dir: str | Path,
+    policies: Mapping[str, Any],
+    estimators: Sequence[Estimator] | Mapping[str, Estimator] | None = None,
+    *,
+    engine: Any = "local",
+    n_partitions: int | None = None,
+    dask_workers: int | None = None,
+    alpha: float = 0.05,
+    interval: str = "normal",
+    n_bootstrap: int = 1000,
+    seed: int | np.random.Generator | None = None,
+    value_range: tuple[float, float] | None = None,
+    thresholds: DiagnosticThresholds | None = None,
+    wait_window: dt.timedelta | None = None,
+    default_reward: float | None = None,
+    duplicates: str = "first",
+    escalations: str = "first",
+    reward: str = "reward",
+) -> LogEvaluation:
+    """:func:`evaluate_logs`, with the counts of escalated decisions (for the CLI's notes)."""
+    kind, where = parse_engine(engine)
+    check_interval_options(interval, alpha, n_bootstrap, None)
+    for name, value in (("n_partitions", n_partitions), ("dask_workers", dask_workers)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidConfigError(name, f"{name} must be an integer >= 1 or None, got {value!r}")
+    if dask_workers is not None and kind != "cluster":
+        raise InvalidConfigError("dask_workers", f"dask_workers applies to engine 'dask' (the local cluster it "
+                                 f"starts), got engine {engine!r}")
+    named = _named_estimators(estimators)
+    contexts = _check_policies(policies)
+    if kind != "local":
+        _dask()  # the missing extra is reported before the logs are read
+    plan = plan_reading(log_dir, wait_window=wait_window, default_reward=default_reward, duplicates=duplicates,
+                        escalations=escalations, reward=reward, contexts=contexts)
+    specs = _target_specs(policies, plan.action_names)
+    fold = _Fold()
+    task_args = (specs, named, interval == "bootstrap")
+    with contextlib.ExitStack() as stack:
+        client = None
+        if kind == "cluster":
+            distributed = _dask()
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=dask_workers or 2, threads_per_worker=1, processes=True, dashboard_address=":0"))
+            client = stack.enter_context(distributed.Client(cluster))
+        elif kind == "address":
+            client = stack.enter_context(_dask().Client(where))
+        elif kind == "client":
+            client = where
+        workers = 1 if client is None else _n_workers(client)
+        per_task = 1_000_000 if client is None else ROUNDS_PER_TASK
+        count = n_partitions or workers * max(1, -(-math.ceil(plan.n_decisions / per_task) // workers))
+        if client is None:
+            for i in range(count):
+                fold.add(partition_task(plan, i, count, *task_args))
+        else:
+            _run_dask(client, plan, count, task_args, fold)
+    table = _table(fold.total, named, list(specs), alpha, interval, n_bootstrap, seed, value_range, thresholds)
+    return LogEvaluation(table, plan.n_escalated, fold.total.n_escalated_without_outcome, escalations, count,
+                         "local" if kind == "local" else "dask")
+
+
+def _table(total: PartitionResult, named: dict, policies: list, alpha, interval, n_bootstrap, seed, value_range,
+           thresholds) -> pl.DataFrame:
+    if not policies or total.weights[policies[0]].n == 0:
+        raise InvalidFeedbackError("log_dir", "no decision in the logs has a counted outcome (empty log after the join)")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rows = []
+    for policy in policies:
+        diag = total.weights[policy].diagnostics(thresholds)
+        for name, est in named.items():
+            stats = total.terms[(policy, name)]
+            ci = stats.interval(interval, alpha, n_bootstrap, rng, value_range)
+            warnings = list(diag.warnings)
+            if not np.isfinite(ci.value):
+                warnings.append(f"{est.name} value is undefined (sum of importance weights is 0)")
+            if interval == "bernstein" and stats.is_ratio:
+                warnings.append(f"the Bernstein bound of self-normalised {est.name} uses linearised per-round values: "
+                                "no finite-sample guarantee")
+            rows.append({"policy": policy, "estimator": name, "value": ci.value, "stderr": ci.stderr,
+                         "ci_low": ci.ci_low, "ci_high": ci.ci_high, "interval": interval, "alpha": alpha,
+                         "n": diag.n, "ess": diag.ess, "max_weight": diag.max_weight, "mean_weight": diag.mean_weight,
+                         "support_deficiency": diag.support_deficiency, "warnings": warnings, "evaluation": _STATIC})
+    return pl.DataFrame(rows, schema=RESULT_SCHEMA)
+
+
+def evaluate_logs(log_dir: str | Path, policies: Mapping[str, Any],
+                  estimators: Sequence[Estimator] | Mapping[str, Estimator] | None = None, **options: Any) -> pl.DataFrame:
+    """Evaluate policies on banditroute's logs in partitions, here or on a Dask cluster.
+
+    Parameters
+    ----------
+    log_dir : str or Path
+        Directory holding ``decisions/`` and ``outcomes/``.
+    policies : mapping of str to str or ope.Policy
+        ``"uniform"``, ``"logging"``, ``"always:PROFILE"`` or an object with a per-row
+        ``action_distribution(contexts, action_names)`` (see the module docstring).
+    estimators : sequence or mapping of IPS / SNIPS, optional
+        Defaults to ``[IPS(), SNIPS()]``.
+    engine : "local", "dask", "dask:ADDRESS" or distributed.Client, keyword
+        Where the tasks run: here; a LocalCluster of ``dask_workers`` (default 2) single-threaded
+        worker processes started and closed by the call; the scheduler at ADDRESS; a given Client
+        (not closed).
+    n_partitions : int, optional, keyword
+        Tasks (None: one per 1,000,000 decisions locally; on a cluster one per ROUNDS_PER_TASK
+        decisions, at least one per worker, a multiple of the workers).
+    alpha, interval, n_bootstrap, seed, value_range, thresholds : keyword
+        As in :func:`ope.evaluate` (``seed``: one Generator for every cell in order).
+    wait_window, default_reward, duplicates, escalations, reward : keyword
+        As in :func:`ope.feedback_from_logs`.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per (policy, estimator), the columns of :data:`ope.evaluate.RESULT_SCHEMA`.
+
+    Examples
+    --------
+    >>> evaluate_logs("/nonexistent", {"u": "uniform"}, engine="spark")
+    Traceback (most recent call last):
+    ...
+    ope.errors.InvalidConfigError: engine must be 'local', 'dask', 'dask:ADDRESS' or a distributed.Client, got 'spark'
+    """
+    return run_log_evaluation(log_dir, policies, estimators, **options).table
