@@ -163,10 +163,25 @@ def diagnose(
     n = feedback.n_rounds
     total = float(w.sum())
     sq = float(np.einsum("i,i->", w, w))  # not np.dot: a BLAS call wakes threads that spin on busy machines
-    ess = total * total / sq if sq > 0 else 0.0
     max_w = float(w.max())
     mean_w = total / n
     deficiency, exact = _support_deficiency(feedback, target)
+    sd = sample_std(w, mean_w) if n > 1 else 0.0
+    return weight_diagnostics(n, total, sq, max_w, sd, deficiency, exact, limits)
+
+
+def weight_diagnostics(n: int, total: float, sum_sq: float, max_w: float, sd: float, deficiency: float, exact: bool,
+                       limits: DiagnosticThresholds) -> Diagnostics:
+    """:class:`Diagnostics` and their warnings from summaries of the importance weights: their
+    number, sum, sum of squares, maximum and sample standard deviation, and the support deficiency
+    (``exact``: from the logged probabilities). :func:`diagnose` computes the summaries from the
+    arrays, :class:`ope.stats.WeightStats` merges them over partitions.
+
+    >>> weight_diagnostics(4, 4.0, 4.0, 1.0, 0.0, 0.0, True, DiagnosticThresholds()).ess
+    4.0
+    """
+    ess = total * total / sum_sq if sum_sq > 0 else 0.0
+    mean_w = total / n
     warnings = []
     missed = []
     if ess < limits.min_ess:
@@ -185,7 +200,6 @@ def diagnose(
             "the estimate is dominated by a few rounds"
         )
     expected = 1.0 - deficiency if exact else 1.0
-    sd = sample_std(w, mean_w) if n > 1 else 0.0
     z = abs(mean_w - expected) / (sd / math.sqrt(n)) if sd > 0 else (0.0 if abs(mean_w - expected) < 1e-9 else math.inf)
     if z > limits.mean_weight_z and not (not exact and deficiency > 0):
         warnings.append(

@@ -51,7 +51,7 @@ from functools import reduce
 import numpy as np
 from scipy.special import ndtri
 
-from ope.diagnostics import DiagnosticThresholds, Diagnostics
+from ope.diagnostics import DiagnosticThresholds, Diagnostics, weight_diagnostics
 from ope.errors import InvalidConfigError
 from ope.intervals import Interval, RoundTerms, check_interval_options
 
@@ -362,7 +362,6 @@ class WeightStats:
         limits = thresholds or DiagnosticThresholds()
         n, mean_w, max_w = self.n, self.mean, self.max
         total = mean_w * n
-        ess = total * total / self.sum_sq if self.sum_sq > 0 else 0.0
         exact = self.deficiency is not None
         if exact:
             deficiency = self.deficiency / n
@@ -370,29 +369,5 @@ class WeightStats:
             deficiency = float(self.target_mass[self.action_counts == 0].sum() / n)
         else:
             deficiency = 0.0
-        warnings = []
-        missed = []
-        if ess < limits.min_ess:
-            missed.append(f"the absolute limit min_ess={limits.min_ess:g}")
-        if ess < limits.min_ess_fraction * n:
-            missed.append(f"the fraction limit min_ess_fraction={limits.min_ess_fraction:g} "
-                          f"(= {limits.min_ess_fraction * n:.1f} rounds)")
-        if missed:
-            warnings.append(f"effective sample size {ess:.1f} of {n} rounds is below {' and '.join(missed)}: "
-                            "the estimate rests on few rounds")
-        if total > 0 and max_w / total > limits.max_weight_share:
-            warnings.append(f"one round carries {max_w / total:.1%} of the total weight (max_weight={max_w:.4g}): "
-                            "the estimate is dominated by a few rounds")
-        expected = 1.0 - deficiency if exact else 1.0
         sd = math.sqrt(self.m2 / (n - 1)) if n > 1 else 0.0
-        gap = abs(mean_w - expected)
-        z = gap / (sd / math.sqrt(n)) if sd > 0 else (0.0 if gap < 1e-9 else math.inf)
-        if z > limits.mean_weight_z and not (not exact and deficiency > 0):
-            warnings.append(f"mean_weight {mean_w:.4f} is {z:.1f} standard errors from its expectation {expected:.4f}: "
-                            "the logged propensities or the logging join may be wrong, or the target plays "
-                            "actions the logging policy never plays in some contexts")
-        if deficiency > limits.max_support_deficiency:
-            kind = "" if exact else " (actions never seen in the log)"
-            warnings.append(f"support_deficiency {deficiency:.2%}: the target puts mass on actions the logging "
-                            f"policy never plays{kind}; importance-weighted estimates are biased")
-        return Diagnostics(n, ess, max_w, mean_w, deficiency, exact, tuple(warnings))
+        return weight_diagnostics(n, total, self.sum_sq, max_w, sd, deficiency, exact, limits)
