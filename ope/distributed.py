@@ -1,34 +1,24 @@
 """Off-policy evaluation of banditroute's logs in partitions, in this process or on a Dask cluster.
 
-:func:`evaluate_logs` gives the table of :func:`ope.evaluate` (columns :data:`ope.evaluate.RESULT_SCHEMA`)
-for logs that need not fit in one machine's memory:
+:func:`evaluate_logs` gives the table of :func:`ope.evaluate` (:data:`ope.evaluate.RESULT_SCHEMA`) for
+logs that need not fit in one machine's memory: (1) the client reads the plan once
+(:func:`ope.log_columns.plan_reading`: the files, the action space, so every partition numbers the
+profiles alike, the profiles' positions in the logged lists, the escalated decisions); (2) task ``i``
+of ``P`` reads the rounds whose stable bucket (:mod:`ope.buckets`) is ``i`` modulo ``P``
+(:func:`ope.log_columns.read_partition`), builds their :class:`~ope.LoggedFeedback`, each target and
+each estimator's per-round terms, and returns mergeable summaries (:class:`~ope.stats.TermStats`,
+:class:`~ope.stats.WeightStats`): a worker's memory is bounded by its partition; (3) the client
+merges them in partition order and computes the intervals and diagnostics. ``engine="local"`` runs
+the same task function here, one partition after the other. Every task scans the logs' files and
+keeps its partition: the reading costs ``P`` scans of the needed columns (a shuffle would cost one).
 
-1. the client reads the plan once (:func:`ope.log_columns.plan_reading`): the file list, the
-   action space (so every partition numbers the profiles the same way), the positions of the
-   profiles in the logged lists and the escalated decisions;
-2. task ``i`` of ``P`` reads the rounds whose stable bucket (:mod:`ope.buckets`) is ``i`` modulo
-   ``P`` (:func:`ope.log_columns.read_partition`: the join of :func:`ope.join_logs` restricted to
-   those decisions and their outcomes), builds their :class:`~ope.LoggedFeedback`, each target and
-   each estimator's per-round terms, and returns their mergeable summaries
-   (:class:`~ope.stats.TermStats`, :class:`~ope.stats.WeightStats`: a few numbers, plus ``NB`` bucket
-   sums for the bootstrap): a worker's memory is bounded by its partition;
-3. the client merges the summaries in partition order and computes the intervals and diagnostics.
-
-``engine="local"`` runs the same task function here, one partition after the other, so the two
-engines differ only in where the tasks run. Every task scans all the files and keeps its partition
-(the stored bucket is tested as the files are read): the reading costs ``P`` scans of the needed
-columns, which dominates at a billion decisions (``benchmarks/bench_ope_scale.py``); a shuffle by
-bucket, or parts clustered by bucket, would cost one.
-
-What can be evaluated per partition: targets ``"uniform"``, ``"logging"`` (the logged
-probabilities), ``"always:PROFILE"`` and :class:`ope.Policy` objects (``action_distribution`` on
-the partition's contexts; the object is pickled to the workers); estimators :class:`~ope.IPS`
-(with ``clip``) and :class:`~ope.SNIPS`. Not supported, with a clear error: target arrays
-(``file:PATH.npy``; an array is aligned with the rounds of one in-memory reading), learning
-candidates (their progressive replay is sequential: each round is scored by the model trained on
-all earlier rounds, a dependency no partition can cut) and model-based estimators (DM, DR, ...:
-the reward model would have to be fitted across partitions, then broadcast). Use
-:func:`ope.evaluate` on :func:`ope.feedback_from_logs` for those.
+Per partition: targets ``"uniform"``, ``"logging"``, ``"always:PROFILE"`` and :class:`ope.Policy`
+objects (``action_distribution`` on the partition's contexts; pickled to the workers); estimators
+:class:`~ope.IPS` (with ``clip``) and :class:`~ope.SNIPS`. Refused with a clear error: target arrays
+(``file:PATH.npy``: aligned with one in-memory reading), learning candidates (their progressive
+replay is sequential: each round is scored by the model trained on all earlier rounds, a dependency
+no partition can cut) and model-based estimators (DM, DR, ...: a reward model fitted across
+partitions, then broadcast). Use :func:`ope.evaluate` on :func:`ope.feedback_from_logs` for those.
 
 Point estimates and normal intervals equal :func:`ope.evaluate`'s up to rounding; the bootstrap
 resamples bucket groups with Poisson weights and the Bernstein bound of a self-normalised
@@ -250,6 +240,13 @@ class LogEvaluation:
     engine: str
 
 
+def _connect(address: str):
+    try:
+        return _dask().Client(address, timeout="10s")
+    except OSError as exc:  # refused, unreachable, timed out: the address is the user's input
+        raise InvalidConfigError("engine", f"engine dask:{address}: no Dask scheduler answers there ({exc})") from None
+
+
 def _dask():
     try:
         import distributed
@@ -320,7 +317,7 @@ def run_log_evaluation(
                 n_workers=dask_workers or 2, threads_per_worker=1, processes=True, dashboard_address=":0"))
             client = stack.enter_context(distributed.Client(cluster))
         elif kind == "address":
-            client = stack.enter_context(_dask().Client(where))
+            client = stack.enter_context(_connect(where))
         elif kind == "client":
             client = where
         workers = 1 if client is None else _n_workers(client)

@@ -412,3 +412,15 @@ def test_bucket_sums_group_by_bucket_modulo_nb():
         TermStats.of(terms).interval("bootstrap")
     with pytest.raises(ope.InvalidConfigError, match="cannot merge"):
         merge(TermStats.of(terms), TermStats.of(RoundTerms(base=np.zeros(2), num=np.ones(2), den=np.ones(2))))
+
+
+def test_an_address_where_no_scheduler_answers_is_a_clear_error(logs):
+    """``engine="dask:ADDRESS"`` with nothing listening there: an InvalidConfigError naming the engine
+    and the address (after the 10 s connect timeout), not distributed's traceback."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ope.InvalidConfigError, match=rf"engine dask:tcp://127.0.0.1:{port}: no Dask scheduler answers"):
+        ope.evaluate_logs(logs, {"u": "uniform"}, engine=f"dask:tcp://127.0.0.1:{port}")
