@@ -24,7 +24,7 @@ from ope.errors import InvalidConfigError
 from ope.feedback import LoggedFeedback
 from ope.intervals import sample_std
 
-__all__ = ["DiagnosticThresholds", "Diagnostics", "importance_weights", "diagnose", "at_logged_actions"]
+__all__ = ["DiagnosticThresholds", "Diagnostics", "importance_weights", "diagnose", "at_logged_actions", "weight_diagnostics"]
 
 
 @dataclass(frozen=True, kw_only=True)
