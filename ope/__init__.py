@@ -22,6 +22,7 @@ Modules, each importing only modules listed above it (no import cycles)::
     reward_models, vw_reward    cross-fitted reward models for DM / DR
     base, ips, dr               the estimator template and the estimators
     evaluate                    several policies x several estimators -> one table
+    partition_specs             the targets and estimators a log partition computes on its own
     distributed                 evaluate_logs: the same table from log partitions, here or on Dask
     gate_options, gate_result   the gate's options (GateOptions) and verdict (GateResult)
     gate                        the promotion gate: measures the cells and decides

@@ -12,7 +12,7 @@ merges them in partition order and computes the intervals and diagnostics. ``eng
 the same task function here, one partition after the other. Every task scans the logs' files and
 keeps its partition: the reading costs ``P`` scans of the needed columns (a shuffle would cost one).
 
-Per partition: targets ``"uniform"``, ``"logging"``, ``"always:PROFILE"`` and :class:`ope.Policy`
+Per partition (:mod:`ope.partition_specs`): targets ``"uniform"``, ``"logging"``, ``"always:PROFILE"`` and :class:`ope.Policy`
 objects (``action_distribution`` on the partition's contexts; pickled to the workers); estimators
 :class:`~ope.IPS` (with ``clip``) and :class:`~ope.SNIPS`. Refused with a clear error: target arrays
 (``file:PATH.npy``: aligned with one in-memory reading), learning candidates (their progressive
@@ -45,10 +45,9 @@ from ope.errors import InvalidConfigError, InvalidFeedbackError, OPEError
 from ope.evaluate import RESULT_SCHEMA
 from ope.feedback import LoggedFeedback
 from ope.intervals import check_interval_options
-from ope.ips import IPS, SNIPS
-from ope.learning import is_learning
 from ope.log_columns import LogPlan, plan_reading, read_partition
-from ope.policies import Policy, one_hot, resolve_with_weights, uniform
+from ope.partition_specs import check_policies, named_estimators, target_of, target_specs
+from ope.policies import resolve_with_weights
 from ope.stats import TermStats, WeightStats
 
 __all__ = ["evaluate_logs", "run_log_evaluation", "LogEvaluation", "parse_engine", "partition_task",
@@ -82,64 +81,6 @@ def parse_engine(engine: Any) -> tuple[str, Any]:
     raise InvalidConfigError("engine", f"engine must be {_ENGINES}, got {engine!r}")
 
 
-def _check_policies(policies: Any) -> bool:
-    """Whether some policy is an object (its partitions need the contexts)."""
-    if not isinstance(policies, Mapping) or not policies:
-        raise InvalidConfigError("policies", f"policies must be a non-empty mapping of name to target, got {policies!r}")
-    return any(not isinstance(p, (str, np.ndarray)) and isinstance(p, Policy) for p in policies.values())
-
-
-def _target_specs(policies: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, tuple]:
-    """Each policy as a spec every partition can compute on its own rounds (or a clear error)."""
-    specs = {}
-    for name, policy in policies.items():
-        if isinstance(policy, str) and policy in ("uniform", "logging"):
-            specs[str(name)] = (policy,)
-        elif isinstance(policy, str) and policy.startswith("always:"):
-            profile = policy.split(":", 1)[1]
-            if profile not in names:
-                raise InvalidConfigError("policy", f"policy always:{profile}: unknown profile, have {names}")
-            specs[str(name)] = ("always", names.index(profile))
-        elif is_learning(policy):
-            raise InvalidConfigError("policy", f"policy {name!r} learns: its progressive replay is sequential (each "
-                                     "round is scored by the model trained on every earlier round) and cannot be "
-                                     "split into partitions; evaluate it in memory with ope.evaluate")
-        elif isinstance(policy, Policy) and not isinstance(policy, np.ndarray):
-            specs[str(name)] = ("policy", policy)
-        elif isinstance(policy, str) and policy.startswith("file:"):
-            raise InvalidConfigError("policy", f"policy {name}={policy}: an array file is aligned with the rounds of "
-                                     "one in-memory reading and cannot be split by bucket; evaluate it without an "
-                                     "engine (in memory)")
-        else:
-            raise InvalidConfigError("policy", f"policy {name!r} must be 'uniform', 'logging', 'always:PROFILE' or "
-                                     f"an ope.Policy to be evaluated in partitions, got {type(policy).__name__}"
-                                     + (f" {policy!r}" if isinstance(policy, str) else ""))
-    return specs
-
-
-def _named_estimators(estimators: Sequence[Estimator] | Mapping[str, Estimator] | None) -> dict[str, Estimator]:
-    if estimators is None:
-        return {"IPS": IPS(), "SNIPS": SNIPS()}
-    items: list[tuple[str, Any]] = []
-    if isinstance(estimators, Mapping):
-        items = [(str(k), v) for k, v in estimators.items()]
-    else:
-        for est in estimators:
-            base = getattr(est, "name", type(est).__name__)
-            name, i = base, 2
-            while name in dict(items):
-                name, i = f"{base}#{i}", i + 1
-            items.append((name, est))
-    if not items:
-        raise InvalidConfigError("estimators", "estimators is empty")
-    for name, est in items:
-        if type(est) not in (IPS, SNIPS):
-            raise InvalidConfigError("estimators", f"estimator {name!r} cannot be evaluated in partitions: only IPS "
-                                     "(with clip) and SNIPS are; model-based estimators (DM, DR, SNDR, Switch-DR, "
-                                     "DRos) need a reward model fitted across partitions; evaluate them in memory")
-    return dict(items)
-
-
 class TaskFailure(NamedTuple):
     """An :class:`~ope.errors.OPEError` raised in a task, carried back as data (re-raised by the client)."""
 
@@ -165,16 +106,6 @@ class PartitionResult:
                                self.n_escalated_without_outcome + other.n_escalated_without_outcome)
 
 
-def _target(spec: tuple, fb: LoggedFeedback) -> Any:
-    if spec[0] == "uniform":
-        return uniform(fb.n_rounds, fb.n_actions)
-    if spec[0] == "logging":
-        return np.asarray(fb.logging_distribution)
-    if spec[0] == "always":
-        return one_hot(np.full(fb.n_rounds, spec[1]), fb.n_actions)
-    return spec[1]
-
-
 def partition_task(plan: LogPlan, index: int, count: int, specs: Mapping[str, tuple],
                    estimators: Mapping[str, Estimator], buckets: bool) -> PartitionResult | TaskFailure:
     """Read partition ``index`` of ``count`` and summarise every (policy, estimator) on its rounds
@@ -191,7 +122,7 @@ def partition_task(plan: LogPlan, index: int, count: int, specs: Mapping[str, tu
                 for name, est in estimators.items():
                     terms[(policy, name)] = TermStats.empty(ratio=est.self_normalised, buckets=buckets)
                 continue
-            target, w = resolve_with_weights(_target(spec, fb), fb)
+            target, w = resolve_with_weights(target_of(spec, fb), fb)
             weights[policy] = WeightStats.of(w, target, fb.actions, fb.logging_distribution)
             for name, est in estimators.items():
                 t = est.validated_terms(fb, target, weights=w, rng=np.random.default_rng(0), cache={})
@@ -300,13 +231,13 @@ def run_log_evaluation(
     if dask_workers is not None and kind != "cluster":
         raise InvalidConfigError("dask_workers", f"dask_workers applies to engine 'dask' (the local cluster it "
                                  f"starts), got engine {engine!r}")
-    named = _named_estimators(estimators)
-    contexts = _check_policies(policies)
+    named = named_estimators(estimators)
+    contexts = check_policies(policies)
     if kind != "local":
         _dask()  # the missing extra is reported before the logs are read
     plan = plan_reading(log_dir, wait_window=wait_window, default_reward=default_reward, duplicates=duplicates,
                         escalations=escalations, reward=reward, contexts=contexts)
-    specs = _target_specs(policies, plan.action_names)
+    specs = target_specs(policies, plan.action_names)
     fold = _Fold()
     task_args = (specs, named, interval == "bootstrap")
     with contextlib.ExitStack() as stack:

@@ -21,7 +21,7 @@ from ope.learning import resolve_learning
 from ope.intervals import DEFAULT_BOOTSTRAP_UNITS
 from ope.ips import IPS, SNIPS
 
-__all__ = ["evaluate", "RESULT_SCHEMA"]
+__all__ = ["evaluate", "name_estimators", "RESULT_SCHEMA"]
 
 RESULT_SCHEMA = {
     "policy": pl.String,
@@ -42,7 +42,8 @@ RESULT_SCHEMA = {
 }
 
 
-def _named_estimators(estimators: Sequence[Estimator] | Mapping[str, Estimator] | None) -> dict[str, Estimator]:
+def name_estimators(estimators: Sequence[Estimator] | Mapping[str, Estimator] | None) -> dict[str, Estimator]:
+    """The estimators by name (None: IPS and SNIPS; a sequence: each one's ``name``, repeats numbered ``#2``, ...)."""
     if estimators is None:
         return {"IPS": IPS(), "SNIPS": SNIPS()}
     if isinstance(estimators, Mapping):
@@ -131,7 +132,7 @@ def evaluate(
     """
     if not isinstance(policies, Mapping) or not policies:
         raise InvalidConfigError("policies", f"policies must be a non-empty mapping of name to target, got {policies!r}")
-    named = _named_estimators(estimators)
+    named = name_estimators(estimators)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     cache: dict = {}
     rows = []

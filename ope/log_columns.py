@@ -155,11 +155,14 @@ class LogPlan:
     context_dtype: pl.Struct | None = None  # contexts are decoded with this dtype (None: not decoded)
     n_escalated: int = 0
     escalated: pl.DataFrame | None = None  # decision_id and bucket of the escalated decisions that are rounds
+    cohorts: tuple[str, ...] = ()  # cohort columns each partition reads (LogColumns.cohorts)
+    metrics: bool = False  # whether each partition reads the outcome metrics (LogColumns.metrics)
 
 
 def plan_reading(log_dir: str | Path, *, wait_window: dt.timedelta | None = None, default_reward: float | None = None,
                  duplicates: str = "first", escalations: str = "first", reward: str = "reward",
-                 contexts: bool = False, context_sample: int = 1000) -> LogPlan:
+                 contexts: bool = False, context_sample: int = 1000, cohorts: Sequence[str] = (),
+                 metrics: bool = False) -> LogPlan:
     """The :class:`LogPlan` of reading ``log_dir`` in partitions (:func:`read_partition`); the options are
     those of :func:`read_log_columns` (a damaged file raises). Scans the decisions' ``profiles``,
     ``parent_id`` and ``ts`` columns once (and ``decision_id`` if some decisions were escalated), not the join.
@@ -190,17 +193,18 @@ def plan_reading(log_dir: str | Path, *, wait_window: dt.timedelta | None = None
                      .select("decision_id", filled_bucket()).collect(engine="streaming"))
     dtype = _context_dtype(decisions, None, context_sample) if contexts else None
     return LogPlan(snapshot, names, join, reward, int(lists.get_column("__n").sum()),
-                   _positions(lists.get_column("__key").to_list(), names), dtype, n_escalated, escalated)
+                   _positions(lists.get_column("__key").to_list(), names), dtype, n_escalated, escalated,
+                   tuple(cohorts), bool(metrics))
 
 
 def read_partition(plan: LogPlan, index: int, count: int) -> LogColumns:
     """The rounds whose bucket is ``index`` modulo ``count``, in decision order, with the logging
-    distribution and :attr:`LogColumns.buckets` (no metrics, no cohorts): the partition is filtered as
+    distribution, :attr:`LogColumns.buckets` and the plan's cohorts and metrics: the partition is filtered as
     the files are read, so memory is bounded by the partition (where the bucket is stored). An empty partition has no rounds (no error). ``n_escalated`` is the whole log's,
     ``n_escalated_without_outcome`` this partition's (they add up over the partitions)."""
     names = plan.action_names
-    columns = _round_columns(names, plan.reward, metrics=False, logging=True, positions=plan.positions,
-                             context_dtype=plan.context_dtype)
+    columns = _round_columns(names, plan.reward, metrics=plan.metrics, logging=True, positions=plan.positions,
+                             cohorts=plan.cohorts, context_dtype=plan.context_dtype)
     ids = [] if plan.escalated is None else ["decision_id"]
     frame = (_joined(plan.snapshot, plan.join, (index, count) if count > 1 else None, plan.positions, "partition")
              .select(pl.col("row_index"), pl.col("bucket"), *ids, *columns).collect(engine="streaming").sort("row_index"))
