@@ -64,3 +64,10 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, err
     assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
+    # python -m ope on the same logs, its table piped into a reader that is already gone
+    proc = subprocess.Popen([sys.executable, "-m", "ope", str(tmp_path), "--policy", "u=uniform"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
