@@ -75,8 +75,20 @@ def _comoments(columns: Sequence[np.ndarray], mean: np.ndarray) -> np.ndarray:
     return out + np.tril(out, -1).T
 
 
+class _Mergeable:
+    """What both summaries share: :meth:`merge_all` over their ``merge``."""
+
+    @classmethod
+    def merge_all(cls, items: Iterable):
+        """All of ``items`` merged, in order (at least one item)."""
+        items = list(items)
+        if not items:
+            raise InvalidConfigError("stats", f"merge_all needs at least one {cls.__name__}")
+        return reduce(merge, items)
+
+
 @dataclass(frozen=True, eq=False)
-class TermStats:
+class TermStats(_Mergeable):
     """Mergeable summary of the per-round terms of some rounds (see the module docstring).
 
     Attributes
@@ -158,14 +170,6 @@ class TermStats:
         comoment = self.comoment + other.comoment + np.outer(delta, delta) * (self.n * other.n / n)
         sums = None if self.bucket_sums is None else self.bucket_sums + other.bucket_sums
         return TermStats(n, mean, comoment, np.minimum(self.low, other.low), np.maximum(self.high, other.high), sums)
-
-    @classmethod
-    def merge_all(cls, items: Iterable[TermStats]) -> TermStats:
-        """All of ``items`` merged, in order (at least one item)."""
-        items = list(items)
-        if not items:
-            raise InvalidConfigError("stats", "merge_all needs at least one TermStats")
-        return reduce(merge, items)
 
     @property
     def value(self) -> float:
@@ -287,7 +291,7 @@ def merge(a: TermStats | WeightStats, b: TermStats | WeightStats) -> TermStats |
 
 
 @dataclass(frozen=True, eq=False)
-class WeightStats:
+class WeightStats(_Mergeable):
     """Mergeable summary of the importance weights of some rounds: what :func:`ope.diagnose` reports.
 
     ``deficiency`` is the target mass on actions the logging distribution gives probability 0,
@@ -348,14 +352,6 @@ class WeightStats:
             return replace(out, action_counts=self.action_counts + other.action_counts,
                            target_mass=self.target_mass + other.target_mass)
         return out
-
-    @classmethod
-    def merge_all(cls, items: Iterable[WeightStats]) -> WeightStats:
-        """All of ``items`` merged, in order (at least one item)."""
-        items = list(items)
-        if not items:
-            raise InvalidConfigError("stats", "merge_all needs at least one WeightStats")
-        return reduce(merge, items)
 
     def diagnostics(self, thresholds: DiagnosticThresholds | None = None) -> Diagnostics:
         """:func:`ope.diagnose`'s diagnostics and warnings, from the summary."""
