@@ -17,7 +17,12 @@ Then times, each in a fresh subprocess, IPS + SNIPS on two target policies (unif
 - ``local``: ``ope.evaluate_logs(dir, ..., engine="local")``, the partition tasks run in-process;
 - ``dask``: ``ope.evaluate_logs(dir, ..., engine=client)`` on a ``LocalCluster(n_workers=--workers,
   threads_per_worker=1, processes=True)`` started, and its workers' ``import ope`` done, before the
-  clock (reported apart as the cluster start).
+  clock (reported apart as the cluster start);
+- ``local-scan``, ``local-shuffle``, ``dask-scan``, ``dask-shuffle``: the same with ``shuffle=False``
+  (every task scans every file) or ``shuffle=True`` (the bucket shuffle of ``ope.shuffle`` first; for
+  dask with ``shuffle_dir`` the system's temporary directory, which the local workers see). Plain
+  ``local`` is the library's default (it shuffles from ``ope.shuffle.MIN_PARTITIONS`` partitions on);
+  plain ``dask`` passes a Client, which the library does not shuffle without a ``shuffle_dir``.
 
 Reported per engine: wall time, rounds/s, the client process's peak RSS and, for dask, each
 worker's peak RSS (``resource.getrusage`` in the worker, through ``client.run``); the values of
@@ -26,7 +31,10 @@ every engine are checked against ``memory``'s. A Markdown table is printed, then
 Every task of evaluate_logs scans all the files and keeps its partition, so its cost is
 ``plan * N`` on the client plus ``P * N * scan + N * work`` on the workers; ``--fit`` measures the
 three rates (the plan; one task keeping almost nothing, i.e. a pass over the files; the local engine
-with one partition) and projects 1e9 decisions with that model too.
+with one partition) and projects 1e9 decisions with that model too. With the shuffle the reading is
+one map pass (read the needed columns, write each partition's rows) and one read of its own files per
+task: ``plan * N + map * N + N * work'``; ``--fit`` also times the map alone (``--partitions`` or
+10 partitions) and the shuffled local engine, and projects that.
 """
 
 from __future__ import annotations
@@ -146,10 +154,26 @@ def _warm() -> None:
 
 def run_engine(engine: str, root: str, workers: int, partitions: int | None) -> dict:
     """One engine, in this (fresh) process: the table and the measures."""
+    import tempfile
+
     import ope
 
     estimators = [ope.IPS(), ope.SNIPS()]
     out: dict = {"engine": engine}
+    engine, _, mode = engine.partition("-")
+    options = {"": {}, "scan": {"shuffle": False},
+               "shuffle": {"shuffle": True, "shuffle_dir": tempfile.gettempdir()}}[mode]
+    if engine == "map":  # the plan, then the shuffle's map phase alone (no partition is evaluated)
+        from ope.log_columns import plan_reading
+        from ope.shuffle import shuffled_plan
+
+        plan = plan_reading(root)
+        t = time.perf_counter()
+        with shuffled_plan(plan, partitions or 10, shuffle=True) as shuffled:
+            out["seconds"] = time.perf_counter() - t
+            out["scratch_mb"] = sum(p.stat().st_size for p in Path(shuffled.shuffled[0]).rglob("*.parquet")) / 1e6
+        out["client_peak_mb"], out["decisions"], out["partitions"] = _maxrss_mb(), plan.n_decisions, partitions or 10
+        return out
     if engine == "scan":  # the plan, then one task keeping (almost) nothing: a pass over every file
         from ope.log_columns import plan_reading, read_partition
 
@@ -172,7 +196,8 @@ def run_engine(engine: str, root: str, workers: int, partitions: int | None) -> 
         out["seconds"] = time.perf_counter() - t
     elif engine == "local":
         t = time.perf_counter()
-        result = ope.distributed.run_log_evaluation(root, SPECS, estimators, engine="local", n_partitions=partitions)
+        result = ope.distributed.run_log_evaluation(root, SPECS, estimators, engine="local", n_partitions=partitions,
+                                                    **options)
         out["seconds"], table, out["partitions"] = time.perf_counter() - t, result.table, result.n_partitions
     else:
         import distributed
@@ -183,7 +208,8 @@ def run_engine(engine: str, root: str, workers: int, partitions: int | None) -> 
             client.run(_warm)  # the workers import ope before the clock (reported with the start-up)
             out["startup_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            result = ope.distributed.run_log_evaluation(root, SPECS, estimators, engine=client, n_partitions=partitions)
+            result = ope.distributed.run_log_evaluation(root, SPECS, estimators, engine=client, n_partitions=partitions,
+                                                        **options)
             out["seconds"], table, out["partitions"] = time.perf_counter() - t, result.table, result.n_partitions
             peaks = client.run(_maxrss_mb)
             out["worker_peak_mb"] = sorted(peaks.values())
@@ -222,6 +248,7 @@ def main(argv=None) -> None:
     p.add_argument("--engines", default="memory,local,dask")
     p.add_argument("--no-bucket", action="store_true", help="logs without the bucket column (schema < 4)")
     p.add_argument("--fit", action="store_true", help="also measure the plan, one pass, one partition (the model)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each engine, interleaved (the median is shown)")
     p.add_argument("--json", default=None, help="write the measures here")
     p.add_argument("--run-engine", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -230,14 +257,22 @@ def main(argv=None) -> None:
         print(json.dumps(run_engine(args.run_engine, str(root), args.workers, args.partitions)))
         return
     generate(root, args.rounds, args.writers, args.part_rows, not args.no_bucket)
+    runs: dict[str, list[dict]] = {}
+    for _ in range(args.repeat):  # the engines interleaved, so the shared machine's load falls on each alike
+        for engine in args.engines.split(","):
+            r = _subprocess(engine, root, args.workers, args.partitions)
+            print(f"{engine}: {r['seconds']:.1f}s (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+            runs.setdefault(engine, []).append(r)
     results = []
-    for engine in args.engines.split(","):
-        r = _subprocess(engine, root, args.workers, args.partitions)
-        print(f"{engine}: {r['seconds']:.1f}s", file=sys.stderr)
-        results.append(r)
+    for engine, done in runs.items():  # the median run of each engine
+        median = sorted(done, key=lambda r: r["seconds"])[len(done) // 2]
+        results.append({**median, "runs_s": [round(r["seconds"], 1) for r in done]})
     fits = []
     if args.fit:
-        fits = [_subprocess("scan", root, args.workers, None), _subprocess("local", root, args.workers, 1)]
+        fit_partitions = args.partitions or 10
+        fits = [_subprocess("scan", root, args.workers, None), _subprocess("local", root, args.workers, 1),
+                _subprocess("map", root, args.workers, fit_partitions),
+                _subprocess("local-shuffle", root, args.workers, fit_partitions)]
     ref = next((r for r in results if r["engine"] == "memory"), results[0])
     load = os.getloadavg()
     print(f"\n{args.rounds:,} decisions ({ref['n']:,} rounds after the join), {args.writers} writers, "
@@ -246,8 +281,9 @@ def main(argv=None) -> None:
     print("memory: today's path (its partitions are the join's passes); local / dask: evaluate_logs\n")
     print("| engine | partitions | wall s | rounds/s | client peak MB | worker peak MB | max rel. diff vs memory |")
     print("|---|---|---|---|---|---|---|")
-    for r in [*results, *fits[1:]]:
+    for r in [*results, *[f for f in fits[1:] if "table" in f]]:
         extra = f" (+{r['startup_s']:.1f}s cluster start)" if "startup_s" in r else ""
+        extra += f" (runs {', '.join(map(str, r['runs_s']))})" if len(r.get("runs_s", [])) > 1 else ""
         workers = ", ".join(f"{m:.0f}" for m in r.get("worker_peak_mb", [])) or "-"
         print(f"| {r['engine']} | {r.get('partitions', 1)} | {r['seconds']:.1f}{extra} | {r['n'] / r['seconds']:,.0f} | "
               f"{r['client_peak_mb']:.0f} | {workers} | {_max_rel_diff(ref['table'], r['table']):.1e} |")
@@ -256,7 +292,7 @@ def main(argv=None) -> None:
     for r in results:
         print(f"- {r['engine']}: {1e9 / (r['n'] / r['seconds']) / 3600:.1f} h")
     if fits:
-        scan_run, one = fits
+        scan_run, one, map_run, shuffled = fits
         n = scan_run["decisions"]
         plan, scan = scan_run["plan_s"] / n, scan_run["seconds"] / n
         work = max(one["seconds"] / n - scan, 0.0)
@@ -268,6 +304,17 @@ def main(argv=None) -> None:
               f"of 4,000,000 ({tasks} tasks, each scanning everything): plan {1e9 * plan / 3600:.2f} h, then "
               f"{tasks} x 1e9 x scan + 1e9 x work = {cpu / 3600:.1f} CPU-hours: {cpu / 3600 / args.workers:.1f} h on "
               f"{args.workers} workers, {cpu / 3600 / 100:.2f} h on 100 (the scans are {tasks * scan / (tasks * scan + work):.0%} of it)")
+        mapped = map_run["seconds"] / n
+        reduce = max(shuffled["seconds"] / n - plan - mapped, 0.0)
+        cpu_shuffled = 1e9 * (mapped + reduce)
+        print(f"\nWith the shuffle (ope.shuffle), measured here at {map_run['partitions']} partitions: the map (read the "
+              f"needed columns once, write each partition's rows: {map_run['scratch_mb']:,.0f} MB of scratch) "
+              f"{mapped * 1e9:.0f} ns per decision; the reduce (each task reads its own files, then the same work) "
+              f"{reduce * 1e9:.0f} ns per decision (the shuffled local engine minus plan and map). For 1e9 decisions: "
+              f"plan {1e9 * plan / 3600:.2f} h, then 1e9 x (map + reduce) = {cpu_shuffled / 3600:.1f} CPU-hours "
+              f"whatever the number of tasks: {cpu_shuffled / 3600 / args.workers:.1f} h on {args.workers} workers, "
+              f"{cpu_shuffled / 3600 / 100:.2f} h on 100 ({cpu / cpu_shuffled:.1f}x less than scanning); the shuffle "
+              f"pays from about {mapped / scan:.0f} partitions (map / one pass) on.")
     if args.json:
         Path(args.json).write_text(json.dumps({"rounds": args.rounds, "results": results, "fits": fits}, indent=1))
 

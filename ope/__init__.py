@@ -10,6 +10,7 @@ Modules, each importing only modules listed above it (no import cycles)::
     buckets                     the stable bucket of a decision id (partitions, folds, bootstrap)
     escalations                 which decisions are rounds: roots only (first choices) or all
     log_join                    scan banditroute's Parquet logs, join decisions with outcomes
+    shuffle                     shuffle the log files by bucket: each partition's rows written once, read alone
     log_columns                 assemble the joined rounds into arrays (LogColumns)
     feedback                    LoggedFeedback, the validated input of every estimator
     logs                        the log reader's entry points (feedback_from_logs, join_logs, ...)
@@ -22,10 +23,12 @@ Modules, each importing only modules listed above it (no import cycles)::
     reward_models, vw_reward    cross-fitted reward models for DM / DR
     base, ips, dr               the estimator template and the estimators
     evaluate                    several policies x several estimators -> one table
+    partition_models            reward models fitted once on a sample of the log, applied per partition
     partition_specs             the targets and estimators a log partition computes on its own
     distributed                 evaluate_logs: the same table from log partitions, here or on Dask
     gate_options, gate_result   the gate's options (GateOptions) and verdict (GateResult)
     gate                        the promotion gate: measures the cells and decides
+    partition_gate              gate_logs: the same gate on log partitions, here or on Dask
     confseq                     confidence sequences: anytime-valid bounds on off-policy values
     monitor                     CanaryMonitor: promote / roll back / continue after every batch
     synthetic                   synthetic problems with a known policy value
@@ -60,6 +63,7 @@ from ope.errors import (
 from ope.confseq import LowerConfidenceSequence, OffPolicyCS, SequenceBounds
 from ope.evaluate import evaluate
 from ope.gate import GateOptions, GateResult, Guardrail, gate
+from ope.partition_gate import gate_logs
 from ope.feedback import LoggedFeedback
 from ope.monitor import CanaryMonitor, GuardrailStatus, MonitorOptions, MonitorResult
 from ope.intervals import Interval, RoundTerms, confidence_interval
@@ -124,6 +128,7 @@ __all__ = [
     "feedback_from_dsjson",
     "feedback_from_logs",
     "gate",
+    "gate_logs",
     "importance_weights",
     "join_logs",
     "one_hot",

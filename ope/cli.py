@@ -13,7 +13,9 @@ round for want of an outcome. See :mod:`ope.escalations`.
 ``--engine local|dask|dask:ADDRESS`` evaluates the logs in partitions (:func:`ope.evaluate_logs`,
 :mod:`ope.distributed`): here, on a local Dask cluster of ``--dask-workers`` processes, or on the
 scheduler at ADDRESS; ``--partitions`` sets the number of partitions. Only the specs ``uniform``,
-``logging`` and ``always:PROFILE`` and the estimators ips and snips can be evaluated so. Without
+``logging`` and ``always:PROFILE`` can be evaluated so; every estimator can: the reward model of
+dm, dr, sndr, switch-dr and dros is fitted once on a sample of about ``--reward-sample`` rounds,
+cross-fitted by bucket (:mod:`ope.partition_models`), and applied to every partition. Without
 ``--engine`` the logs are read into memory as before (``--partitions``: the join's passes).
 """
 
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-model", default="ridge", choices=["ridge", "logistic", "hgb"],
                    help="scikit-learn model for dm/dr/sndr/switch-dr/dros (cross-fitted)")
     p.add_argument("--n-folds", type=int, default=5, help="cross-fitting folds of the reward model (default 5)")
+    p.add_argument("--reward-sample", type=_positive, default=200_000, metavar="N",
+                   help="with --engine: the reward model is fitted on a sample of about N rounds (stable buckets), "
+                        "then applied to every partition (default 200000)")
     p.add_argument("--clip", type=float, default=None, help="weight clipping for ips and dr")
     p.add_argument("--switch-threshold", type=float, default=float("inf"),
                    help="switch-dr: rounds weighted above this use the reward model alone (default inf: dr)")
@@ -88,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=_positive, default=None, metavar="N",
                    help="partitions of the logs by stable bucket (default: one per 1,000,000 decisions; "
                         "with --engine dask at least one per worker)")
+    p.add_argument("--shuffle-dir", default=None, metavar="DIR",
+                   help="with --engine: the logs are first shuffled by bucket into a scratch directory made in DIR "
+                        "(deleted at the end), so each partition reads only its own rows (from 10 partitions on); "
+                        "--engine local and dask shuffle in the system's temporary directory by default; with --engine dask:ADDRESS give "
+                        "a DIR every worker sees, else every partition scans all the files")
     return p
 
 
@@ -193,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --dask-workers {args.dask_workers} needs --engine dask (the local cluster it starts), "
               f"got {given}", file=sys.stderr)
         return 2
+    if args.shuffle_dir is not None and args.engine is None:
+        print(f"error: --shuffle-dir {args.shuffle_dir} needs --engine (the logs are read into memory without it)",
+              file=sys.stderr)
+        return 2
     specs = [item.partition("=") for item in args.policy or ["logging=logging", "uniform=uniform"]]
     try:
         window = None if args.wait_window_s is None else dt.timedelta(seconds=args.wait_window_s)
@@ -201,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.log_dir, {name: spec or name for name, _, spec in specs}, _estimators(args), engine=args.engine,
                 n_partitions=args.partitions, dask_workers=args.dask_workers, alpha=args.alpha, interval=args.interval,
                 n_bootstrap=args.n_bootstrap, seed=args.seed, wait_window=window, default_reward=args.default_reward,
-                duplicates=args.duplicates, escalations=args.escalations, reward=args.reward)
+                duplicates=args.duplicates, escalations=args.escalations, reward=args.reward,
+                reward_sample=args.reward_sample, contexts=args.contexts, shuffle_dir=args.shuffle_dir)
             table = columns.table
         else:
             columns = read_log_columns(

@@ -9,16 +9,23 @@ of ``P`` reads the rounds whose stable bucket (:mod:`ope.buckets`) is ``i`` modu
 each estimator's per-round terms, and returns mergeable summaries (:class:`~ope.stats.TermStats`,
 :class:`~ope.stats.WeightStats`): a worker's memory is bounded by its partition; (3) the client
 merges them in partition order and computes the intervals and diagnostics. ``engine="local"`` runs
-the same task function here, one partition after the other. Every task scans the logs' files and
-keeps its partition: the reading costs ``P`` scans of the needed columns (a shuffle would cost one).
+the same task function here, one partition after the other. From ``ope.shuffle.MIN_PARTITIONS``
+partitions on, the logs are first shuffled by bucket (:mod:`ope.shuffle`: one pass writing each
+partition's rows to a scratch directory, deleted at the end), so each task reads only its
+partition's files; without the shuffle (fewer partitions, ``shuffle=False``, or a Dask address or
+Client without ``shuffle_dir``) every task scans the logs' files and keeps its partition: the
+reading costs ``P`` scans of the needed columns.
 
 Per partition (:mod:`ope.partition_specs`): targets ``"uniform"``, ``"logging"``, ``"always:PROFILE"`` and :class:`ope.Policy`
 objects (``action_distribution`` on the partition's contexts; pickled to the workers); estimators
-:class:`~ope.IPS` (with ``clip``) and :class:`~ope.SNIPS`. Refused with a clear error: target arrays
-(``file:PATH.npy``: aligned with one in-memory reading), learning candidates (their progressive
+:class:`~ope.IPS` (with ``clip``), :class:`~ope.SNIPS` and the model-based ones (DM, DR, SNDR,
+SwitchDR, DRos with a ``reward_model``): the client fits each distinct reward model once on a sample
+of about ``reward_sample`` rounds, cross-fitted by bucket (:mod:`ope.partition_models`), and every
+task predicts its partition with the fitted models (their values differ from the in-memory path's,
+whose folds are random). Refused with a clear error: target arrays
+(``file:PATH.npy``: aligned with one in-memory reading) and learning candidates (their progressive
 replay is sequential: each round is scored by the model trained on all earlier rounds, a dependency
-no partition can cut) and model-based estimators (DM, DR, ...: a reward model fitted across
-partitions, then broadcast). Use :func:`ope.evaluate` on :func:`ope.feedback_from_logs` for those.
+no partition can cut). Use :func:`ope.evaluate` on :func:`ope.feedback_from_logs` for those.
 
 Point estimates and normal intervals equal :func:`ope.evaluate`'s up to rounding; the bootstrap
 resamples bucket groups with Poisson weights and the Bernstein bound of a self-normalised
@@ -46,12 +53,15 @@ from ope.evaluate import RESULT_SCHEMA
 from ope.feedback import LoggedFeedback
 from ope.intervals import check_interval_options
 from ope.log_columns import LogPlan, plan_reading, read_partition
+from ope.partition_models import SampleRewardModels, fit_for_estimators, is_model_based, with_predictions
 from ope.partition_specs import check_policies, named_estimators, target_of, target_specs
 from ope.policies import resolve_with_weights
+from ope.shuffle import check_shuffle_options, shuffled_plan
 from ope.stats import TermStats, WeightStats
 
-__all__ = ["evaluate_logs", "run_log_evaluation", "LogEvaluation", "parse_engine", "partition_task",
-           "PartitionResult", "TaskFailure", "ROUNDS_PER_TASK", "DASK_EXTRA"]
+__all__ = ["evaluate_logs", "run_log_evaluation", "LogEvaluation", "parse_engine", "check_engine", "engine_client",
+           "partition_count", "run_tasks", "partition_task", "PartitionResult", "TaskFailure", "ROUNDS_PER_TASK",
+           "DASK_EXTRA"]
 
 #: default partition size on a cluster (decisions per task; locally: 1,000,000 as feedback_from_logs)
 ROUNDS_PER_TASK = 4_000_000
@@ -107,15 +117,22 @@ class PartitionResult:
 
 
 def partition_task(plan: LogPlan, index: int, count: int, specs: Mapping[str, tuple],
-                   estimators: Mapping[str, Estimator], buckets: bool) -> PartitionResult | TaskFailure:
+                   estimators: Mapping[str, Estimator], buckets: bool,
+                   models: Mapping[str, SampleRewardModels] | None = None) -> PartitionResult | TaskFailure:
     """Read partition ``index`` of ``count`` and summarise every (policy, estimator) on its rounds
-    (``buckets``: keep the bucket sums of the bootstrap). Runs in a worker; an OPEError comes back
-    as a :class:`TaskFailure`."""
+    (``buckets``: keep the bucket sums of the bootstrap; ``models``: the reward models of the
+    model-based estimators by name, each predicting the partition once). Runs in a worker; an
+    OPEError comes back as a :class:`TaskFailure`."""
     try:
         columns = read_partition(plan, index, count)
         n = columns.actions.shape[0]
         weights, terms = {}, {}
         fb = LoggedFeedback(**columns.as_kwargs()) if n else None
+        if n and models:
+            q = {id(m): m for m in models.values()}
+            q = {key: m.predict(columns) for key, m in q.items()}
+            estimators = {name: with_predictions(est, q[id(models[name])]) if name in models else est
+                          for name, est in estimators.items()}
         for policy, spec in specs.items():
             if fb is None:
                 weights[policy] = WeightStats.of(np.empty(0))
@@ -190,16 +207,68 @@ def _n_workers(client: Any) -> int:
     return max(1, len(client.scheduler_info().get("workers", {})))
 
 
-def _run_dask(client: Any, plan: LogPlan, count: int, task_args: tuple, fold: _Fold) -> None:
-    distributed = _dask()
+def check_engine(engine: Any, n_partitions: int | None, dask_workers: int | None) -> str:
+    """The engine's kind (:func:`parse_engine`), its options checked before any log is read: errors
+    name ``engine``, ``n_partitions`` or ``dask_workers`` (a missing Dask extra names ``engine``)."""
+    kind, _ = parse_engine(engine)
+    for name, value in (("n_partitions", n_partitions), ("dask_workers", dask_workers)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidConfigError(name, f"{name} must be an integer >= 1 or None, got {value!r}")
+    if dask_workers is not None and kind != "cluster":
+        raise InvalidConfigError("dask_workers", f"dask_workers applies to engine 'dask' (the local cluster it "
+                                 f"starts), got engine {engine!r}")
+    if kind != "local":
+        _dask()
+    return kind
+
+
+@contextlib.contextmanager
+def engine_client(engine: Any, dask_workers: int | None = None):
+    """Where the tasks run: None (``"local"``: here), or a Dask client: of a LocalCluster of
+    ``dask_workers`` (default 2) single-threaded processes started and closed here (``"dask"``),
+    connected to ``dask:ADDRESS`` (closed here), or the given one (left open)."""
+    kind, where = parse_engine(engine)
+    with contextlib.ExitStack() as stack:
+        if kind == "local":
+            yield None
+        elif kind == "cluster":
+            distributed = _dask()
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=dask_workers or 2, threads_per_worker=1, processes=True, dashboard_address=":0"))
+            yield stack.enter_context(distributed.Client(cluster))
+        else:
+            yield stack.enter_context(_connect(where)) if kind == "address" else where
+
+
+def partition_count(n_decisions: int, client: Any, n_partitions: int | None) -> int:
+    """``n_partitions``, or one partition per 1,000,000 decisions here, per ROUNDS_PER_TASK on a
+    cluster (a multiple of its workers).
+
+    >>> partition_count(2_500_000, None, None), partition_count(10, None, 3)
+    (3, 3)
+    """
+    workers = 1 if client is None else _n_workers(client)
+    per_task = 1_000_000 if client is None else ROUNDS_PER_TASK
+    return n_partitions or workers * max(1, -(-math.ceil(n_decisions / per_task) // workers))
+
+
+def run_tasks(task: Any, plan: LogPlan, count: int, args: tuple, client: Any) -> Any:
+    """``task(plan, i, count, *args)`` for every partition ``i``, here (``client`` None) or on Dask,
+    merged in partition order (a :class:`TaskFailure` is raised here as its error)."""
+    fold = _Fold()
+    if client is None:
+        for i in range(count):
+            fold.add(task(plan, i, count, *args))
+        return fold.total
     plan_future = client.scatter(plan, broadcast=True)
-    futures = client.map(partition_task, [plan_future] * count, range(count), [count] * count,
-                         *[[a] * count for a in task_args], pure=False)
+    futures = client.map(task, [plan_future] * count, range(count), [count] * count,
+                         *[[a] * count for a in args], pure=False)
     try:
-        for future in distributed.as_completed(futures):
+        for future in _dask().as_completed(futures):
             fold.add(future.result())
     finally:
         client.cancel(futures)
+    return fold.total
 
 
 def run_log_evaluation(
@@ -221,46 +290,33 @@ def run_log_evaluation(
     duplicates: str = "first",
     escalations: str = "first",
     reward: str = "reward",
+    reward_sample: int = 200_000,
+    contexts: bool = True,
+    shuffle: bool | None = None,
+    shuffle_dir: str | Path | None = None,
 ) -> LogEvaluation:
     """:func:`evaluate_logs`, with the counts of escalated decisions (for the CLI's notes)."""
-    kind, where = parse_engine(engine)
+    kind = check_engine(engine, n_partitions, dask_workers)
     check_interval_options(interval, alpha, n_bootstrap, None)
-    for name, value in (("n_partitions", n_partitions), ("dask_workers", dask_workers)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InvalidConfigError(name, f"{name} must be an integer >= 1 or None, got {value!r}")
-    if dask_workers is not None and kind != "cluster":
-        raise InvalidConfigError("dask_workers", f"dask_workers applies to engine 'dask' (the local cluster it "
-                                 f"starts), got engine {engine!r}")
+    if isinstance(reward_sample, bool) or not isinstance(reward_sample, int) or reward_sample < 1:
+        raise InvalidConfigError("reward_sample", f"reward_sample must be an integer >= 1, got {reward_sample!r}")
+    check_shuffle_options(shuffle, shuffle_dir, remote=kind in ("address", "client"))
     named = named_estimators(estimators)
-    contexts = check_policies(policies)
-    if kind != "local":
-        _dask()  # the missing extra is reported before the logs are read
+    modelled = contexts and any(is_model_based(est) for est in named.values())
+    contexts = check_policies(policies) or modelled
     plan = plan_reading(log_dir, wait_window=wait_window, default_reward=default_reward, duplicates=duplicates,
                         escalations=escalations, reward=reward, contexts=contexts)
     specs = target_specs(policies, plan.action_names)
-    fold = _Fold()
-    task_args = (specs, named, interval == "bootstrap")
-    with contextlib.ExitStack() as stack:
-        client = None
-        if kind == "cluster":
-            distributed = _dask()
-            cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=dask_workers or 2, threads_per_worker=1, processes=True, dashboard_address=":0"))
-            client = stack.enter_context(distributed.Client(cluster))
-        elif kind == "address":
-            client = stack.enter_context(_connect(where))
-        elif kind == "client":
-            client = where
-        workers = 1 if client is None else _n_workers(client)
-        per_task = 1_000_000 if client is None else ROUNDS_PER_TASK
-        count = n_partitions or workers * max(1, -(-math.ceil(plan.n_decisions / per_task) // workers))
-        if client is None:
-            for i in range(count):
-                fold.add(partition_task(plan, i, count, *task_args))
-        else:
-            _run_dask(client, plan, count, task_args, fold)
-    table = _table(fold.total, named, list(specs), alpha, interval, n_bootstrap, seed, value_range, thresholds)
-    return LogEvaluation(table, plan.n_escalated, fold.total.n_escalated_without_outcome, escalations, count,
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    models = fit_for_estimators(plan, named, sample_rounds=reward_sample, seed=rng, contexts=modelled)
+    task_args = (specs, named, interval == "bootstrap", models)
+    with engine_client(engine, dask_workers) as client, contextlib.ExitStack() as stack:
+        count = partition_count(plan.n_decisions, client, n_partitions)
+        plan = stack.enter_context(shuffled_plan(plan, count, client=client, remote=kind in ("address", "client"),
+                                                 shuffle=shuffle, shuffle_dir=shuffle_dir))
+        total = run_tasks(partition_task, plan, count, task_args, client)
+    table = _table(total, named, list(specs), alpha, interval, n_bootstrap, rng, value_range, thresholds)
+    return LogEvaluation(table, plan.n_escalated, total.n_escalated_without_outcome, escalations, count,
                          "local" if kind == "local" else "dask")
 
 
@@ -299,8 +355,8 @@ def evaluate_logs(log_dir: str | Path, policies: Mapping[str, Any],
     policies : mapping of str to str or ope.Policy
         ``"uniform"``, ``"logging"``, ``"always:PROFILE"`` or an object with a per-row
         ``action_distribution(contexts, action_names)`` (see the module docstring).
-    estimators : sequence or mapping of IPS / SNIPS, optional
-        Defaults to ``[IPS(), SNIPS()]``.
+    estimators : sequence or mapping of IPS, SNIPS, DM, DR, SNDR, SwitchDR, DRos, optional
+        Defaults to ``[IPS(), SNIPS()]``; a model-based one needs a ``reward_model``.
     engine : "local", "dask", "dask:ADDRESS" or distributed.Client, keyword
         Where the tasks run: here; a LocalCluster of ``dask_workers`` (default 2) single-threaded
         worker processes started and closed by the call; the scheduler at ADDRESS; a given Client
@@ -312,6 +368,19 @@ def evaluate_logs(log_dir: str | Path, policies: Mapping[str, Any],
         As in :func:`ope.evaluate` (``seed``: one Generator for every cell in order).
     wait_window, default_reward, duplicates, escalations, reward : keyword
         As in :func:`ope.feedback_from_logs`.
+    reward_sample : int, keyword
+        About how many rounds the reward models are fitted on (default 200,000; see
+        :class:`ope.partition_models.SampleRewardModels`).
+    contexts : bool, keyword
+        Whether the reward models see the decoded contexts (default True; False: the action alone).
+    shuffle : bool or None, keyword
+        Shuffle the logs by bucket first (:mod:`ope.shuffle`: the reading costs about one scan instead
+        of one per partition); None (default): when there are at least ``ope.shuffle.MIN_PARTITIONS``.
+    shuffle_dir : str or Path, optional, keyword
+        Where the shuffle's scratch directory is made (and deleted at the end, also on errors); None: the
+        system's temporary directory for ``"local"`` and ``"dask"``. A Dask address or a given Client may
+        have workers on other machines: they shuffle only with a ``shuffle_dir`` every worker sees, else
+        every task scans the logs.
 
     Returns
     -------

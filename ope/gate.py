@@ -50,7 +50,7 @@ import polars as pl
 from scipy.special import ndtr
 
 from ope.base import Estimator
-from ope.diagnostics import diagnose, importance_weights
+from ope.diagnostics import Diagnostics, diagnose, importance_weights
 from ope.errors import InvalidConfigError, InvalidFeedbackError
 from ope.feedback import LoggedFeedback
 from ope.gate_options import DIRECTIONS, GateOptions, Guardrail, default_reward_model
@@ -59,7 +59,12 @@ from ope.intervals import RoundTerms, confidence_interval
 from ope.learning import resolve_learning
 
 __all__ = ["gate", "GateOptions", "Guardrail", "GateResult", "benjamini_hochberg", "default_reward_model",
-           "DIRECTIONS", "GATE_TABLE_SCHEMA"]
+           "DIRECTIONS", "GATE_TABLE_SCHEMA", "UNSET", "STATIC", "Check", "resolve_options", "checks_of",
+           "cohort_labels", "metric_rounds", "unknown_metric", "check_metric_logged", "metric_feedback", "cell_row", "ess_of",
+           "weight_problems"]
+
+# the pieces below "gate" in __all__ are shared with ope.partition_gate (the gate on log partitions), so both
+# paths apply the same rules: cells, metrics, p-values, rows, whole-log checks
 
 
 class _Unset:
@@ -71,10 +76,13 @@ class _Unset:
         return "<GateOptions default>"
 
 
-_UNSET: Any = _Unset()
+UNSET: Any = _Unset()
+_UNSET = UNSET
+#: how a policy that does not learn is evaluated (:attr:`GateResult.evaluation`)
+STATIC = "static (the policy does not learn)"
 
 
-class _Check(NamedTuple):
+class Check(NamedTuple):
     """One metric the gate checks, with the difference it must clear overall and per cohort."""
 
     metric: str
@@ -84,16 +92,28 @@ class _Check(NamedTuple):
     cohort_threshold: float
 
 
+def checks_of(options: GateOptions) -> list[Check]:
+    """The metrics the gate checks, in the table's order: the primary metric, then each guardrail."""
+    checks = [Check(options.metric, "primary", "higher", float(options.margin), options.cohort_threshold)]
+    return checks + [Check(g.metric, "guardrail", g.direction, g.threshold, g.threshold)
+                     for g in options.guardrail_list]
+
+
+def cohort_labels(feedback: LoggedFeedback, column: str) -> np.ndarray:
+    """Each round's value of cohort ``column`` as a string (``"(null)"`` when missing)."""
+    frame = next((f for f in (feedback.cohorts, feedback.contexts) if f is not None and column in f.columns), None)
+    if frame is None:
+        have = sorted({*(feedback.cohorts.columns if feedback.cohorts is not None else []),
+                       *(feedback.contexts.columns if feedback.contexts is not None else [])})
+        raise InvalidConfigError("cohorts", f"cohort column {column!r} is not in the feedback's cohorts or "
+                                 f"contexts {have}; load the logs with cohorts=[{column!r}]")
+    return frame.get_column(column).cast(pl.String).fill_null("(null)").to_numpy()
+
+
 def _cohort_cells(feedback: LoggedFeedback, cohorts: Sequence[str]) -> list[tuple[str | None, str | None, np.ndarray]]:
     cells: list[tuple[str | None, str | None, np.ndarray]] = [(None, None, np.ones(feedback.n_rounds, dtype=bool))]
     for column in cohorts:
-        frame = next((f for f in (feedback.cohorts, feedback.contexts) if f is not None and column in f.columns), None)
-        if frame is None:
-            have = sorted({*(feedback.cohorts.columns if feedback.cohorts is not None else []),
-                           *(feedback.contexts.columns if feedback.contexts is not None else [])})
-            raise InvalidConfigError("cohorts", f"cohort column {column!r} is not in the feedback's cohorts or "
-                                     f"contexts {have}; load the logs with cohorts=[{column!r}]")
-        values = frame.get_column(column).cast(pl.String).fill_null("(null)").to_numpy()
+        values = cohort_labels(feedback, column)
         for value in sorted(set(values.tolist())):
             cells.append((column, value, values == value))
     return cells
@@ -105,25 +125,53 @@ def _subset(terms: RoundTerms, mask: np.ndarray) -> RoundTerms:
     return RoundTerms(base=terms.base[mask], num=terms.num[mask], den=terms.den[mask])
 
 
+def ess_of(total: float, sum_sq: float) -> float:
+    """Effective sample size ``(sum w)^2 / sum w^2`` from the weights' sum and sum of squares (0 without weight)."""
+    return total * total / sum_sq if sum_sq > 0 else 0.0
+
+
 def _ess(w: np.ndarray) -> float:
-    sq = float(np.dot(w, w))
-    return float(w.sum()) ** 2 / sq if sq > 0 else 0.0
+    return ess_of(float(w.sum()), float(np.dot(w, w)))
+
+
+def metric_rounds(feedback: LoggedFeedback, metric: str, *, require: bool = True) -> np.ndarray:
+    """Mask of the rounds where ``metric`` is logged (``require``: an error when it is logged in none; a
+    log partition may hold none, its caller checks the whole log with :func:`check_metric_logged`)."""
+    if feedback.metrics is not None and metric in feedback.metrics.columns:
+        keep = feedback.metrics.get_column(metric).cast(pl.Float64).fill_nan(None).is_not_null().to_numpy()
+        if require:
+            check_metric_logged(metric, int(keep.sum()), feedback.n_rounds)
+        return keep
+    if metric == "reward":
+        return np.ones(feedback.n_rounds, dtype=bool)
+    raise unknown_metric(metric, () if feedback.metrics is None else feedback.metrics.columns)
+
+
+def unknown_metric(metric: str, have: Sequence[str]) -> InvalidConfigError:
+    """The error of a ``metric`` the feedback does not log (``have``: the metric columns it logs)."""
+    return InvalidConfigError("metric", f"metric {metric!r} is not logged in the feedback; "
+                              f"have {sorted({'reward', *have})}")
+
+
+def check_metric_logged(metric: str, n_logged: int, n_rounds: int) -> None:
+    """Raise when ``metric`` is logged in none of the ``n_rounds`` rounds."""
+    if n_logged == 0:
+        raise InvalidFeedbackError(
+            "metric", f"metric {metric!r}: the logs hold no values for it (null in all {n_rounds:,} "
+            f"rounds: outcomes recorded without {metric}); record it with the outcomes or do not gate on it")
+
+
+def metric_feedback(feedback: LoggedFeedback, metric: str, keep: np.ndarray) -> LoggedFeedback:
+    """The rounds of ``keep`` (:func:`metric_rounds`, at least one) with ``metric`` as their rewards."""
+    if feedback.metrics is None or metric not in feedback.metrics.columns:
+        return feedback  # the reward itself
+    return (feedback if keep.all() else feedback.filter(keep)).with_reward(metric)
 
 
 def _metric_feedback(feedback: LoggedFeedback, metric: str) -> tuple[LoggedFeedback, np.ndarray]:
     """Feedback whose rewards are ``metric`` and the mask of rounds where it is logged."""
-    if feedback.metrics is not None and metric in feedback.metrics.columns:
-        keep = feedback.metrics.get_column(metric).cast(pl.Float64).fill_nan(None).is_not_null().to_numpy()
-        if not keep.any():
-            raise InvalidFeedbackError(
-                "metric", f"metric {metric!r}: the logs hold no values for it (null in all {feedback.n_rounds:,} "
-                f"rounds: outcomes recorded without {metric}); record it with the outcomes or do not gate on it")
-        fb = feedback if keep.all() else feedback.filter(keep)
-        return fb.with_reward(metric), keep
-    if metric == "reward":
-        return feedback, np.ones(feedback.n_rounds, dtype=bool)
-    have = ["reward"] + ([] if feedback.metrics is None else list(feedback.metrics.columns))
-    raise InvalidConfigError("metric", f"metric {metric!r} is not logged in the feedback; have {sorted(set(have))}")
+    keep = metric_rounds(feedback, metric)
+    return metric_feedback(feedback, metric, keep), keep
 
 
 def gate(
@@ -226,13 +274,12 @@ def gate(
     """
     if not isinstance(feedback, LoggedFeedback):
         raise InvalidConfigError("feedback", f"feedback must be a LoggedFeedback, got {type(feedback).__name__}")
-    given = {name: value for name, value in dict(
+    given = dict(
         estimator=estimator, metric=metric, margin=margin, guardrails=guardrails, cohorts=cohorts,
         cohort_margin=cohort_margin, alpha=alpha, min_n=min_n, min_ess=min_ess, max_weight=max_weight,
         mean_weight_z=mean_weight_z, max_support_deficiency=max_support_deficiency, reward_model=reward_model,
-        seed=seed, learning=learning,
-    ).items() if value is not _UNSET}
-    options = _options(options, given)
+        seed=seed, learning=learning)
+    options = resolve_options(options, given)
     est = options.build_estimator()
     # a learning policy is scored progressively (or on a time split's held-out rounds), never on
     # the rounds it learned from; a split evaluates both policies on the held-out rounds only
@@ -241,18 +288,18 @@ def gate(
     seed = options.seed
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     cells = _cohort_cells(feedback, options.cohort_columns)
-    checks = [_Check(options.metric, "primary", "higher", float(options.margin), options.cohort_threshold)]
-    checks += [_Check(g.metric, "guardrail", g.direction, g.threshold, g.threshold) for g in options.guardrail_list]
     rows = []
-    for check in checks:
+    for check in checks_of(options):
         rows += _measure(feedback, t_cand, t_base, est, rng, cells, check, alpha=float(options.alpha))
     global_problems = _global_checks(feedback, t_cand, t_base, float(options.mean_weight_z),
                                      float(options.max_support_deficiency))
     return decide(rows, global_problems, options, learned.evaluation)
 
 
-def _options(options: Any, given: dict[str, Any]) -> GateOptions:
-    """The gate's options: ``options`` itself, or built from the keywords given (not both)."""
+def resolve_options(options: Any, given: dict[str, Any]) -> GateOptions:
+    """The gate's options: ``options`` itself, or built from the keywords given (those not :data:`UNSET`;
+    not both)."""
+    given = {name: value for name, value in given.items() if value is not UNSET}
     if options is None:
         return GateOptions(**given)
     if given:
@@ -266,11 +313,10 @@ def _options(options: Any, given: dict[str, Any]) -> GateOptions:
 
 def _measure(feedback: LoggedFeedback, t_cand: np.ndarray, t_base: np.ndarray, est: Estimator,
              rng: np.random.Generator, cells: list[tuple[str | None, str | None, np.ndarray]],
-             check: _Check, *, alpha: float) -> list[dict[str, Any]]:
+             check: Check, *, alpha: float) -> list[dict[str, Any]]:
     """One row per cohort cell for one metric: both estimates, the paired difference, its
     ``1 - 2 alpha`` interval and the raw one-sided p-value against the cell's threshold."""
-    name, role, direction, thr_all, thr_cohort = check
-    fb_m, keep = _metric_feedback(feedback, name)
+    fb_m, keep = _metric_feedback(feedback, check.metric)
     tc, tb = t_cand[keep], t_base[keep]
     w_c, w_b = importance_weights(fb_m, tc), importance_weights(fb_m, tb)
     cache: dict = {}  # one reward-model fit per metric, shared by both policies
@@ -280,10 +326,6 @@ def _measure(feedback: LoggedFeedback, t_cand: np.ndarray, t_base: np.ndarray, e
     for column, value, mask in cells:
         m = mask[keep]
         n = int(m.sum())
-        threshold = thr_all if column is None else thr_cohort
-        row = {"cohort": ALL_TRAFFIC if column is None else f"{column}={value}", "cohort_column": column,
-               "cohort_value": value, "metric": name, "role": role, "direction": direction,
-               "threshold": threshold, "n": n}
         if n >= 2:
             sc, sb = _subset(terms_c, m), _subset(terms_b, m)
             diff_terms = sc.influence() - sb.influence()
@@ -292,37 +334,57 @@ def _measure(feedback: LoggedFeedback, t_cand: np.ndarray, t_base: np.ndarray, e
             diff, se, lower, upper = ci.value, ci.stderr, ci.ci_low, ci.ci_high
         else:
             est_c = est_b = diff = se = lower = upper = math.nan
-        if not (math.isfinite(se) and math.isfinite(diff)):
-            p = 1.0
-        elif se == 0.0:
-            beyond = diff > threshold if direction == "higher" else diff < threshold
-            p = 0.0 if beyond else 1.0
-        else:
-            stat = (diff - threshold) / se if direction == "higher" else (threshold - diff) / se
-            p = float(ndtr(-stat))
-        row.update(ess_candidate=_ess(w_c[m]), ess_baseline=_ess(w_b[m]),
-                   max_weight=float(max(w_c[m].max(initial=0.0), w_b[m].max(initial=0.0))),
-                   estimate_candidate=est_c, estimate_baseline=est_b, diff=diff, stderr=se,
-                   lower=lower, upper=upper, p_value=p)
-        rows.append(row)
+        rows.append(cell_row(check, column, value, n, ess=(_ess(w_c[m]), _ess(w_b[m])),
+                             max_weight=float(max(w_c[m].max(initial=0.0), w_b[m].max(initial=0.0))),
+                             estimates=(est_c, est_b), diff=diff, stderr=se, bounds=(lower, upper)))
     return rows
+
+
+def cell_row(check: Check, column: str | None, value: str | None, n: int, *, ess: tuple[float, float],
+             max_weight: float, estimates: tuple[float, float], diff: float, stderr: float,
+             bounds: tuple[float, float]) -> dict[str, Any]:
+    """One cell's row of the table up to ``p_value`` (:func:`ope.gate_result.decide` adds the rest): the
+    raw one-sided p-value of the paired difference ``diff`` (standard error ``stderr``) against the cell's
+    threshold (``check.threshold`` overall, ``check.cohort_threshold`` in a cohort)."""
+    threshold = check.threshold if column is None else check.cohort_threshold
+    higher = check.direction == "higher"
+    if not (math.isfinite(stderr) and math.isfinite(diff)):
+        p = 1.0
+    elif stderr == 0.0:
+        beyond = diff > threshold if higher else diff < threshold
+        p = 0.0 if beyond else 1.0
+    else:
+        stat = (diff - threshold) / stderr if higher else (threshold - diff) / stderr
+        p = float(ndtr(-stat))
+    return {"cohort": ALL_TRAFFIC if column is None else f"{column}={value}", "cohort_column": column,
+            "cohort_value": value, "metric": check.metric, "role": check.role, "direction": check.direction,
+            "threshold": threshold, "n": n, "ess_candidate": ess[0], "ess_baseline": ess[1], "max_weight": max_weight,
+            "estimate_candidate": estimates[0], "estimate_baseline": estimates[1], "diff": diff, "stderr": stderr,
+            "lower": bounds[0], "upper": bounds[1], "p_value": p}
 
 
 def _global_checks(feedback: LoggedFeedback, t_cand: np.ndarray, t_base: np.ndarray, z_max: float,
                    max_def: float) -> list[str]:
     out = []
     for who, target in (("candidate", t_cand), ("baseline", t_base)):
-        d = diagnose(feedback, target)
         w = importance_weights(feedback, target)
-        expected = 1.0 - d.support_deficiency if d.support_exact else 1.0
         sd = float(w.std(ddof=1)) if w.size > 1 else 0.0
-        zval = abs(d.mean_weight - expected) / (sd / math.sqrt(w.size)) if sd > 0 else 0.0
-        if d.support_deficiency > max_def:
-            out.append(f"support: the {who} puts {d.support_deficiency:.2%} of its traffic on profiles the logging "
-                       f"policy never played for those requests (max_support_deficiency = {max_def:g}); the logs "
-                       f"cannot evaluate it there: run it as a shadow or canary first so its choices get logged.")
-        elif zval > z_max:
-            out.append(f"weights: the {who}'s mean importance weight is {d.mean_weight:.4f}, {zval:.1f} standard "
-                       f"errors from its expectation {expected:.4f} (limit {z_max:g}); the logged propensities or "
-                       f"the outcome join look wrong: check the logs before trusting any estimate.")
+        out += weight_problems(who, diagnose(feedback, target), sd, z_max=z_max, max_def=max_def)
+    return out
+
+
+def weight_problems(who: str, d: Diagnostics, sd: float, *, z_max: float, max_def: float) -> list[str]:
+    """The whole-log checks of one policy (``who``) from its weights' diagnostics and sample standard
+    deviation ``sd``: target mass where the logging policy never plays, mean weight far from its expectation."""
+    out = []
+    expected = 1.0 - d.support_deficiency if d.support_exact else 1.0
+    zval = abs(d.mean_weight - expected) / (sd / math.sqrt(d.n)) if sd > 0 else 0.0
+    if d.support_deficiency > max_def:
+        out.append(f"support: the {who} puts {d.support_deficiency:.2%} of its traffic on profiles the logging "
+                   f"policy never played for those requests (max_support_deficiency = {max_def:g}); the logs "
+                   f"cannot evaluate it there: run it as a shadow or canary first so its choices get logged.")
+    elif zval > z_max:
+        out.append(f"weights: the {who}'s mean importance weight is {d.mean_weight:.4f}, {zval:.1f} standard "
+                   f"errors from its expectation {expected:.4f} (limit {z_max:g}); the logged propensities or "
+                   f"the outcome join look wrong: check the logs before trusting any estimate.")
     return out

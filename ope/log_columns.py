@@ -25,6 +25,7 @@ import polars as pl
 from ope.errors import InvalidConfigError, InvalidFeedbackError
 from ope.escalations import PARENT_ID, check_escalations, count_escalated, escalated_rows
 from ope.log_join import METRICS, LogSnapshot, action_space, filled_bucket, join_logs, scan_decisions
+from ope.shuffle import partition_source
 
 __all__ = ["LogColumns", "read_log_columns", "LogPlan", "plan_reading", "read_partition"]
 
@@ -157,6 +158,7 @@ class LogPlan:
     escalated: pl.DataFrame | None = None  # decision_id and bucket of the escalated decisions that are rounds
     cohorts: tuple[str, ...] = ()  # cohort columns each partition reads (LogColumns.cohorts)
     metrics: bool = False  # whether each partition reads the outcome metrics (LogColumns.metrics)
+    shuffled: tuple[str, int] | None = None  # (scratch, P): the logs shuffled into P partitions (ope.shuffle)
 
 
 def plan_reading(log_dir: str | Path, *, wait_window: dt.timedelta | None = None, default_reward: float | None = None,
@@ -201,12 +203,14 @@ def read_partition(plan: LogPlan, index: int, count: int) -> LogColumns:
     """The rounds whose bucket is ``index`` modulo ``count``, in decision order, with the logging
     distribution, :attr:`LogColumns.buckets` and the plan's cohorts and metrics: the partition is filtered as
     the files are read, so memory is bounded by the partition (where the bucket is stored). An empty partition has no rounds (no error). ``n_escalated`` is the whole log's,
-    ``n_escalated_without_outcome`` this partition's (they add up over the partitions)."""
+    ``n_escalated_without_outcome`` this partition's (they add up over the partitions). A plan shuffled into
+    ``P`` partitions (:mod:`ope.shuffle`) reads only partition ``index % P``'s files when ``count`` is a multiple of ``P``."""
     names = plan.action_names
     columns = _round_columns(names, plan.reward, metrics=plan.metrics, logging=True, positions=plan.positions,
                              cohorts=plan.cohorts, context_dtype=plan.context_dtype)
     ids = [] if plan.escalated is None else ["decision_id"]
-    frame = (_joined(plan.snapshot, plan.join, (index, count) if count > 1 else None, plan.positions, "partition")
+    source = partition_source(plan.snapshot, plan.shuffled, index, count)  # shuffled: partition index's files only
+    frame = (_joined(source, plan.join, (index, count) if count > 1 else None, plan.positions, "partition")
              .select(pl.col("row_index"), pl.col("bucket"), *ids, *columns).collect(engine="streaming").sort("row_index"))
     without = 0
     if ids:

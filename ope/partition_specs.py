@@ -5,6 +5,11 @@ A target is ``"uniform"``, ``"logging"``, ``"always:PROFILE"`` or an :class:`ope
 the workers). Learning candidates (their progressive replay is sequential: each round is scored by
 the model trained on all earlier rounds, a dependency no partition can cut) and target arrays
 (``file:PATH.npy``: aligned with one in-memory reading) are refused with a clear error.
+
+An estimator is :class:`~ope.IPS` (with ``clip``), :class:`~ope.SNIPS` or a model-based one (DM, DR,
+SNDR, SwitchDR, DRos) with a ``reward_model``: :mod:`ope.partition_models` fits it once on a sample
+of the rounds and each partition predicts its rounds with it. ``reward_predictions`` arrays (aligned
+with one in-memory reading) are refused.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from ope.evaluate import name_estimators
 from ope.feedback import LoggedFeedback
 from ope.ips import IPS, SNIPS
 from ope.learning import is_learning
+from ope.partition_models import is_model_based
 from ope.policies import Policy, one_hot, uniform
 
 __all__ = ["check_policies", "target_specs", "named_estimators", "target_of"]
@@ -64,10 +70,14 @@ def named_estimators(estimators: Sequence[Estimator] | Mapping[str, Estimator] |
     """:func:`ope.evaluate.name_estimators`, refusing what a partition cannot compute on its own."""
     items = list(name_estimators(estimators).items())
     for name, est in items:
-        if type(est) not in (IPS, SNIPS):
+        if is_model_based(est) and est.reward_model is None:
+            raise InvalidConfigError("estimators", f"estimator {name!r}: reward_predictions are aligned with the rounds "
+                                     "of one in-memory reading and cannot be split by bucket; give a reward_model "
+                                     "(fitted on a sample of the rounds) or evaluate it in memory")
+        if type(est) not in (IPS, SNIPS) and not is_model_based(est):
             raise InvalidConfigError("estimators", f"estimator {name!r} cannot be evaluated in partitions: only IPS "
-                                     "(with clip) and SNIPS are; model-based estimators (DM, DR, SNDR, Switch-DR, "
-                                     "DRos) need a reward model fitted across partitions; evaluate them in memory")
+                                     "(with clip), SNIPS and the model-based estimators (DM, DR, SNDR, SwitchDR, DRos "
+                                     "with a reward_model) are; evaluate it in memory")
     return dict(items)
 
 

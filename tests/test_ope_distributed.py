@@ -16,7 +16,6 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.linear_model import Ridge
 
 import banditroute as br
 import ope
@@ -186,8 +185,8 @@ def test_unsupported_policies_and_estimators_are_clear_errors(logs, client):
         ope.evaluate_logs(logs, {"f": "file:/tmp/target.npy"}, engine=client)
     with pytest.raises(ope.InvalidConfigError, match="unknown profile"):
         ope.evaluate_logs(logs, {"x": "always:huge"}, engine="local")
-    with pytest.raises(ope.InvalidConfigError, match="model-based estimators") as info:
-        ope.evaluate_logs(logs, {"u": "uniform"}, [ope.DR(reward_model=Ridge())], engine="local")
+    with pytest.raises(ope.InvalidConfigError, match="reward_predictions are aligned") as info:
+        ope.evaluate_logs(logs, {"u": "uniform"}, [ope.DR(reward_predictions=np.zeros((3, 3)))], engine="local")
     assert info.value.field == "estimators"
     with pytest.raises(ope.InvalidConfigError, match=r"engine must be .* got 'spark'") as info:
         ope.evaluate_logs(logs, {"u": "uniform"}, engine="spark")
@@ -261,7 +260,7 @@ def test_cli_bad_engine_exits_2_naming_it(logs):
     (["--partitions", "0"], "argument --partitions: must be an integer >= 1, got '0'"),
     (["--dask-workers", "2"], "--dask-workers 2 needs --engine dask"),
     (["--engine", "local", "--policy", "f=file:/tmp/x.npy"], "policy f=file:/tmp/x.npy"),
-    (["--engine", "local", "--estimators", "ips,dr"], "estimator 'DR' cannot be evaluated in partitions"),
+    (["--engine", "local", "--reward-sample", "0"], "argument --reward-sample: must be an integer >= 1, got '0'"),
 ])
 def test_cli_bad_engine_options_exit_2_naming_them(logs, capsys, argv, needle):
     try:
