@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from ..errors import ConfigError
 
-__all__ = ["add_gate_arguments", "gate_kwargs", "parse_guardrails"]
+__all__ = ["add_gate_arguments", "add_engine_arguments", "gate_kwargs", "parse_guardrails"]
 
 
 def add_gate_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,6 +53,35 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
                         "learned from: progressive validation in time order, batches of B rounds (default: "
                         "progressive, B = rounds/2000), or a time split learning on the first fraction F "
                         "(default 0.5) and comparing every policy on the rest")
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """Add ``--engine``, ``--dask-workers`` and ``--partitions`` (the gate on log partitions) to a parser."""
+    p.add_argument("--engine", default=None, type=_engine, metavar="local|dask|dask:ADDRESS",
+                   help="run the gate on partitions of the logs (logs larger than memory): here (local), on a local "
+                        "Dask cluster (dask; needs pip install 'banditroute[dask]') or on the Dask scheduler at "
+                        "ADDRESS; SPECs logged, uniform and always:PROFILE only (default: read the logs into memory)")
+    p.add_argument("--dask-workers", type=_positive, default=None, metavar="N",
+                   help="worker processes of the local cluster of --engine dask (default 2)")
+    p.add_argument("--partitions", type=_positive, default=None, metavar="N",
+                   help="partitions of the logs by stable bucket, with --engine (default: one per 1,000,000 "
+                        "decisions; on a cluster at least one per worker)")
+
+
+def _engine(text: str) -> str:
+    if text in ("local", "dask") or (text.startswith("dask:") and text[len("dask:"):].strip()):
+        return text
+    raise argparse.ArgumentTypeError(f"must be local, dask or dask:ADDRESS, got {text!r}")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def parse_guardrails(items: Sequence[str]) -> dict[str, float]:

@@ -1,6 +1,8 @@
 """``banditroute promote``: run the promotion gate on the logs; exit 0 (promote) or 3 (refuse).
 
-Policies are SPECs (see :mod:`banditroute.evaluation.candidates`).
+Policies are SPECs (see :mod:`banditroute.evaluation.candidates`). ``--engine local|dask|dask:ADDRESS``
+runs the gate on partitions of the logs (:func:`ope.partition_gate.gate_logs`), for logs larger than
+memory; only the SPECs ``logged``, ``uniform`` and ``always:PROFILE`` can be evaluated so.
 
 >>> import argparse
 >>> args = add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import json
 
+from ..errors import ConfigError
 from ..evaluation.candidates import SPEC_HELP
 from .errors import reports_ope_errors
-from .gate_args import add_gate_arguments, gate_kwargs
+from .gate_args import add_engine_arguments, add_gate_arguments, gate_kwargs
 
 __all__ = ["add_parser", "run"]
 
@@ -29,6 +32,7 @@ def add_parser(subparsers):
     add_gate_arguments(p)
     p.add_argument("--candidate", required=True, metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--json", action="store_true", help="print the verdict, reasons and table as JSON")
+    add_engine_arguments(p)
     p.set_defaults(run=run)
     return p
 
@@ -40,6 +44,8 @@ def run(args) -> int:
 
     from ..evaluation.candidates import load_feedback, parse_named, policy_of
 
+    if args.engine is not None or args.dask_workers is not None or args.partitions is not None:
+        return _run_partitioned(args)
     fb = load_feedback(args.logs, cohorts=args.cohort, wait_window_s=args.wait_window_s,
                        default_reward=args.default_reward)
     where = dict(log_dir=args.logs, config=args.config, wait_window_s=args.wait_window_s,
@@ -53,5 +59,51 @@ def run(args) -> int:
         print(json.dumps({"candidate": args.candidate, "baseline": args.baseline, **result.to_dict()}, indent=2))
     else:
         print(f"candidate {args.candidate} vs baseline {args.baseline} on {fb.n_rounds:,} logged rounds")
+        print(result.summary())
+    return 0 if result.promote else 3
+
+
+def _partition_spec(option: str, spec: str) -> str:
+    """A SPEC as :func:`ope.partition_gate.gate_logs` takes it, or a ConfigError naming it."""
+    if spec in ("logged", "logging"):
+        return "logging"
+    if spec == "uniform" or spec.startswith("always:"):
+        return spec
+    if spec == "config" or spec.startswith(("config:", "router:")):
+        why = ("learns: it is evaluated progressively, in time order (each round scored before it learns from it), "
+               "which cannot be split into partitions")
+    else:
+        why = "is resolved on the rounds of one in-memory reading"
+    raise ConfigError(option, spec, f"{why}; with --engine only logged, uniform and always:PROFILE can be gated "
+                      "(run promote without --engine for this SPEC)")
+
+
+def _run_partitioned(args) -> int:
+    """``promote --engine``: the gate on partitions of the logs (:func:`ope.partition_gate.gate_logs`)."""
+    import datetime as dt
+
+    from ope.partition_gate import gate_logs
+
+    from ..evaluation.candidates import parse_named
+
+    if args.engine is None:
+        given = "--dask-workers" if args.dask_workers is not None else "--partitions"
+        raise ConfigError(given, args.dask_workers if args.dask_workers is not None else args.partitions,
+                          "needs --engine (the gate on partitions of the logs)")
+    if args.dask_workers is not None and args.engine != "dask":
+        raise ConfigError("--dask-workers", args.dask_workers, f"needs --engine dask (the local cluster it starts), "
+                          f"not --engine {args.engine}")
+    candidate = _partition_spec("--candidate", parse_named(args.candidate)[1])
+    baseline = _partition_spec("--baseline", parse_named(args.baseline)[1])
+    window = None if args.wait_window_s is None else dt.timedelta(seconds=args.wait_window_s)
+    result = gate_logs(args.logs, candidate=candidate, baseline=baseline, engine=args.engine,
+                       n_partitions=args.partitions, dask_workers=args.dask_workers, wait_window=window,
+                       default_reward=args.default_reward, **gate_kwargs(args))
+    if args.json:
+        print(json.dumps({"candidate": args.candidate, "baseline": args.baseline, **result.to_dict()}, indent=2))
+    else:
+        n = max(result.table.filter(result.table["cohort_column"].is_null())["n"].to_list(), default=0)
+        print(f"candidate {args.candidate} vs baseline {args.baseline} on {n:,} logged rounds "
+              f"(engine {args.engine})")
         print(result.summary())
     return 0 if result.promote else 3
