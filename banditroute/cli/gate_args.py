@@ -56,7 +56,7 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    """Add ``--engine``, ``--dask-workers`` and ``--partitions`` (the gate on log partitions) to a parser."""
+    """Add ``--engine``, ``--dask-workers``, ``--partitions`` and ``--shuffle-dir`` (the gate on log partitions) to a parser."""
     p.add_argument("--engine", default=None, type=_engine, metavar="local|dask|dask:ADDRESS",
                    help="run the gate on partitions of the logs (logs larger than memory): here (local), on a local "
                         "Dask cluster (dask; needs pip install 'banditroute[dask]') or on the Dask scheduler at "
@@ -66,6 +66,10 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=_positive, default=None, metavar="N",
                    help="partitions of the logs by stable bucket, with --engine (default: one per 1,000,000 "
                         "decisions; on a cluster at least one per worker)")
+    p.add_argument("--shuffle-dir", default=None, metavar="DIR",
+                   help="with --engine: shuffle the logs by bucket into a scratch directory made in DIR (deleted at "
+                        "the end; every worker must see it); local and dask shuffle in the system's temporary "
+                        "directory from 10 partitions, dask:ADDRESS only with this option")
 
 
 def _engine(text: str) -> str:

@@ -44,7 +44,7 @@ def run(args) -> int:
 
     from ..evaluation.candidates import load_feedback, parse_named, policy_of
 
-    if args.engine is not None or args.dask_workers is not None or args.partitions is not None:
+    if any(v is not None for v in (args.engine, args.dask_workers, args.partitions, args.shuffle_dir)):
         return _run_partitioned(args)
     fb = load_feedback(args.logs, cohorts=args.cohort, wait_window_s=args.wait_window_s,
                        default_reward=args.default_reward)
@@ -55,10 +55,15 @@ def run(args) -> int:
     candidate = policy_of(parse_named(args.candidate)[1], fb, **where)
     baseline = policy_of(parse_named(args.baseline)[1], fb, **where)
     result = gate(fb, candidate=candidate, baseline=baseline, **gate_kwargs(args))
+    return _report(args, result, fb.n_rounds, "")
+
+
+def _report(args, result, n_rounds: int, where: str) -> int:
+    """Print the verdict (or ``--json``); 0 promote, 3 refuse."""
     if args.json:
         print(json.dumps({"candidate": args.candidate, "baseline": args.baseline, **result.to_dict()}, indent=2))
     else:
-        print(f"candidate {args.candidate} vs baseline {args.baseline} on {fb.n_rounds:,} logged rounds")
+        print(f"candidate {args.candidate} vs baseline {args.baseline} on {n_rounds:,} logged rounds{where}")
         print(result.summary())
     return 0 if result.promote else 3
 
@@ -87,8 +92,9 @@ def _run_partitioned(args) -> int:
     from ..evaluation.candidates import parse_named
 
     if args.engine is None:
-        given = "--dask-workers" if args.dask_workers is not None else "--partitions"
-        raise ConfigError(given, args.dask_workers if args.dask_workers is not None else args.partitions,
+        given = next(f"--{name.replace('_', '-')}" for name in ("dask_workers", "partitions", "shuffle_dir")
+                     if getattr(args, name) is not None)
+        raise ConfigError(given, getattr(args, given[2:].replace("-", "_")),
                           "needs --engine (the gate on partitions of the logs)")
     if args.dask_workers is not None and args.engine != "dask":
         raise ConfigError("--dask-workers", args.dask_workers, f"needs --engine dask (the local cluster it starts), "
@@ -98,12 +104,6 @@ def _run_partitioned(args) -> int:
     window = None if args.wait_window_s is None else dt.timedelta(seconds=args.wait_window_s)
     result = gate_logs(args.logs, candidate=candidate, baseline=baseline, engine=args.engine,
                        n_partitions=args.partitions, dask_workers=args.dask_workers, wait_window=window,
-                       default_reward=args.default_reward, **gate_kwargs(args))
-    if args.json:
-        print(json.dumps({"candidate": args.candidate, "baseline": args.baseline, **result.to_dict()}, indent=2))
-    else:
-        n = max(result.table.filter(result.table["cohort_column"].is_null())["n"].to_list(), default=0)
-        print(f"candidate {args.candidate} vs baseline {args.baseline} on {n:,} logged rounds "
-              f"(engine {args.engine})")
-        print(result.summary())
-    return 0 if result.promote else 3
+                       default_reward=args.default_reward, shuffle_dir=args.shuffle_dir, **gate_kwargs(args))
+    n = max(result.table.filter(result.table["cohort_column"].is_null())["n"].to_list(), default=0)
+    return _report(args, result, n, f" (engine {args.engine})")
