@@ -222,6 +222,7 @@ def test_cli_engine_local_exits_as_the_in_memory_promote(logs, capsys, profile):
      "--baseline learns: .*got 'router:saved.npz'"),
     (["--candidate", "file:c.npy", "--engine", "local"], "--candidate is resolved on the rounds of one in-memory"),
     (["--candidate", "always:large", "--partitions", "2"], "--partitions needs --engine"),
+    (["--candidate", "always:large", "--shuffle-dir", "/tmp"], "--shuffle-dir needs --engine.*got '/tmp'"),
     (["--candidate", "always:large", "--engine", "local", "--dask-workers", "2"], "--dask-workers needs --engine dask"),
 ])
 def test_cli_what_partitions_cannot_gate_exits_2_naming_it(logs, capsys, argv, needle):
