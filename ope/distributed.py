@@ -40,15 +40,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from ope import errors
 from ope.base import Estimator
 from ope.diagnostics import DiagnosticThresholds
-from ope.errors import InvalidConfigError, InvalidFeedbackError, OPEError
+from ope.errors import InvalidConfigError, InvalidFeedbackError, OPEError, TaskFailure
 from ope.evaluate import RESULT_SCHEMA
 from ope.feedback import LoggedFeedback
 from ope.intervals import check_interval_options
@@ -89,15 +88,6 @@ def parse_engine(engine: Any) -> tuple[str, Any]:
     elif hasattr(engine, "submit") and hasattr(engine, "scheduler_info"):
         return "client", engine
     raise InvalidConfigError("engine", f"engine must be {_ENGINES}, got {engine!r}")
-
-
-class TaskFailure(NamedTuple):
-    """An :class:`~ope.errors.OPEError` raised in a task, carried back as data (re-raised by the client)."""
-
-    kind: str
-    field: str
-    message: str
-    path: str | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,14 +137,7 @@ def partition_task(plan: LogPlan, index: int, count: int, specs: Mapping[str, tu
             del target, w
         return PartitionResult(index, weights, terms, columns.n_escalated_without_outcome)
     except OPEError as exc:
-        return TaskFailure(type(exc).__name__, exc.field, str(exc), getattr(exc, "path", None))
-
-
-def _raise(failure: TaskFailure) -> None:
-    cls = getattr(errors, failure.kind, errors.OPEError)
-    if failure.path is not None:
-        raise cls(failure.field, failure.message, path=failure.path)
-    raise cls(failure.field, failure.message)
+        return TaskFailure.of(exc)
 
 
 class _Fold:
@@ -168,7 +151,7 @@ class _Fold:
 
     def add(self, result: PartitionResult | TaskFailure) -> None:
         if isinstance(result, TaskFailure):
-            _raise(result)
+            result.reraise()
         self.pending[result.index] = result
         while self.next in self.pending:
             part = self.pending.pop(self.next)

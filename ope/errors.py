@@ -13,6 +13,9 @@ Examples
 
 from __future__ import annotations
 
+import sys
+from typing import NamedTuple
+
 __all__ = [
     "OPEError",
     "InvalidFeedbackError",
@@ -20,6 +23,7 @@ __all__ = [
     "InvalidConfigError",
     "LogsNotFoundError",
     "CorruptLogError",
+    "TaskFailure",
 ]
 
 
@@ -98,3 +102,30 @@ class CorruptLogError(OPEError, OSError):
     def __init__(self, field: str, message: str, *, path: str) -> None:
         super().__init__(field, message)
         self.path = path
+
+
+class TaskFailure(NamedTuple):
+    """An :class:`OPEError` raised in a task on a worker, carried back as data (an OPEError does not
+    unpickle: its constructor takes the field) and raised again on the client by :meth:`reraise`.
+
+    >>> failure = TaskFailure.of(InvalidConfigError("clip", "clip must be > 0, got -1"))
+    >>> failure.reraise()
+    Traceback (most recent call last):
+    ...
+    ope.errors.InvalidConfigError: clip must be > 0, got -1
+    """
+
+    kind: str
+    field: str
+    message: str
+    path: str | None
+
+    @classmethod
+    def of(cls, exc: OPEError) -> TaskFailure:
+        return cls(type(exc).__name__, exc.field, str(exc), getattr(exc, "path", None))
+
+    def reraise(self) -> None:
+        error = getattr(sys.modules[__name__], self.kind, OPEError)
+        if self.path is not None:
+            raise error(self.field, self.message, path=self.path)
+        raise error(self.field, self.message)

@@ -56,7 +56,7 @@ from ope.partition_models import SampleRewardModels, is_model_based, sample_stri
 from ope.partition_specs import target_of, target_specs
 from ope.policies import resolve_with_weights
 from ope.shuffle import check_shuffle_options, shuffled_plan
-from ope.stats import WeightStats
+from ope.stats import WeightStats, pairwise
 
 __all__ = ["gate_logs", "gate_partition", "CellStats", "GatePartition", "engine_client", "partition_count"]
 
@@ -110,12 +110,9 @@ class CellStats:
             return self
         if self.n == 0:
             return other
-        n = self.n + other.n
-        delta = other.mean - self.mean
         weights = np.column_stack([self.weights[:, :2] + other.weights[:, :2],
                                    np.maximum(self.weights[:, 2], other.weights[:, 2])])
-        return CellStats(n, self.mean + delta * (other.n / n),
-                         self.comoment + other.comoment + np.outer(delta, delta) * (self.n * other.n / n), weights)
+        return CellStats(*pairwise(self.n, self.mean, self.comoment, other.n, other.mean, other.comoment), weights)
 
     def measure(self, alpha: float) -> tuple[float, float, float, float, float, float]:
         """``(estimate_candidate, estimate_baseline, diff, stderr, lower, upper)``: the paired difference's
@@ -167,7 +164,7 @@ def gate_partition(plan: LogPlan, index: int, count: int, specs: Mapping[str, tu
                    models: Mapping[str, SampleRewardModels] | None) -> GatePartition | TaskFailure:
     """Read partition ``index`` of ``count`` and summarise every (metric, cohort) cell on its rounds
     (``models``: per metric, the reward models of a model-based ``estimator``). Runs in a worker; an
-    OPEError comes back as a :class:`~ope.distributed.TaskFailure`."""
+    OPEError comes back as a :class:`~ope.errors.TaskFailure`."""
     try:
         columns = read_partition(plan, index, count)
         if columns.actions.shape[0] == 0:
@@ -209,7 +206,7 @@ def gate_partition(plan: LogPlan, index: int, count: int, specs: Mapping[str, tu
         values = {c: frozenset(labels[c].tolist()) for c in cohorts}
         return GatePartition(index, cells, wstats, values, logged)
     except OPEError as exc:
-        return TaskFailure(type(exc).__name__, exc.field, str(exc), getattr(exc, "path", None))
+        return TaskFailure.of(exc)
 
 
 def _refuse_learning(policies: Mapping[str, Any]) -> None:

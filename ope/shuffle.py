@@ -39,13 +39,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from ope import errors
 from ope.buckets import filled_bucket
-from ope.errors import InvalidConfigError, OPEError
+from ope.errors import InvalidConfigError, OPEError, TaskFailure
 from ope.escalations import PARENT_ID
 from ope.log_join import METRICS, LogSnapshot, scan_decisions, scan_outcomes
 
-__all__ = ["MIN_PARTITIONS", "ROWS_PER_MAP", "MapGroup", "MapFailure", "map_groups", "kept_columns", "map_task", "partition_source",
+__all__ = ["MIN_PARTITIONS", "ROWS_PER_MAP", "MapGroup", "map_groups", "kept_columns", "map_task", "partition_source",
            "check_shuffle_options", "shuffled_plan"]
 
 #: ``shuffle=None`` shuffles from this many partitions on: the map costs about ten passes of the
@@ -67,15 +66,6 @@ class MapGroup(NamedTuple):
     kind: str
     number: int
     files: tuple[str, ...]
-
-
-class MapFailure(NamedTuple):
-    """An :class:`~ope.errors.OPEError` raised in a map task, carried back as data (re-raised by the client)."""
-
-    kind: str
-    field: str
-    message: str
-    path: str | None
 
 
 def map_groups(snapshot: LogSnapshot, n_decisions: int, rows_per_map: int) -> list[MapGroup]:
@@ -138,10 +128,10 @@ def _read_group(root: str, group: MapGroup, schema: dict, columns: list[str]) ->
 
 
 def map_task(root: str, group: MapGroup, schema: dict, columns: list[str], count: int,
-             scratch: str) -> dict[int, int] | MapFailure:
+             scratch: str) -> dict[int, int] | TaskFailure:
     """Read ``group``'s ``columns`` (``schema``: the table's read schema) and write each partition's rows
     (bucket modulo ``count``) under ``scratch``, in the group's order; the rows written per partition.
-    Runs in a worker; an OPEError comes back as a :class:`MapFailure`."""
+    Runs in a worker; an OPEError comes back as a :class:`TaskFailure`."""
     try:
         frame = _read_group(root, group, schema, columns).with_columns(filled_bucket())
         parts = frame.with_columns((pl.col("bucket") % count).alias("__partition")).partition_by(
@@ -155,14 +145,7 @@ def map_task(root: str, group: MapGroup, schema: dict, columns: list[str], count
             written[int(index)] = part.height
         return written
     except OPEError as exc:
-        return MapFailure(type(exc).__name__, exc.field, str(exc), getattr(exc, "path", None))
-
-
-def _raise(failure: MapFailure) -> None:
-    cls = getattr(errors, failure.kind, errors.OPEError)
-    if failure.path is not None:
-        raise cls(failure.field, failure.message, path=failure.path)
-    raise cls(failure.field, failure.message)
+        return TaskFailure.of(exc)
 
 
 def partition_source(snapshot: LogSnapshot, shuffled: tuple[str, int] | None, index: int, count: int) -> LogSnapshot:
@@ -209,8 +192,8 @@ def _run_map(plan: Any, count: int, scratch: Path, client: Any, rows_per_map: in
         results = [f.result() for f in futures]
     filled = set()
     for group, result in zip(groups, results):
-        if isinstance(result, MapFailure):
-            _raise(result)
+        if isinstance(result, TaskFailure):
+            result.reraise()
         if group.kind == "decisions":
             filled.update(result)
     for index in set(range(count)) - filled:  # a partition without decisions: an empty log of its own

@@ -47,6 +47,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import reduce
+from typing import Any
 
 import numpy as np
 from scipy.special import ndtri
@@ -55,7 +56,7 @@ from ope.diagnostics import DiagnosticThresholds, Diagnostics, weight_diagnostic
 from ope.errors import InvalidConfigError
 from ope.intervals import Interval, RoundTerms, check_interval_options
 
-__all__ = ["NB", "TermStats", "WeightStats", "merge"]
+__all__ = ["NB", "TermStats", "WeightStats", "merge", "pairwise"]
 
 #: bucket groups of the bootstrap: a round's group is ``bucket % NB``
 NB = 4096
@@ -73,6 +74,19 @@ def _comoments(columns: Sequence[np.ndarray], mean: np.ndarray) -> np.ndarray:
             for m in range(j + 1):
                 out[j, m] += float(np.multiply(centred[j], centred[m]).sum())
     return out + np.tril(out, -1).T
+
+
+def pairwise(n_a: int, mean_a: Any, m2_a: Any, n_b: int, mean_b: Any, m2_b: Any) -> tuple[int, Any, Any]:
+    """Chan et al.'s pairwise update: the count, mean and co-moment (sum of centred products; a scalar
+    or a matrix) of two groups' rounds together, from each group's (both counts > 0).
+
+    >>> pairwise(2, 1.5, 0.5, 2, 3.5, 0.5)  # [1, 2] and [3, 4]
+    (4, 2.5, 5.0)
+    """
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    outer = np.multiply.outer(delta, delta) if np.ndim(delta) else delta * delta
+    return n, mean_a + delta * (n_b / n), m2_a + m2_b + outer * (n_a * n_b / n)
 
 
 class _Mergeable:
@@ -164,10 +178,7 @@ class TermStats(_Mergeable):
             return self
         if self.n == 0:
             return other
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.n / n)
-        comoment = self.comoment + other.comoment + np.outer(delta, delta) * (self.n * other.n / n)
+        n, mean, comoment = pairwise(self.n, self.mean, self.comoment, other.n, other.mean, other.comoment)
         sums = None if self.bucket_sums is None else self.bucket_sums + other.bucket_sums
         return TermStats(n, mean, comoment, np.minimum(self.low, other.low), np.maximum(self.high, other.high), sums)
 
@@ -342,10 +353,8 @@ class WeightStats(_Mergeable):
             return self
         if self.n == 0:
             return other
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        out = WeightStats(n, self.mean + delta * (other.n / n), self.m2 + other.m2 + delta * delta * self.n * other.n / n,
-                          self.sum_sq + other.sum_sq, max(self.max, other.max))
+        n, mean, m2 = pairwise(self.n, self.mean, self.m2, other.n, other.mean, other.m2)
+        out = WeightStats(n, mean, m2, self.sum_sq + other.sum_sq, max(self.max, other.max))
         if self.deficiency is not None and other.deficiency is not None:
             return replace(out, deficiency=self.deficiency + other.deficiency)
         if self.action_counts is not None and other.action_counts is not None:
