@@ -12,6 +12,15 @@ def seed() -> int:
     return int(os.environ.get("BR_TEST_SEED", "0"))
 
 
+@pytest.fixture(scope="module")
+def dask_client():
+    """A Dask client of a LocalCluster(2 single-threaded worker processes), one per test module."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        yield client
+
+
 @pytest.fixture
 def profiles():
     return [br.Profile("small", cost_usd=0.0004, latency_ms=400),

@@ -55,10 +55,8 @@ def logs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
-        yield c
+def client(dask_client):
+    return dask_client
 
 
 def _in_memory(log_dir, profile: str, **kw):

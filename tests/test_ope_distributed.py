@@ -78,10 +78,8 @@ def logs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
+def client(dask_client):
+    return dask_client
 
 
 def _in_memory(log_dir, policies=SPECS, estimators=ESTIMATORS, **join):
@@ -291,13 +289,19 @@ def _rewrite(root, keep_bucket: bool, only=None):
             frame.drop("bucket").with_columns(pl.lit(3, dtype=pl.Int32).alias("schema_version")).write_parquet(path)
 
 
-def test_old_logs_without_bucket_read_with_the_computed_bucket(logs, tmp_path):
+def old_and_mixed_copies(logs, tmp_path):
+    """Two copies of ``logs`` written before schema 4: all parts without ``bucket``, and some of them."""
     old, mixed = tmp_path / "old", tmp_path / "mixed"
     shutil.copytree(logs, old)
     shutil.copytree(logs, mixed)
     _rewrite(old, keep_bucket=False)
     decision_files = sorted((mixed / "decisions").glob("**/*.parquet"))
     _rewrite(mixed, keep_bucket=False, only={decision_files[0], *sorted((mixed / "outcomes").glob("**/*.parquet"))[1:]})
+    return old, mixed
+
+
+def test_old_logs_without_bucket_read_with_the_computed_bucket(logs, tmp_path):
+    old, mixed = old_and_mixed_copies(logs, tmp_path)
     assert "bucket" not in pl.read_parquet_schema(sorted((old / "decisions").glob("**/*.parquet"))[0])
     stored = ope.join_logs(logs).select("decision_id", "bucket").collect().sort("decision_id")
     for root in (old, mixed):

@@ -78,10 +78,8 @@ def synthetic(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
+def client(dask_client):
+    return dask_client
 
 
 # ---------------------------------------------------------------- engines and partitions agree

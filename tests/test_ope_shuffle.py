@@ -23,7 +23,8 @@ import ope.shuffle
 from conftest import TASKS
 from ope.log_columns import plan_reading, read_partition
 from ope.shuffle import map_groups, shuffled_plan
-from test_ope_distributed import ESTIMATORS, PROFILES, SPECS, _assert_same_table, _in_memory, _rewrite, _write_logs
+from test_ope_distributed import (ESTIMATORS, PROFILES, SPECS, _assert_same_table, _in_memory, _write_logs,
+                                  old_and_mixed_copies)
 
 distributed = pytest.importorskip("distributed")
 
@@ -143,12 +144,7 @@ def test_partitions_without_decisions_read_as_empty(tmp_path, sources):
 
 
 def test_old_and_mixed_logs_without_bucket_shuffle_alike(logs, tmp_path):
-    old, mixed = tmp_path / "old", tmp_path / "mixed"
-    shutil.copytree(logs, old)
-    shutil.copytree(logs, mixed)
-    _rewrite(old, keep_bucket=False)
-    decision_files = sorted((mixed / "decisions").glob("**/*.parquet"))
-    _rewrite(mixed, keep_bucket=False, only={decision_files[0], *sorted((mixed / "outcomes").glob("**/*.parquet"))[1:]})
+    old, mixed = old_and_mixed_copies(logs, tmp_path)
     ref = _in_memory(logs)
     for root in (old, mixed):
         _assert_same_table(ope.evaluate_logs(root, SPECS, ESTIMATORS, n_partitions=3, shuffle=True), ref)
